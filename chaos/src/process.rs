@@ -1,0 +1,232 @@
+//! One `arca serve` process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How to start a node process.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// The `arca` binary.
+    pub binary: PathBuf,
+    /// The node's data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    /// HTTP address; `127.0.0.1:0` picks a free port on the first start. Restarts reuse the
+    /// port the first start got, so clients keep their URL.
+    pub http_addr: String,
+    /// gRPC address, same rules as `http_addr`.
+    pub grpc_addr: String,
+    /// More `arca serve` arguments.
+    pub extra_args: Vec<String>,
+    /// Environment variables for the process.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessOptions {
+    pub fn new(binary: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            data_dir: data_dir.into(),
+            http_addr: "127.0.0.1:0".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running (or stopped) `arca serve` process.
+pub struct ArcaProcess {
+    options: ProcessOptions,
+    child: Option<Child>,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    log_path: PathBuf,
+}
+
+impl ArcaProcess {
+    /// Starts the process and waits until it prints its listening line.
+    pub fn start(options: ProcessOptions) -> anyhow::Result<Self> {
+        let log_path = options.data_dir.with_extension("log");
+        let (child, http_addr, grpc_addr) = spawn(&options, &log_path)?;
+        let mut options = options;
+        options.http_addr = http_addr.to_string();
+        options.grpc_addr = grpc_addr.to_string();
+        Ok(Self {
+            options,
+            child: Some(child),
+            http_addr,
+            grpc_addr,
+            log_path,
+        })
+    }
+
+    pub fn must_start(options: ProcessOptions) -> Self {
+        Self::start(options).unwrap_or_else(|e| panic!("start arca: {e:#}"))
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.options.data_dir
+    }
+
+    /// The process's stderr so far (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("process is not running"))?;
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("send {signal} to {pid}"))
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn must_kill(&mut self) {
+        self.signal(Signal::SIGKILL).expect("SIGKILL");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop (`SIGTERM`), waiting up to `timeout` before falling back to `SIGKILL`.
+    pub fn must_stop(&mut self, timeout: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn must_pause(&self) {
+        self.signal(Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    pub fn must_resume(&self) {
+        self.signal(Signal::SIGCONT).expect("SIGCONT");
+    }
+
+    /// Starts the process again on the same data directory and the same ports.
+    pub fn must_restart(&mut self) {
+        if self.child.is_some() {
+            self.must_kill();
+        }
+        let (child, http_addr, grpc_addr) =
+            spawn(&self.options, &self.log_path).unwrap_or_else(|e| panic!("restart arca: {e:#}"));
+        self.child = Some(child);
+        self.http_addr = http_addr;
+        self.grpc_addr = grpc_addr;
+    }
+
+    /// Resident set size now, and its high-water mark, in bytes (from `/proc`).
+    pub fn memory(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("process is not running"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))?;
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .ok_or_else(|| anyhow!("malformed {name}"))?
+                .parse()?;
+            Ok(kib * 1024)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for ArcaProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(
+    options: &ProcessOptions,
+    log_path: &Path,
+) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut command = Command::new(&options.binary);
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&options.data_dir)
+        .arg("--http")
+        .arg(&options.http_addr)
+        .arg("--grpc")
+        .arg(&options.grpc_addr)
+        .args(&options.extra_args)
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("spawn {}", options.binary.display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.starts_with("arca listening ") {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("arca did not report listening within 60s; log:\n{log}");
+        }
+    };
+    let addr = |key: &str| -> anyhow::Result<SocketAddr> {
+        let value = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(key))
+            .ok_or_else(|| anyhow!("no {key} in {line:?}"))?;
+        value.parse().with_context(|| format!("parse {value}"))
+    };
+    Ok((child, addr("http=")?, addr("grpc=")?))
+}

@@ -1,0 +1,121 @@
+//! `arca repo …`
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::output::{human_bytes, print_json, table, OutputFormat};
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository.
+    Create {
+        name: String,
+        /// Repository format.
+        #[arg(long, default_value = "generic")]
+        format: String,
+        /// Paths can be written once; identical re-uploads are accepted.
+        #[arg(long)]
+        immutable: bool,
+    },
+    /// List repositories with their sizes.
+    Ls,
+    /// Show one repository.
+    Show { name: String },
+}
+
+pub async fn run(
+    client: &Client,
+    command: RepoCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    match command {
+        RepoCommand::Create {
+            name,
+            format,
+            immutable,
+        } => {
+            let response = client
+                .http
+                .post(client.url("/api/v1/repos"))
+                .json(&json!({ "name": name, "format": format, "immutable": immutable }))
+                .send()
+                .await?;
+            let repo: Value = Client::check(response).await?.json().await?;
+            match output {
+                OutputFormat::Json => print_json(&repo),
+                OutputFormat::Table => {
+                    println!(
+                        "created repository {name} ({format}{})",
+                        if immutable { ", immutable" } else { "" }
+                    );
+                    Ok(())
+                }
+            }
+        }
+        RepoCommand::Ls => {
+            let list: Value = client.get_json("/api/v1/repos").await?;
+            match output {
+                OutputFormat::Json => print_json(&list),
+                OutputFormat::Table => {
+                    let rows = list["repositories"]
+                        .as_array()
+                        .map(|repos| repos.iter().map(repo_row).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{}",
+                        table(
+                            &[
+                                "NAME",
+                                "FORMAT",
+                                "IMMUTABLE",
+                                "ARTIFACTS",
+                                "LOGICAL",
+                                "PHYSICAL",
+                                "CREATED"
+                            ],
+                            rows
+                        )
+                    );
+                    Ok(())
+                }
+            }
+        }
+        RepoCommand::Show { name } => {
+            let repo: Value = client.get_json(&format!("/api/v1/repos/{name}")).await?;
+            match output {
+                OutputFormat::Json => print_json(&repo),
+                OutputFormat::Table => {
+                    println!(
+                        "{}",
+                        table(
+                            &[
+                                "NAME",
+                                "FORMAT",
+                                "IMMUTABLE",
+                                "ARTIFACTS",
+                                "LOGICAL",
+                                "PHYSICAL",
+                                "CREATED"
+                            ],
+                            vec![repo_row(&repo)]
+                        )
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn repo_row(repo: &Value) -> Vec<String> {
+    vec![
+        repo["name"].as_str().unwrap_or_default().to_string(),
+        repo["format"].as_str().unwrap_or_default().to_string(),
+        repo["immutable"].as_bool().unwrap_or_default().to_string(),
+        repo["artifacts"].as_u64().unwrap_or_default().to_string(),
+        human_bytes(repo["logical_bytes"].as_u64().unwrap_or_default()),
+        human_bytes(repo["physical_bytes"].as_u64().unwrap_or_default()),
+        repo["created_at"].as_str().unwrap_or_default().to_string(),
+    ]
+}

@@ -1,0 +1,85 @@
+//! `arca serve`: run a node until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use arca_node::NodeConfig;
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see docs/operator-guide.md). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./arca-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7070].
+    #[arg(long)]
+    http: Option<String>,
+    /// gRPC (intra-region) listen address [default: 127.0.0.1:7071].
+    #[arg(long)]
+    grpc: Option<String>,
+    /// This node's id in its region [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Region name [default: local].
+    #[arg(long)]
+    region: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("ARCA_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let mut config =
+        NodeConfig::load(args.config.as_deref(), std::env::vars()).context("load configuration")?;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(http) = args.http {
+        config.http_addr = http;
+    }
+    if let Some(grpc) = args.grpc {
+        config.grpc_addr = grpc;
+    }
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if let Some(region) = args.region {
+        config.region = region;
+    }
+    let node = arca_node::start(config).await?;
+    // One machine-readable line on stdout, for scripts and test harnesses.
+    println!(
+        "arca listening http={} grpc={}",
+        node.http_addr, node.grpc_addr
+    );
+    tracing::info!(http = %node.http_addr, grpc = %node.grpc_addr, "serving");
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = node.stopped() => tracing::error!("a server stopped unexpectedly; shutting down"),
+    }
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The real `arca` binary: a server process, and client commands run as processes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use arca_chaos::{wait_until, ArcaProcess, ProcessOptions};
+use sha2::{Digest, Sha256};
+
+const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+
+fn server(dir: &Path) -> ArcaProcess {
+    let mut options = ProcessOptions::new(ARCA, dir.join("data"));
+    // Small chunks so that modest test files have many.
+    options.env = vec![
+        ("ARCA_CHUNKING__MIN_SIZE".into(), "16384".into()),
+        ("ARCA_CHUNKING__AVG_SIZE".into(), "65536".into()),
+        ("ARCA_CHUNKING__MAX_SIZE".into(), "262144".into()),
+    ];
+    ArcaProcess::must_start(options)
+}
+
+fn arca(server: &ArcaProcess, args: &[&str]) -> Output {
+    Command::new(ARCA)
+        .args(args)
+        .env("ARCA_SERVER", server.base_url())
+        .output()
+        .expect("run arca")
+}
+
+fn must_arca(server: &ArcaProcess, args: &[&str]) -> String {
+    let output = arca(server, args);
+    assert!(
+        output.status.success(),
+        "arca {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+fn must_json(server: &ArcaProcess, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    serde_json::from_str(&must_arca(server, &all)).expect("json output")
+}
+
+fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[test]
+fn push_pull_ls_stat_and_rm_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    assert!(must_arca(&server, &["repo", "create", "builds"]).contains("created repository builds"));
+    let created = must_json(&server, &["repo", "create", "releases", "--immutable"]);
+    assert_eq!(created["immutable"], true);
+
+    let data = random_bytes(1_500_000, 1);
+    let file = dir.path().join("app.tar.gz");
+    std::fs::write(&file, &data).expect("write");
+    let pushed = must_json(
+        &server,
+        &[
+            "push",
+            file.to_str().expect("path"),
+            "builds/app/1.0/app.tar.gz",
+        ],
+    );
+    assert_eq!(pushed["sha256"], sha256_hex(&data));
+    assert_eq!(pushed["size"], 1_500_000);
+    assert!(pushed["chunks"].as_u64().expect("chunks") > 3);
+    let table = must_arca(
+        &server,
+        &[
+            "push",
+            file.to_str().expect("path"),
+            "builds/app/latest.tar.gz",
+        ],
+    );
+    assert!(table.contains("pushed builds/app/latest.tar.gz"), "{table}");
+    assert!(
+        table.contains("0 new"),
+        "second push is fully deduplicated: {table}"
+    );
+
+    let listed = must_json(&server, &["ls", "builds/app/"]);
+    let paths: Vec<&str> = listed["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, vec!["app/1.0/app.tar.gz", "app/latest.tar.gz"]);
+    assert!(must_arca(&server, &["ls", "builds"]).contains("app/1.0/app.tar.gz"));
+
+    let stat = must_json(&server, &["stat", "builds/app/1.0/app.tar.gz"]);
+    assert_eq!(stat["sha256"], sha256_hex(&data));
+    assert_eq!(stat["blake3"], blake3::hash(&data).to_hex().as_str());
+    assert!(must_arca(&server, &["stat", "builds/app/1.0/app.tar.gz"]).contains(&sha256_hex(&data)));
+
+    let out = dir.path().join("pulled.tar.gz");
+    let pulled = must_json(
+        &server,
+        &[
+            "pull",
+            "builds/app/1.0/app.tar.gz",
+            "-o",
+            out.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(pulled["verified"], true);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+
+    let repos = must_json(&server, &["repo", "ls"]);
+    let builds = &repos["repositories"][0];
+    assert_eq!(builds["name"], "builds");
+    assert_eq!(builds["artifacts"], 2);
+    assert_eq!(builds["physical_bytes"], 1_500_000);
+    assert!(must_arca(&server, &["repo", "ls"]).contains("releases"));
+
+    must_arca(&server, &["rm", "builds/app/latest.tar.gz"]);
+    let missing = arca(
+        &server,
+        &[
+            "pull",
+            "builds/app/latest.tar.gz",
+            "-o",
+            out.to_str().expect("path"),
+        ],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("ARTIFACT_NOT_FOUND"));
+
+    // Immutable repository: a changed file is refused with the server's code.
+    must_arca(
+        &server,
+        &["push", file.to_str().expect("path"), "releases/app.tar.gz"],
+    );
+    std::fs::write(&file, random_bytes(1000, 2)).expect("write");
+    let refused = arca(
+        &server,
+        &["push", file.to_str().expect("path"), "releases/app.tar.gz"],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("IMMUTABLE"));
+}
+
+/// A server that answers every request with `body` and a wrong `X-Checksum-Sha256`.
+fn lying_server(body: &'static [u8]) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Checksum-Sha256: {}\r\nConnection: close\r\n\r\n",
+                body.len(),
+                "0".repeat(64)
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    addr
+}
+
+#[test]
+fn pull_refuses_bytes_whose_sha256_does_not_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = lying_server(b"tampered bytes");
+    let out = dir.path().join("file.bin");
+    let output = Command::new(ARCA)
+        .args(["pull", "repo/file.bin", "-o", out.to_str().expect("path")])
+        .env("ARCA_SERVER", format!("http://{addr}"))
+        .output()
+        .expect("run arca");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sha256 mismatch"));
+    assert!(!out.exists(), "nothing is written on a mismatch");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("read dir").collect();
+    assert!(leftovers.is_empty(), "no partial file is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_leaves_nothing_and_acknowledged_uploads_survive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = server(dir.path());
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    assert_eq!(
+        http.post(format!("{base}/api/v1/repos"))
+            .json(&serde_json::json!({"name": "ci"}))
+            .send()
+            .await
+            .expect("create")
+            .status(),
+        201
+    );
+    let kept = random_bytes(3_000_000, 3);
+    let ack = http
+        .put(format!("{base}/files/ci/kept.bin"))
+        .body(kept.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(ack.status(), 201);
+
+    // Stream an upload that never finishes: 4 MiB sent of a promised 64 MiB.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let url = format!("{base}/files/ci/partial.bin");
+    let upload_client = http.clone();
+    let upload = tokio::spawn(async move {
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+        upload_client
+            .put(url)
+            .header("content-length", 64 << 20)
+            .body(body)
+            .send()
+            .await
+    });
+    for i in 0..4u8 {
+        tx.send(Ok(random_bytes(1 << 20, 10 + i)))
+            .await
+            .expect("send");
+    }
+    // Wait until the server has taken in what we sent (so the kill lands mid-ingest).
+    let metrics_url = format!("{base}/metrics");
+    wait_until(
+        "server to receive 4 MiB",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let http = http.clone();
+            let metrics_url = metrics_url.clone();
+            async move {
+                let text = http
+                    .get(&metrics_url)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let received: f64 = text
+                    .lines()
+                    .find(|l| l.starts_with("arca_http_received_bytes_total"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (received >= (3_000_000 + (4 << 20)) as f64).then_some(())
+            }
+        },
+    )
+    .await
+    .expect("upload in progress");
+    server.must_kill();
+    drop(tx);
+    let _ = upload.await;
+
+    server.must_restart();
+    let base = server.base_url();
+    let list: serde_json::Value = http
+        .get(format!("{base}/api/v1/repos/ci/files"))
+        .send()
+        .await
+        .expect("ls")
+        .json()
+        .await
+        .expect("json");
+    let paths: Vec<&str> = list["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["kept.bin"],
+        "only the acknowledged upload is visible"
+    );
+    let got = http
+        .get(format!("{base}/files/ci/kept.bin"))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(sha256_hex(&got), sha256_hex(&kept));
+    let repo: serde_json::Value = http
+        .get(format!("{base}/api/v1/repos/ci"))
+        .send()
+        .await
+        .expect("repo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(repo["logical_bytes"], 3_000_000);
+    assert_eq!(repo["physical_bytes"], 3_000_000);
+    // The interrupted upload's chunks were swept at start-up: pushing its first MiB again
+    // writes new chunks instead of finding leftovers.
+    let retry = http
+        .put(format!("{base}/files/ci/partial.bin"))
+        .body(random_bytes(1 << 20, 10))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(retry.status(), 201);
+    let retry: serde_json::Value = retry.json().await.expect("json");
+    assert_eq!(
+        retry["new_chunks"], retry["chunks"],
+        "no orphaned chunk survived the restart"
+    );
+}
+
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}

@@ -1,0 +1,48 @@
+//! The HTTP API (axum): generic files under `/files/`, the JSON admin API under `/api/v1/`,
+//! and the operational endpoints `/metrics`, `/healthz`, `/readyz`.
+
+pub mod files;
+pub mod repos;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::error::Error;
+use crate::service::ArtifactService;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<ArtifactService>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Builds the node's HTTP router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/repos", post(repos::create).get(repos::list))
+        .route("/api/v1/repos/{repo}", get(repos::show))
+        .route("/api/v1/repos/{repo}/files", get(repos::files))
+        .route("/api/v1/repos/{repo}/files/{*path}", get(repos::file))
+        .route(
+            "/files/{*target}",
+            get(files::get)
+                .head(files::get)
+                .put(files::put)
+                .delete(files::delete),
+        )
+        .route("/metrics", get(system::metrics))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .fallback(|| async { Error::RouteNotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,179 @@
+//! Reads of the applied metadata: repositories, artifacts, blobs, reference counts, the change
+//! log. Every read sees a committed state-machine batch as a whole.
+
+use std::sync::Arc;
+
+use arca_raft::storage::CF_STATE_MACHINE;
+use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
+use serde::de::DeserializeOwned;
+
+use crate::codec::decode;
+use crate::digest::{Blake3, ChunkId, Sha256};
+use crate::error::{Error, Result};
+use crate::keys::{self, ChunkRefCount};
+use crate::model::{
+    Artifact, BlobRecord, ChangeLogHead, ChangeRecord, GlobalStats, RepoStats, Repository,
+};
+use crate::names::{ArtifactPath, RepoName};
+
+/// Read access to the metadata state machine.
+#[derive(Clone)]
+pub struct Catalog {
+    db: Arc<DB>,
+}
+
+/// A page of a listing and the cursor for the next one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to continue; `None` when the listing is complete.
+    pub next: Option<String>,
+}
+
+impl Catalog {
+    pub fn new(db: Arc<DB>) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    fn cf(&self) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(CF_STATE_MACHINE)
+            .ok_or_else(|| Error::Internal("state machine column family is missing".into()))
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf()?, key)?)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.get_raw(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Scans keys with `prefix` in order, starting strictly after `after` if given.
+    fn scan<T>(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        mut map: impl FnMut(&[u8], &[u8]) -> Result<T>,
+    ) -> Result<(Vec<T>, bool)> {
+        let start = match after {
+            Some(after) => {
+                let mut key = after.to_vec();
+                key.push(0);
+                key
+            }
+            None => prefix.to_vec(),
+        };
+        let iter = self
+            .db
+            .iterator_cf(self.cf()?, IteratorMode::From(&start, Direction::Forward));
+        let mut items = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                return Ok((items, false));
+            }
+            if items.len() == limit {
+                return Ok((items, true));
+            }
+            items.push(map(&key, &value)?);
+        }
+        Ok((items, false))
+    }
+
+    pub fn repo(&self, name: &RepoName) -> Result<Option<Repository>> {
+        self.get(&keys::repo(name))
+    }
+
+    /// The repository, or `REPO_NOT_FOUND`.
+    pub fn must_repo(&self, name: &RepoName) -> Result<Repository> {
+        self.repo(name)?.ok_or_else(|| Error::RepoNotFound {
+            repo: name.to_string(),
+        })
+    }
+
+    pub fn repos(&self) -> Result<Vec<Repository>> {
+        let (repos, _) = self.scan(keys::REPO_PREFIX, None, usize::MAX, |_, v| decode(v))?;
+        Ok(repos)
+    }
+
+    pub fn repo_stats(&self, name: &RepoName) -> Result<RepoStats> {
+        Ok(self.get(&keys::repo_stats(name))?.unwrap_or_default())
+    }
+
+    pub fn artifact(&self, repo: &RepoName, path: &ArtifactPath) -> Result<Option<Artifact>> {
+        self.get(&keys::artifact(repo, path))
+    }
+
+    /// Artifacts of `repo` whose path starts with `prefix`, in path order, after `after`.
+    pub fn artifacts(
+        &self,
+        repo: &RepoName,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Artifact>> {
+        let scan_prefix = keys::artifact_prefix(repo, prefix);
+        let after_key = after.map(|a| keys::artifact_prefix(repo, a));
+        let (items, more) =
+            self.scan(&scan_prefix, after_key.as_deref(), limit, |_, v| decode(v))?;
+        let next = if more {
+            items.last().map(|a: &Artifact| a.path.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    pub fn blob(&self, id: &Blake3) -> Result<Option<BlobRecord>> {
+        self.get(&keys::blob(id))
+    }
+
+    pub fn blob_by_sha256(&self, sha: &Sha256) -> Result<Option<BlobRecord>> {
+        let Some(raw) = self.get_raw(&keys::sha256_index(sha))? else {
+            return Ok(None);
+        };
+        let Some(id) = Blake3::from_slice(&raw) else {
+            return Err(Error::Internal("corrupt sha256 index entry".into()));
+        };
+        self.blob(&id)
+    }
+
+    /// How many live blobs reference the chunk (0 when none).
+    pub fn chunk_refs(&self, id: &ChunkId) -> Result<u64> {
+        match self.get_raw(&keys::chunk_refs(id))? {
+            Some(raw) => ChunkRefCount::decode(&raw)
+                .map(|c| c.count)
+                .ok_or_else(|| Error::Internal("corrupt chunk reference count".into())),
+            None => Ok(0),
+        }
+    }
+
+    pub fn global_stats(&self) -> Result<GlobalStats> {
+        Ok(self.get(keys::GLOBAL_STATS)?.unwrap_or_default())
+    }
+
+    pub fn changelog_head(&self) -> Result<ChangeLogHead> {
+        Ok(self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default())
+    }
+
+    /// Change records with `seq > after`, in order, at most `limit`.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        let after_key = (after > 0).then(|| keys::change(after));
+        let (items, _) = self.scan(
+            keys::CHANGELOG_PREFIX,
+            after_key.as_deref(),
+            limit,
+            |_, v| decode(v),
+        )?;
+        Ok(items)
+    }
+}

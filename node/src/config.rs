@@ -1,0 +1,251 @@
+//! The node's configuration: defaults, then a TOML file, then `ARCA_*` environment variables,
+//! then command-line flags (applied by the CLI).
+//!
+//! Environment variables name a key by its path in upper case, with `__` between sections:
+//! `ARCA_DATA_DIR`, `ARCA_HTTP_ADDR`, `ARCA_RAFT__HEARTBEAT_INTERVAL_MS`. Variables that name
+//! no key (such as the client's `ARCA_SERVER`) are ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use arca_raft::RaftConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerConfig;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory for the node's RocksDB and Raft snapshots. Created if missing.
+    pub data_dir: PathBuf,
+    /// This node's id inside its region (unique per region, never reused).
+    pub node_id: u64,
+    /// The name of the region this node belongs to.
+    pub region: String,
+    /// Address the HTTP API listens on (`host:port`; port 0 picks a free port).
+    pub http_addr: String,
+    /// Address the intra-region gRPC server (Raft) listens on.
+    pub grpc_addr: String,
+    /// Raft timing and log retention.
+    pub raft: RaftConfig,
+    /// Content-defined chunking bounds.
+    pub chunking: ChunkerConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Garbage collection of unreferenced chunks.
+    pub gc: GcConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("arca-data"),
+            node_id: 1,
+            region: "local".into(),
+            http_addr: "127.0.0.1:7070".into(),
+            grpc_addr: "127.0.0.1:7071".into(),
+            raft: RaftConfig::default(),
+            chunking: ChunkerConfig::default(),
+            limits: LimitsConfig::default(),
+            gc: GcConfig::default(),
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Largest page a listing returns.
+    pub max_list_page: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 64 << 30,
+            max_list_page: 10_000,
+        }
+    }
+}
+
+/// Garbage collection of chunks no artifact references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often to sweep for orphaned chunks, in seconds.
+    pub sweep_interval_secs: u64,
+    /// An unreferenced chunk younger than this is left alone (an upload may still be about to
+    /// reference it), in seconds.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_secs: 600,
+            orphan_grace_secs: 3600,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads defaults, then `file` (if any), then `ARCA_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut tree =
+            toml::Value::try_from(NodeConfig::default()).context("serialize default config")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read config file {}", path.display()))?;
+            let file_tree: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("parse config file {}", path.display()))?;
+            merge(&mut tree, file_tree);
+        }
+        let defaults =
+            toml::Value::try_from(NodeConfig::default()).context("serialize default config")?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("ARCA_") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if lookup(&defaults, &path).is_none() {
+                continue;
+            }
+            set_path(&mut tree, &path, parse_env_value(&value))?;
+        }
+        let config: NodeConfig = tree.try_into().context("invalid configuration")?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.node_id == 0 {
+            bail!("node_id must be > 0");
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("region must be non-empty letters, digits, '-' or '_'");
+        }
+        self.raft.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.chunking.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if self.limits.max_upload_bytes == 0 || self.limits.max_list_page == 0 {
+            bail!("limits must be > 0");
+        }
+        if self.gc.sweep_interval_secs == 0 {
+            bail!("gc.sweep_interval_secs must be > 0");
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn lookup<'a>(tree: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+    let mut node = tree;
+    for key in path {
+        node = node.as_table()?.get(key)?;
+    }
+    Some(node)
+}
+
+fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let mut node = tree;
+    for key in &path[..path.len() - 1] {
+        node = node
+            .as_table_mut()
+            .and_then(|t| t.get_mut(key))
+            .with_context(|| format!("no config section {key}"))?;
+    }
+    let table = node.as_table_mut().context("config path is not a table")?;
+    table.insert(path[path.len() - 1].clone(), value);
+    Ok(())
+}
+
+/// Environment values are TOML scalars when they parse as one (`42`, `true`), else strings.
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = NodeConfig::load(None, Vec::new()).expect("load");
+        assert_eq!(config, NodeConfig::default());
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("arca.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\n[raft]\nheartbeat_interval_ms = 100\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("ARCA_DATA_DIR".to_string(), "/srv/arca".to_string()),
+            (
+                "ARCA_RAFT__HEARTBEAT_INTERVAL_MS".to_string(),
+                "120".to_string(),
+            ),
+            ("ARCA_SERVER".to_string(), "http://ignored".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let config = NodeConfig::load(Some(&path), env).expect("load");
+        assert_eq!(config.http_addr, "127.0.0.1:9000");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/arca"));
+        assert_eq!(config.raft.heartbeat_interval_ms, 120);
+        assert_eq!(
+            config.raft.election_timeout_min_ms,
+            RaftConfig::default().election_timeout_min_ms
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("arca.toml");
+        std::fs::write(&path, "htp_addr = \"x\"\n").expect("write");
+        assert!(NodeConfig::load(Some(&path), Vec::new()).is_err());
+        let mut config = NodeConfig::default();
+        config.chunking.min_size = 10;
+        assert!(config.validate().is_err());
+        config = NodeConfig::default();
+        config.node_id = 0;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Chunk garbage collection on one node.
+//!
+//! A chunk is deleted only when (a) no live blob references it in the applied state machine and
+//! (b) no upload on this node has it pinned; both are checked under the pin lock. Two triggers:
+//! chunks freed by an applied delete/overwrite are reclaimed at once, and a periodic sweep
+//! deletes orphans (chunks written by uploads that failed or were killed before their command
+//! applied) once they are older than a grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::chunk_store::{ChunkStore, PinGuard};
+use crate::digest::ChunkId;
+use crate::error::Result;
+use crate::state_machine::FreedChunks;
+
+/// Deletes chunks nothing uses.
+#[derive(Clone)]
+pub struct Collector {
+    store: Arc<ChunkStore>,
+    catalog: Catalog,
+}
+
+impl Collector {
+    pub fn new(store: Arc<ChunkStore>, catalog: Catalog) -> Self {
+        Self { store, catalog }
+    }
+
+    /// Deletes those of `ids` that are unreferenced and unpinned; returns how many it deleted.
+    pub fn reclaim(&self, ids: &[ChunkId]) -> Result<usize> {
+        let mut deleted = 0;
+        for id in ids {
+            if self
+                .store
+                .delete_unless(id, |id| Ok(self.catalog.chunk_refs(id)? > 0))?
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Releases an upload that will not be committed: drops its pins, then deletes the chunks it
+    /// wrote unless something else uses them by now.
+    pub fn abandon(&self, written: Vec<ChunkId>, pins: PinGuard) {
+        drop(pins);
+        if let Err(e) = self.reclaim(&written) {
+            tracing::warn!(error = %e, "could not delete the chunks of an abandoned upload; the sweep will");
+        }
+    }
+
+    /// Deletes unreferenced, unpinned chunks written more than `grace` ago.
+    pub fn sweep(&self, grace: Duration) -> Result<usize> {
+        let cutoff = crate::model::now_ms() - grace.as_millis() as i64;
+        let candidates: Vec<ChunkId> = self
+            .store
+            .entries()?
+            .into_iter()
+            .filter(|(_, entry)| entry.written_at_ms <= cutoff)
+            .map(|(id, _)| id)
+            .collect();
+        self.reclaim(&candidates)
+    }
+
+    /// Runs until `cancel`: reclaims freed chunks as they come, sweeps orphans every `interval`.
+    pub async fn run(
+        self,
+        mut freed: mpsc::UnboundedReceiver<FreedChunks>,
+        interval: Duration,
+        grace: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            let job: Box<dyn FnOnce(&Collector) -> Result<usize> + Send> = tokio::select! {
+                _ = cancel.cancelled() => return,
+                message = freed.recv() => match message {
+                    Some(FreedChunks::Chunks(ids)) => Box::new(move |c: &Collector| c.reclaim(&ids)),
+                    Some(FreedChunks::All) => Box::new(move |c: &Collector| c.sweep(grace)),
+                    None => return,
+                },
+                _ = ticker.tick() => Box::new(move |c: &Collector| c.sweep(grace)),
+            };
+            let collector = self.clone();
+            match tokio::task::spawn_blocking(move || job(&collector)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(deleted)) => tracing::info!(deleted, "garbage-collected chunks"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "chunk collection failed; will retry"),
+                Err(e) => tracing::error!(error = %e, "chunk collector panicked"),
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The key layout of the state-machine column family.
+//!
+//! | key | value |
+//! |---|---|
+//! | `r/{repo}` | [`Repository`](crate::model::Repository) |
+//! | `s/{repo}` | [`RepoStats`](crate::model::RepoStats) |
+//! | `a/{repo}/{path}` | [`Artifact`](crate::model::Artifact) |
+//! | `b/{blake3}` | [`BlobRecord`](crate::model::BlobRecord) |
+//! | `h/{sha256}` | blake3 of the blob with that sha256 |
+//! | `c/{chunk}` | global chunk reference count (u64) and chunk length (u32) |
+//! | `rb/{repo}/{blob}` | how many of the repository's artifacts use the blob (u64) |
+//! | `rc/{repo}/{chunk}` | how many of the repository's blobs use the chunk (u64) |
+//! | `g/stats` | [`GlobalStats`](crate::model::GlobalStats) |
+//! | `m/changelog` | [`ChangeLogHead`](crate::model::ChangeLogHead) |
+//! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
+//!
+//! Repository names never contain `/`, so `{repo}/` delimits a repository's keys exactly.
+//! Digests are raw 32-byte values.
+
+use crate::digest::{Blake3, ChunkId, Sha256};
+use crate::names::{ArtifactPath, RepoName};
+
+pub const REPO_PREFIX: &[u8] = b"r/";
+pub const GLOBAL_STATS: &[u8] = b"g/stats";
+pub const CHANGELOG_HEAD: &[u8] = b"m/changelog";
+pub const CHANGELOG_PREFIX: &[u8] = b"l/";
+pub const CHUNK_REFS_PREFIX: &[u8] = b"c/";
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub fn repo(name: &RepoName) -> Vec<u8> {
+    join(&[REPO_PREFIX, name.as_str().as_bytes()])
+}
+
+pub fn repo_stats(name: &RepoName) -> Vec<u8> {
+    join(&[b"s/", name.as_str().as_bytes()])
+}
+
+pub fn artifact(repo: &RepoName, path: &ArtifactPath) -> Vec<u8> {
+    join(&[
+        b"a/",
+        repo.as_str().as_bytes(),
+        b"/",
+        path.as_str().as_bytes(),
+    ])
+}
+
+/// Prefix of the artifacts of `repo` whose path starts with `path_prefix`.
+pub fn artifact_prefix(repo: &RepoName, path_prefix: &str) -> Vec<u8> {
+    join(&[
+        b"a/",
+        repo.as_str().as_bytes(),
+        b"/",
+        path_prefix.as_bytes(),
+    ])
+}
+
+pub fn blob(id: &Blake3) -> Vec<u8> {
+    join(&[b"b/", id.as_bytes()])
+}
+
+pub fn sha256_index(sha: &Sha256) -> Vec<u8> {
+    join(&[b"h/", sha.as_bytes()])
+}
+
+pub fn chunk_refs(id: &ChunkId) -> Vec<u8> {
+    join(&[CHUNK_REFS_PREFIX, id.as_bytes()])
+}
+
+pub fn repo_blob(repo: &RepoName, blob: &Blake3) -> Vec<u8> {
+    join(&[b"rb/", repo.as_str().as_bytes(), b"/", blob.as_bytes()])
+}
+
+pub fn repo_chunk(repo: &RepoName, chunk: &ChunkId) -> Vec<u8> {
+    join(&[b"rc/", repo.as_str().as_bytes(), b"/", chunk.as_bytes()])
+}
+
+pub fn change(seq: u64) -> Vec<u8> {
+    join(&[CHANGELOG_PREFIX, &seq.to_be_bytes()])
+}
+
+/// A global chunk reference: how many live blobs use the chunk, and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRefCount {
+    pub count: u64,
+    pub len: u32,
+}
+
+impl ChunkRefCount {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12);
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let count = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+        Some(Self { count, len })
+    }
+}
+
+pub fn encode_count(count: u64) -> Vec<u8> {
+    count.to_be_bytes().to_vec()
+}
+
+pub fn decode_count(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}

@@ -1,0 +1,189 @@
+//! The metadata model: repositories, blobs, artifacts, and the commands that change them.
+//!
+//! Every type here is stored in the state machine (MessagePack) and travels in the Raft log and
+//! the change log, so fields are only ever added with `#[serde(default)]`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Blake3, ChunkId, Sha256};
+use crate::error::Error;
+use crate::names::{ArtifactPath, RepoName};
+
+/// What kind of artifacts a repository holds, and so which API serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Arbitrary files under `/files/`.
+    Generic,
+}
+
+impl Format {
+    pub const SUPPORTED: &'static str = "generic";
+
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "generic" => Ok(Format::Generic),
+            other => Err(Error::UnsupportedFormat {
+                format: other.chars().take(40).collect(),
+                supported: Self::SUPPORTED.into(),
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Generic => "generic",
+        }
+    }
+}
+
+/// A repository's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub name: RepoName,
+    pub format: Format,
+    /// Once written, a path never changes (re-sending identical content is accepted).
+    pub immutable: bool,
+    pub created_at_ms: i64,
+}
+
+/// A repository's running totals, maintained by the state machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStats {
+    pub artifacts: u64,
+    /// Sum of artifact sizes.
+    pub logical_bytes: u64,
+    /// Sum of the sizes of the distinct chunks the repository's artifacts use.
+    pub physical_bytes: u64,
+}
+
+/// Node-wide totals, maintained by the state machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalStats {
+    pub repositories: u64,
+    pub artifacts: u64,
+    pub blobs: u64,
+    /// Distinct chunks referenced by at least one blob.
+    pub chunks: u64,
+    pub logical_bytes: u64,
+    pub physical_bytes: u64,
+}
+
+/// One chunk of a blob, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// A blob's content description: what a command carries and what the state machine stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobDescriptor {
+    pub blake3: Blake3,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// A stored blob with its reference count (how many artifacts point at it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub descriptor: BlobDescriptor,
+    pub refs: u64,
+}
+
+/// An entry of a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub repo: RepoName,
+    pub path: ArtifactPath,
+    pub blob: Blake3,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A metadata change, proposed through Raft and applied deterministically.
+///
+/// Times are chosen by the proposer so that every replica applies the same values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    CreateRepo {
+        repo: Repository,
+    },
+    PutArtifact {
+        repo: RepoName,
+        path: ArtifactPath,
+        blob: BlobDescriptor,
+        at_ms: i64,
+    },
+    DeleteArtifact {
+        repo: RepoName,
+        path: ArtifactPath,
+        at_ms: i64,
+    },
+}
+
+/// What applying a command did. Refusals are outcomes, not errors: they are as deterministic as
+/// successes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    RepoCreated,
+    RepoExists,
+    RepoNotFound,
+    WrongFormat {
+        format: Format,
+    },
+    /// A new artifact, or a new version of a path in a mutable repository.
+    ArtifactStored {
+        replaced: bool,
+        seq: u64,
+    },
+    /// The path already held byte-identical content; nothing changed.
+    ArtifactUnchanged,
+    ArtifactDeleted {
+        seq: u64,
+    },
+    ArtifactNotFound,
+    Immutable,
+}
+
+/// One entry of the change log: an applied command that changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub epoch: u64,
+    pub seq: u64,
+    /// The Raft log index that carried the command (for diagnosis only: it differs by region).
+    pub raft_index: u64,
+    pub at_ms: i64,
+    pub command: Command,
+}
+
+/// Where the change log stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLogHead {
+    pub epoch: u64,
+    pub last_seq: u64,
+}
+
+impl Default for ChangeLogHead {
+    fn default() -> Self {
+        Self {
+            epoch: 1,
+            last_seq: 0,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

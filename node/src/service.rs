@@ -1,0 +1,237 @@
+//! The operations every API shares: validate, ingest, propose through Raft, read back.
+//!
+//! HTTP handlers (and later format adapters) stay thin: they parse their protocol and call
+//! here, so the write path and its invariants exist once.
+
+use std::sync::Arc;
+
+use arca_raft::RaftGroup;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::catalog::{Catalog, Page};
+use crate::chunk_store::ChunkStore;
+use crate::codec::{decode, encode};
+use crate::config::NodeConfig;
+use crate::digest::Sha256;
+use crate::error::{Error, Result};
+use crate::gc::Collector;
+use crate::ingest::{self, IngestedBlob};
+use crate::model::{now_ms, Artifact, BlobRecord, Command, Format, Outcome, Repository};
+use crate::names::{ArtifactPath, RepoName};
+
+/// The result of storing a file.
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub artifact: Artifact,
+    pub chunks: usize,
+    pub new_chunks: usize,
+    /// False when the path already held byte-identical content (nothing changed).
+    pub created: bool,
+}
+
+/// A node's artifact operations.
+pub struct ArtifactService {
+    pub catalog: Catalog,
+    pub chunks: Arc<ChunkStore>,
+    pub collector: Collector,
+    pub raft: RaftGroup,
+    pub config: Arc<NodeConfig>,
+}
+
+impl ArtifactService {
+    /// Proposes a command and returns what applying it did.
+    pub async fn propose(&self, command: &Command) -> Result<Outcome> {
+        let bytes = encode(command)?;
+        let response = self.raft.write(bytes).await?;
+        decode(&response)
+    }
+
+    pub async fn create_repo(
+        &self,
+        name: RepoName,
+        format: Format,
+        immutable: bool,
+    ) -> Result<Repository> {
+        let repo = Repository {
+            name: name.clone(),
+            format,
+            immutable,
+            created_at_ms: now_ms(),
+        };
+        match self
+            .propose(&Command::CreateRepo { repo: repo.clone() })
+            .await?
+        {
+            Outcome::RepoCreated => Ok(repo),
+            Outcome::RepoExists => Err(Error::RepoExists {
+                repo: name.to_string(),
+            }),
+            other => Err(Error::Internal(format!(
+                "unexpected outcome {other:?} for create repo"
+            ))),
+        }
+    }
+
+    /// Streams `body` into the chunk store and records it at `repo/path`.
+    ///
+    /// Nothing becomes visible unless the whole body arrived, matched `expected_sha256` (when
+    /// given) and the command applied; chunks written for a refused upload are released.
+    pub async fn put_file<S, E>(
+        &self,
+        repo_name: &RepoName,
+        path: &ArtifactPath,
+        body: S,
+        expected_sha256: Option<Sha256>,
+    ) -> Result<PutResult>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let repo = self.catalog.must_repo(repo_name)?;
+        if repo.format != Format::Generic {
+            return Err(Error::WrongFormat {
+                repo: repo_name.to_string(),
+                format: repo.format.as_str().into(),
+                expected: Format::Generic.as_str().into(),
+            });
+        }
+        let collector = self.collector.clone();
+        let ingested = ingest::ingest(
+            self.chunks.clone(),
+            self.config.chunking,
+            body,
+            self.config.limits.max_upload_bytes,
+            move |written, pins| collector.abandon(written, pins),
+        )
+        .await?;
+        if let Some(expected) = expected_sha256 {
+            if expected != ingested.descriptor.sha256 {
+                let actual = ingested.descriptor.sha256;
+                self.collector.abandon(ingested.written, ingested.pins);
+                return Err(Error::DigestMismatch {
+                    expected: expected.to_hex(),
+                    actual: actual.to_hex(),
+                });
+            }
+        }
+        self.commit_file(repo_name, path, ingested).await
+    }
+
+    async fn commit_file(
+        &self,
+        repo: &RepoName,
+        path: &ArtifactPath,
+        ingested: IngestedBlob,
+    ) -> Result<PutResult> {
+        let IngestedBlob {
+            descriptor,
+            written,
+            pins,
+        } = ingested;
+        let chunks = descriptor.chunks.len();
+        let new_chunks = written.len();
+        let command = Command::PutArtifact {
+            repo: repo.clone(),
+            path: path.clone(),
+            blob: descriptor,
+            at_ms: now_ms(),
+        };
+        // On a proposal error the command may still commit later, so the chunks stay; if it
+        // never does, the orphan sweep removes them after the grace period.
+        let outcome = self.propose(&command).await?;
+        let created = match outcome {
+            Outcome::ArtifactStored { .. } => {
+                drop(pins);
+                true
+            }
+            Outcome::ArtifactUnchanged => {
+                self.collector.abandon(written, pins);
+                false
+            }
+            refused => {
+                self.collector.abandon(written, pins);
+                return Err(self.refusal(refused, repo, path));
+            }
+        };
+        let artifact = self.catalog.artifact(repo, path)?.ok_or_else(|| {
+            Error::Internal(format!("{repo}/{path} missing right after it was applied"))
+        })?;
+        Ok(PutResult {
+            artifact,
+            chunks,
+            new_chunks: if created { new_chunks } else { 0 },
+            created,
+        })
+    }
+
+    pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
+        let command = Command::DeleteArtifact {
+            repo: repo.clone(),
+            path: path.clone(),
+            at_ms: now_ms(),
+        };
+        match self.propose(&command).await? {
+            Outcome::ArtifactDeleted { .. } => Ok(()),
+            refused => Err(self.refusal(refused, repo, path)),
+        }
+    }
+
+    fn refusal(&self, outcome: Outcome, repo: &RepoName, path: &ArtifactPath) -> Error {
+        match outcome {
+            Outcome::RepoNotFound => Error::RepoNotFound {
+                repo: repo.to_string(),
+            },
+            Outcome::ArtifactNotFound => Error::ArtifactNotFound {
+                repo: repo.to_string(),
+                path: path.to_string(),
+            },
+            Outcome::Immutable => Error::Immutable {
+                repo: repo.to_string(),
+                path: path.to_string(),
+                reason: "the repository is immutable and the path already holds different content"
+                    .into(),
+            },
+            Outcome::WrongFormat { format } => Error::WrongFormat {
+                repo: repo.to_string(),
+                format: format.as_str().into(),
+                expected: Format::Generic.as_str().into(),
+            },
+            other => Error::Internal(format!("unexpected outcome {other:?}")),
+        }
+    }
+
+    /// A stored file with its repository and blob.
+    pub fn file(
+        &self,
+        repo_name: &RepoName,
+        path: &ArtifactPath,
+    ) -> Result<(Repository, Artifact, BlobRecord)> {
+        let repo = self.catalog.must_repo(repo_name)?;
+        let artifact =
+            self.catalog
+                .artifact(repo_name, path)?
+                .ok_or_else(|| Error::ArtifactNotFound {
+                    repo: repo_name.to_string(),
+                    path: path.to_string(),
+                })?;
+        let blob = self.catalog.blob(&artifact.blob)?.ok_or_else(|| {
+            Error::Internal(format!(
+                "artifact {repo_name}/{path} references a missing blob"
+            ))
+        })?;
+        Ok((repo, artifact, blob))
+    }
+
+    pub fn list_files(
+        &self,
+        repo: &RepoName,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Artifact>> {
+        self.catalog.must_repo(repo)?;
+        let limit = limit.clamp(1, self.config.limits.max_list_page);
+        self.catalog.artifacts(repo, prefix, after, limit)
+    }
+}

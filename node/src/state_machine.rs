@@ -1,0 +1,422 @@
+//! The metadata state machine: applies [`Command`]s deterministically.
+//!
+//! Everything here runs inside openraft's apply loop, identically on every node of a region, so
+//! it reads nothing but the state machine itself and the command (times come from the
+//! proposer). It maintains the reference counts that garbage collection trusts: blob → artifacts
+//! using it, chunk → blobs using it, per repository and globally, plus running size totals.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arca_raft::types::LogId;
+use arca_raft::{ApplyBatch, ApplyHandler};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::catalog::Catalog;
+use crate::digest::{Blake3, ChunkId};
+use crate::keys::{self, ChunkRefCount};
+use crate::model::{
+    Artifact, BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, Format,
+    GlobalStats, Outcome, RepoStats, Repository,
+};
+use crate::names::{ArtifactPath, RepoName};
+
+/// What the node learns from the state machine after each committed apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedPosition {
+    pub raft_index: u64,
+    pub seq: u64,
+}
+
+/// The [`ApplyHandler`] for Arca's metadata.
+pub struct MetadataStateMachine {
+    /// Chunks whose last reference went away in the apply call in progress.
+    freed: Mutex<Vec<ChunkId>>,
+    catalog: Catalog,
+    freed_tx: mpsc::UnboundedSender<FreedChunks>,
+    applied_tx: watch::Sender<AppliedPosition>,
+}
+
+/// A message to the garbage collector.
+#[derive(Debug)]
+pub enum FreedChunks {
+    /// These chunks lost their last reference.
+    Chunks(Vec<ChunkId>),
+    /// The state was replaced by a snapshot: any chunk may have become unreferenced.
+    All,
+}
+
+impl MetadataStateMachine {
+    pub fn new(
+        catalog: Catalog,
+        freed_tx: mpsc::UnboundedSender<FreedChunks>,
+        applied_tx: watch::Sender<AppliedPosition>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            freed: Mutex::new(Vec::new()),
+            catalog,
+            freed_tx,
+            applied_tx,
+        })
+    }
+}
+
+impl ApplyHandler for MetadataStateMachine {
+    fn apply(
+        &self,
+        batch: &mut ApplyBatch<'_>,
+        log_id: &LogId,
+        command: &[u8],
+    ) -> anyhow::Result<Vec<u8>> {
+        let command: Command = rmp_serde::from_slice(command).map_err(|e| {
+            anyhow::anyhow!("undecodable command at log index {}: {e}", log_id.index)
+        })?;
+        let mut txn = Txn {
+            batch,
+            freed: Vec::new(),
+        };
+        let outcome = txn.apply(&command, log_id.index)?;
+        self.freed.lock().extend(txn.freed);
+        Ok(rmp_serde::to_vec_named(&outcome)?)
+    }
+
+    fn applied(&self, last_applied: &LogId) {
+        let freed = std::mem::take(&mut *self.freed.lock());
+        if !freed.is_empty() {
+            // The collector re-checks every chunk against committed state before deleting.
+            let _ = self.freed_tx.send(FreedChunks::Chunks(freed));
+        }
+        self.publish_position(last_applied.index);
+    }
+
+    fn reset(&self) {
+        self.freed.lock().clear();
+        let _ = self.freed_tx.send(FreedChunks::All);
+        if let Ok((Some(last_applied), _)) =
+            arca_raft::state_machine::read_applied_state(self.catalog.db())
+        {
+            self.publish_position(last_applied.index);
+        }
+    }
+}
+
+impl MetadataStateMachine {
+    fn publish_position(&self, raft_index: u64) {
+        let seq = match self.catalog.changelog_head() {
+            Ok(head) => head.last_seq,
+            Err(e) => {
+                tracing::error!(error = %e, "read change log head after apply");
+                return;
+            }
+        };
+        self.applied_tx
+            .send_replace(AppliedPosition { raft_index, seq });
+    }
+}
+
+/// One command's view of the state machine.
+struct Txn<'b, 'a> {
+    batch: &'b mut ApplyBatch<'a>,
+    freed: Vec<ChunkId>,
+}
+
+impl Txn<'_, '_> {
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> anyhow::Result<Option<T>> {
+        match self.batch.get(key)? {
+            Some(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> anyhow::Result<()> {
+        self.batch.put(key, rmp_serde::to_vec_named(value)?)
+    }
+
+    fn get_count(&self, key: &[u8]) -> anyhow::Result<u64> {
+        match self.batch.get(key)? {
+            Some(bytes) => {
+                keys::decode_count(&bytes).ok_or_else(|| anyhow::anyhow!("corrupt counter"))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Adds `delta` to a counter, deleting it at zero; returns the new value.
+    fn add_count(&mut self, key: Vec<u8>, delta: i64) -> anyhow::Result<u64> {
+        let current = self.get_count(&key)?;
+        let next = current
+            .checked_add_signed(delta)
+            .ok_or_else(|| anyhow::anyhow!("reference count underflow"))?;
+        if next == 0 {
+            self.batch.delete(key)?;
+        } else {
+            self.batch.put(key, keys::encode_count(next))?;
+        }
+        Ok(next)
+    }
+
+    fn apply(&mut self, command: &Command, raft_index: u64) -> anyhow::Result<Outcome> {
+        let (outcome, at_ms) = match command {
+            Command::CreateRepo { repo } => (self.create_repo(repo)?, repo.created_at_ms),
+            Command::PutArtifact {
+                repo,
+                path,
+                blob,
+                at_ms,
+            } => (self.put_artifact(repo, path, blob, *at_ms)?, *at_ms),
+            Command::DeleteArtifact { repo, path, at_ms } => {
+                (self.delete_artifact(repo, path)?, *at_ms)
+            }
+        };
+        let changed = matches!(
+            outcome,
+            Outcome::RepoCreated | Outcome::ArtifactStored { .. } | Outcome::ArtifactDeleted { .. }
+        );
+        if !changed {
+            return Ok(outcome);
+        }
+        let seq = self.append_change(command, raft_index, at_ms)?;
+        Ok(match outcome {
+            Outcome::ArtifactStored { replaced, .. } => Outcome::ArtifactStored { replaced, seq },
+            Outcome::ArtifactDeleted { .. } => Outcome::ArtifactDeleted { seq },
+            other => other,
+        })
+    }
+
+    fn append_change(
+        &mut self,
+        command: &Command,
+        raft_index: u64,
+        at_ms: i64,
+    ) -> anyhow::Result<u64> {
+        let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        head.last_seq += 1;
+        let record = ChangeRecord {
+            epoch: head.epoch,
+            seq: head.last_seq,
+            raft_index,
+            at_ms,
+            command: command.clone(),
+        };
+        self.put(keys::change(head.last_seq), &record)?;
+        self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
+        Ok(head.last_seq)
+    }
+
+    fn stats(&self) -> anyhow::Result<GlobalStats> {
+        Ok(self.get(keys::GLOBAL_STATS)?.unwrap_or_default())
+    }
+
+    fn create_repo(&mut self, repo: &Repository) -> anyhow::Result<Outcome> {
+        let key = keys::repo(&repo.name);
+        if self.batch.get(&key)?.is_some() {
+            return Ok(Outcome::RepoExists);
+        }
+        self.put(key, repo)?;
+        self.put(keys::repo_stats(&repo.name), &RepoStats::default())?;
+        let mut stats = self.stats()?;
+        stats.repositories += 1;
+        self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
+        Ok(Outcome::RepoCreated)
+    }
+
+    fn put_artifact(
+        &mut self,
+        repo_name: &RepoName,
+        path: &ArtifactPath,
+        blob: &BlobDescriptor,
+        at_ms: i64,
+    ) -> anyhow::Result<Outcome> {
+        let Some(repo) = self.get::<Repository>(&keys::repo(repo_name))? else {
+            return Ok(Outcome::RepoNotFound);
+        };
+        if repo.format != Format::Generic {
+            return Ok(Outcome::WrongFormat {
+                format: repo.format,
+            });
+        }
+        let key = keys::artifact(repo_name, path);
+        let existing: Option<Artifact> = self.get(&key)?;
+        let mut repo_stats: RepoStats = self.get(&keys::repo_stats(repo_name))?.unwrap_or_default();
+        let mut stats = self.stats()?;
+        if let Some(old) = &existing {
+            if old.blob == blob.blake3 {
+                return Ok(Outcome::ArtifactUnchanged);
+            }
+            if repo.immutable {
+                return Ok(Outcome::Immutable);
+            }
+            self.release_blob(repo_name, &old.blob, &mut repo_stats, &mut stats)?;
+            repo_stats.logical_bytes -= old.size;
+            stats.logical_bytes -= old.size;
+        } else {
+            repo_stats.artifacts += 1;
+            stats.artifacts += 1;
+        }
+        self.acquire_blob(repo_name, blob, &mut repo_stats, &mut stats)?;
+        repo_stats.logical_bytes += blob.size;
+        stats.logical_bytes += blob.size;
+        let artifact = Artifact {
+            repo: repo_name.clone(),
+            path: path.clone(),
+            blob: blob.blake3,
+            sha256: blob.sha256,
+            size: blob.size,
+            created_at_ms: existing.as_ref().map_or(at_ms, |old| old.created_at_ms),
+            updated_at_ms: at_ms,
+        };
+        self.put(key, &artifact)?;
+        self.put(keys::repo_stats(repo_name), &repo_stats)?;
+        self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
+        Ok(Outcome::ArtifactStored {
+            replaced: existing.is_some(),
+            seq: 0,
+        })
+    }
+
+    fn delete_artifact(
+        &mut self,
+        repo_name: &RepoName,
+        path: &ArtifactPath,
+    ) -> anyhow::Result<Outcome> {
+        let Some(repo) = self.get::<Repository>(&keys::repo(repo_name))? else {
+            return Ok(Outcome::RepoNotFound);
+        };
+        let key = keys::artifact(repo_name, path);
+        let Some(old) = self.get::<Artifact>(&key)? else {
+            return Ok(Outcome::ArtifactNotFound);
+        };
+        if repo.immutable {
+            return Ok(Outcome::Immutable);
+        }
+        let mut repo_stats: RepoStats = self.get(&keys::repo_stats(repo_name))?.unwrap_or_default();
+        let mut stats = self.stats()?;
+        self.release_blob(repo_name, &old.blob, &mut repo_stats, &mut stats)?;
+        repo_stats.artifacts -= 1;
+        repo_stats.logical_bytes -= old.size;
+        stats.artifacts -= 1;
+        stats.logical_bytes -= old.size;
+        self.batch.delete(key)?;
+        self.put(keys::repo_stats(repo_name), &repo_stats)?;
+        self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
+        Ok(Outcome::ArtifactDeleted { seq: 0 })
+    }
+
+    /// One more artifact of `repo` uses `descriptor`'s blob.
+    fn acquire_blob(
+        &mut self,
+        repo: &RepoName,
+        descriptor: &BlobDescriptor,
+        repo_stats: &mut RepoStats,
+        stats: &mut GlobalStats,
+    ) -> anyhow::Result<()> {
+        let blob_key = keys::blob(&descriptor.blake3);
+        let record = match self.get::<BlobRecord>(&blob_key)? {
+            Some(mut record) => {
+                record.refs += 1;
+                record
+            }
+            None => {
+                stats.blobs += 1;
+                for chunk in distinct_chunks(descriptor) {
+                    let refs_key = keys::chunk_refs(&chunk.0);
+                    let mut refs = match self.batch.get(&refs_key)? {
+                        Some(raw) => ChunkRefCount::decode(&raw)
+                            .ok_or_else(|| anyhow::anyhow!("corrupt chunk reference count"))?,
+                        None => ChunkRefCount {
+                            count: 0,
+                            len: chunk.1,
+                        },
+                    };
+                    if refs.count == 0 {
+                        stats.chunks += 1;
+                        stats.physical_bytes += u64::from(chunk.1);
+                    }
+                    refs.count += 1;
+                    self.batch.put(refs_key, refs.encode())?;
+                }
+                self.batch.put(
+                    keys::sha256_index(&descriptor.sha256),
+                    descriptor.blake3.as_bytes().to_vec(),
+                )?;
+                BlobRecord {
+                    descriptor: descriptor.clone(),
+                    refs: 1,
+                }
+            }
+        };
+        let chunks = distinct_chunks(&record.descriptor);
+        self.put(blob_key, &record)?;
+        if self.add_count(keys::repo_blob(repo, &descriptor.blake3), 1)? == 1 {
+            for (chunk, len) in chunks {
+                if self.add_count(keys::repo_chunk(repo, &chunk), 1)? == 1 {
+                    repo_stats.physical_bytes += u64::from(len);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One fewer artifact of `repo` uses the blob.
+    fn release_blob(
+        &mut self,
+        repo: &RepoName,
+        blob: &Blake3,
+        repo_stats: &mut RepoStats,
+        stats: &mut GlobalStats,
+    ) -> anyhow::Result<()> {
+        let blob_key = keys::blob(blob);
+        let mut record: BlobRecord = self
+            .get(&blob_key)?
+            .ok_or_else(|| anyhow::anyhow!("artifact references unknown blob {blob}"))?;
+        let chunks = distinct_chunks(&record.descriptor);
+        if self.add_count(keys::repo_blob(repo, blob), -1)? == 0 {
+            for (chunk, len) in &chunks {
+                if self.add_count(keys::repo_chunk(repo, chunk), -1)? == 0 {
+                    repo_stats.physical_bytes -= u64::from(*len);
+                }
+            }
+        }
+        record.refs -= 1;
+        if record.refs > 0 {
+            return self.put(blob_key, &record);
+        }
+        self.batch.delete(blob_key)?;
+        self.batch
+            .delete(keys::sha256_index(&record.descriptor.sha256))?;
+        stats.blobs -= 1;
+        for (chunk, len) in chunks {
+            let refs_key = keys::chunk_refs(&chunk);
+            let mut refs = self
+                .batch
+                .get(&refs_key)?
+                .and_then(|raw| ChunkRefCount::decode(&raw))
+                .ok_or_else(|| anyhow::anyhow!("blob {blob} references uncounted chunk {chunk}"))?;
+            refs.count -= 1;
+            if refs.count == 0 {
+                self.batch.delete(refs_key)?;
+                stats.chunks -= 1;
+                stats.physical_bytes -= u64::from(len);
+                self.freed.push(chunk);
+            } else {
+                self.batch.put(refs_key, refs.encode())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The chunks of a blob, each once, with their lengths.
+fn distinct_chunks(descriptor: &BlobDescriptor) -> Vec<(ChunkId, u32)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for chunk in &descriptor.chunks {
+        if seen.insert(chunk.id) {
+            out.push((chunk.id, chunk.len));
+        }
+    }
+    out
+}

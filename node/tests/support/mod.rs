@@ -1,0 +1,176 @@
+//! An in-process node on loopback port 0 with a temporary data directory, and raw-HTTP helpers
+//! for requests a URL library would normalize away.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use arca_node::chunker::ChunkerConfig;
+use arca_node::{NodeConfig, RunningNode};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct TestNode {
+    pub dir: TempDir,
+    pub config: NodeConfig,
+    node: Option<RunningNode>,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// Small chunks, so that tests exercise multi-chunk blobs with kilobytes of data.
+pub fn small_chunks() -> ChunkerConfig {
+    ChunkerConfig {
+        min_size: 4 * 1024,
+        avg_size: 16 * 1024,
+        max_size: 64 * 1024,
+    }
+}
+
+impl TestNode {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut NodeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = NodeConfig {
+            data_dir: dir.path().join("data"),
+            http_addr: "127.0.0.1:0".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+            chunking: small_chunks(),
+            ..NodeConfig::default()
+        };
+        adjust(&mut config);
+        let node = must_start(config.clone()).await;
+        let base = format!("http://{}", node.http_addr);
+        Self {
+            dir,
+            config,
+            node: Some(node),
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn node(&self) -> &RunningNode {
+        self.node.as_ref().expect("node is running")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Stops the node and starts it again on the same data directory (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let node = must_start(self.config.clone()).await;
+        self.base = format!("http://{}", node.http_addr);
+        self.node = Some(node);
+    }
+
+    pub async fn create_repo(&self, name: &str, immutable: bool) {
+        let response = self
+            .http
+            .post(self.url("/api/v1/repos"))
+            .json(&serde_json::json!({"name": name, "format": "generic", "immutable": immutable}))
+            .send()
+            .await
+            .expect("create repo");
+        assert_eq!(response.status(), 201, "create repo {name}");
+    }
+
+    pub async fn put(&self, repo: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/files/{repo}/{path}")))
+            .body(body)
+            .send()
+            .await
+            .expect("put")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("get")
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).await;
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Sends raw bytes as an HTTP/1.1 request and returns (status, body).
+    pub async fn raw(&self, request: &[u8]) -> (u16, String) {
+        raw_request(self.node().http_addr, request).await
+    }
+}
+
+/// Starts a node, retrying while the previous instance in this process releases the database.
+async fn must_start(config: NodeConfig) -> RunningNode {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match arca_node::start(config.clone()).await {
+            Ok(node) => return node,
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("lock") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("start node: {e:#}"),
+        }
+    }
+}
+
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    assert!(body["message"].is_string(), "error has a message: {body}");
+    (
+        status,
+        body["code"].as_str().unwrap_or_default().to_string(),
+    )
+}

@@ -1,0 +1,80 @@
+//! The receiving side: hands decoded RPCs to the local Raft.
+
+use arca_proto::v1::raft_service_server::RaftService;
+use arca_proto::v1::{RaftReply, RaftRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::storage::{decode, encode};
+use crate::Raft;
+
+/// The tonic service for Raft RPCs addressed to this node.
+pub struct RaftGrpcService {
+    raft: Raft,
+    region: String,
+}
+
+impl RaftGrpcService {
+    pub fn new(raft: Raft, region: impl Into<String>) -> Self {
+        Self {
+            raft,
+            region: region.into(),
+        }
+    }
+
+    fn decode_request<T: DeserializeOwned>(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<T, Status> {
+        let request = request.into_inner();
+        if request.region != self.region {
+            return Err(Status::failed_precondition(format!(
+                "raft message for region {:?} sent to a node of region {:?}",
+                request.region, self.region
+            )));
+        }
+        decode(&request.payload)
+            .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
+    }
+}
+
+fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    let reply = match result {
+        Ok(value) => RaftReply {
+            payload: encode(&value)
+                .map_err(|e| Status::internal(format!("encode raft reply: {e}")))?,
+            error: Vec::new(),
+        },
+        Err(error) => RaftReply {
+            payload: Vec::new(),
+            error: encode(&error)
+                .map_err(|e| Status::internal(format!("encode raft error: {e}")))?,
+        },
+    };
+    Ok(Response::new(reply))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpcService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode_request(request)?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode_request(request)?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode_request(request)?;
+        reply(self.raft.install_snapshot(rpc).await)
+    }
+}
