@@ -25,7 +25,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> Table {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().map(|h| Cell::new(h)));
+        .set_header(header.iter().map(Cell::new));
     for row in rows {
         table.add_row(row);
     }

@@ -18,6 +18,11 @@ use crate::digest::ChunkId;
 use crate::error::Result;
 use crate::state_machine::FreedChunks;
 
+enum Job {
+    Reclaim(Vec<ChunkId>),
+    Sweep,
+}
+
 /// Deletes chunks nothing uses.
 #[derive(Clone)]
 pub struct Collector {
@@ -77,17 +82,21 @@ impl Collector {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
-            let job: Box<dyn FnOnce(&Collector) -> Result<usize> + Send> = tokio::select! {
+            let job = tokio::select! {
                 _ = cancel.cancelled() => return,
                 message = freed.recv() => match message {
-                    Some(FreedChunks::Chunks(ids)) => Box::new(move |c: &Collector| c.reclaim(&ids)),
-                    Some(FreedChunks::All) => Box::new(move |c: &Collector| c.sweep(grace)),
+                    Some(FreedChunks::Chunks(ids)) => Job::Reclaim(ids),
+                    Some(FreedChunks::All) => Job::Sweep,
                     None => return,
                 },
-                _ = ticker.tick() => Box::new(move |c: &Collector| c.sweep(grace)),
+                _ = ticker.tick() => Job::Sweep,
             };
             let collector = self.clone();
-            match tokio::task::spawn_blocking(move || job(&collector)).await {
+            let work = move || match job {
+                Job::Reclaim(ids) => collector.reclaim(&ids),
+                Job::Sweep => collector.sweep(grace),
+            };
+            match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(deleted)) => tracing::info!(deleted, "garbage-collected chunks"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "chunk collection failed; will retry"),

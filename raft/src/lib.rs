@@ -9,6 +9,9 @@
 //! [`ApplyBatch`]. The driver commits the handler's writes together with `last_applied` and the
 //! membership in one RocksDB write batch.
 
+// openraft's storage traits fix `StorageError` (224 bytes) as the error type.
+#![allow(clippy::result_large_err)]
+
 pub mod error;
 pub mod group;
 pub mod log_store;
