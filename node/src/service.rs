@@ -17,7 +17,7 @@ use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::gc::Collector;
 use crate::ingest::{self, IngestedBlob};
-use crate::model::{now_ms, Artifact, BlobRecord, Command, Format, Outcome, Repository};
+use crate::model::{now_ms, Artifact, BlobDescriptor, BlobRecord, Command, Format, Outcome, Repository};
 use crate::names::{ArtifactPath, RepoName};
 
 /// The result of storing a file.
@@ -45,6 +45,15 @@ impl ArtifactService {
         let bytes = encode(command)?;
         let response = self.raft.write(bytes).await?;
         decode(&response)
+    }
+
+    /// Proposes a command that references freshly ingested blobs.
+    ///
+    /// Every path that commits new chunks goes through here: this is where the write path
+    /// makes the blobs' chunks durable on a majority of the region before the command can make
+    /// them visible. (Single-node region today: ingest already fsynced them.)
+    pub async fn propose_with_blobs(&self, command: &Command, _blobs: &[&BlobDescriptor]) -> Result<Outcome> {
+        self.propose(command).await
     }
 
     pub async fn create_repo(
@@ -134,12 +143,12 @@ impl ArtifactService {
         let command = Command::PutArtifact {
             repo: repo.clone(),
             path: path.clone(),
-            blob: descriptor,
+            blob: descriptor.clone(),
             at_ms: now_ms(),
         };
         // On a proposal error the command may still commit later, so the chunks stay; if it
         // never does, the orphan sweep removes them after the grace period.
-        let outcome = self.propose(&command).await?;
+        let outcome = self.propose_with_blobs(&command, &[&descriptor]).await?;
         let created = match outcome {
             Outcome::ArtifactStored { .. } => {
                 drop(pins);
