@@ -78,7 +78,11 @@ fn benches(c: &mut Criterion) {
                 total
             })
         });
-        let url = format!("{base}/files/bench/{label}/{seed}");
+        let url = format!("{base}/files/bench/{label}/pull-target");
+        let response = runtime
+            .block_on(http.put(&url).body(random_bytes(size, u64::MAX - size as u64)).send())
+            .expect("put pull target");
+        assert_eq!(response.status(), 201);
         let peer_url = format!("{peer}/bytes/{size}");
         group.bench_function("peer_pull_from_memory", |b| {
             b.iter(|| {
