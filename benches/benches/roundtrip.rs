@@ -80,7 +80,11 @@ fn benches(c: &mut Criterion) {
         });
         let url = format!("{base}/files/bench/{label}/pull-target");
         let response = runtime
-            .block_on(http.put(&url).body(random_bytes(size, u64::MAX - size as u64)).send())
+            .block_on(
+                http.put(&url)
+                    .body(random_bytes(size, u64::MAX - size as u64))
+                    .send(),
+            )
             .expect("put pull target");
         assert_eq!(response.status(), 201);
         let peer_url = format!("{peer}/bytes/{size}");

@@ -366,4 +366,31 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
         fetched_for_reads, 0.0,
         "node 4 held every chunk before serving"
     );
+
+    // And out again: removing it leaves three voters, and the region keeps taking writes.
+    let removed = std::process::Command::new(ARCA)
+        .args([
+            "cluster",
+            "remove-node",
+            "--id",
+            "4",
+            "--output",
+            "json",
+            "--admin",
+        ])
+        .arg(region.node(3).grpc_addr.to_string())
+        .output()
+        .expect("arca cluster remove-node");
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let removed: serde_json::Value = serde_json::from_slice(&removed.stdout).expect("json");
+    assert_eq!(removed["voters"], serde_json::json!([1, 2, 3]));
+    region.must_kill(4);
+    assert_eq!(
+        put(&region, 2, "ci/after-removal.bin", content(999, 10_000)).await,
+        201
+    );
 }

@@ -78,11 +78,18 @@ async fn throughput(args: &Args, region: &Region, nodes: u64) -> (f64, Histogram
             for i in 0..per_writer {
                 let seed = writer * 1_000_000 + i;
                 let body = random_bytes(size, seed);
-                let url = format!("{}/files/bench/w{writer}/{i}", urls[(seed % urls.len() as u64) as usize]);
+                let url = format!(
+                    "{}/files/bench/w{writer}/{i}",
+                    urls[(seed % urls.len() as u64) as usize]
+                );
                 let t = Instant::now();
                 let response = http.put(&url).body(body).send().await.expect("push");
                 assert_eq!(response.status(), 201, "push {url}");
-                latencies.lock().await.record(t.elapsed().as_micros() as u64).expect("record");
+                latencies
+                    .lock()
+                    .await
+                    .record(t.elapsed().as_micros() as u64)
+                    .expect("record");
             }
         }));
     }
@@ -100,21 +107,37 @@ async fn failover(args: &Args, region: &mut Region) -> Histogram<u64> {
     let mut histogram = Histogram::<u64>::new(3).expect("histogram");
     for trial in 0..args.trials {
         let leader = region.must_wait_leader(Duration::from_secs(30)).await;
-        let survivor = region.live().into_iter().find(|id| *id != leader).expect("survivor");
+        let survivor = region
+            .live()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("survivor");
         let url = region.url(survivor, &format!("/files/bench/failover/{trial}"));
         region.must_kill(leader);
         let killed = Instant::now();
         loop {
-            let response = region.http().put(&url).body(random_bytes(4096, 9_000_000 + trial)).send().await;
+            let response = region
+                .http()
+                .put(&url)
+                .body(random_bytes(4096, 9_000_000 + trial))
+                .send()
+                .await;
             if matches!(&response, Ok(r) if r.status() == 201) {
                 break;
             }
-            assert!(killed.elapsed() < Duration::from_secs(60), "no write succeeded within 60 s of the kill");
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no write succeeded within 60 s of the kill"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        histogram.record(killed.elapsed().as_millis() as u64).expect("record");
+        histogram
+            .record(killed.elapsed().as_millis() as u64)
+            .expect("record");
         region.must_restart(leader);
-        region.must_wait_ready(leader, Duration::from_secs(60)).await;
+        region
+            .must_wait_ready(leader, Duration::from_secs(60))
+            .await;
     }
     histogram
 }
@@ -150,7 +173,10 @@ async fn main() {
     let mut region = start(&args, root.path(), 3).await;
     let failover = failover(&args, &mut region).await;
     println!();
-    println!("leader kill to first successful write, {} trials (ms):", args.trials);
+    println!(
+        "leader kill to first successful write, {} trials (ms):",
+        args.trials
+    );
     println!(
         "min {} | p50 {} | p90 {} | max {}",
         failover.min(),
