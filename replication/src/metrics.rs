@@ -1,0 +1,235 @@
+//! Replication metrics and the mirror's lag accounting.
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `arca_replication_lag_entries` | gauge | `region`, `primary` | primary entries not applied here |
+//! | `arca_replication_lag_seconds` | gauge | `region`, `primary` | age of the oldest primary change not applied here (0 when caught up); while the primary is silent, at least the time since it was last heard |
+//! | `arca_replication_pending_bytes` | gauge | `region`, `primary` | bytes of chunks this mirror still has to fetch for entries it received |
+//! | `arca_replication_connected` | gauge | `region`, `primary` | 1 while subscribed to the primary |
+//! | `arca_replication_bytes_total` | counter | `region`, `primary` | chunk bytes received from the primary |
+//! | `arca_replication_chunks_skipped_total` | counter | `region`, `primary` | referenced chunks not transferred because this region already held them |
+//! | `arca_replication_entries_applied_total` | counter | `region`, `primary` | primary entries applied here |
+
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::protocol::Head;
+
+/// Beyond this silence from the primary, lag in seconds is at least the silence.
+const SILENCE_GRACE: Duration = Duration::from_secs(3);
+
+/// A mirror's view of how far behind its primary it is.
+pub struct MirrorLag {
+    region: String,
+    state: Mutex<LagState>,
+}
+
+#[derive(Default)]
+struct LagState {
+    primary: String,
+    connected: bool,
+    primary_head: Head,
+    applied: Head,
+    next_at_ms: Option<i64>,
+    last_contact: Option<Instant>,
+    pending_bytes: u64,
+}
+
+/// Lag figures at one moment.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LagReport {
+    pub primary: String,
+    pub connected: bool,
+    pub primary_seq: u64,
+    pub applied_seq: u64,
+    pub lag_entries: u64,
+    pub lag_seconds: f64,
+    pub pending_bytes: u64,
+    /// Seconds since the primary was last heard from, if ever.
+    pub last_contact_seconds: Option<f64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl MirrorLag {
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            state: Mutex::new(LagState::default()),
+        }
+    }
+
+    pub fn set_primary(&self, primary: &str) {
+        self.state.lock().primary = primary.to_string();
+    }
+
+    pub fn set_applied(&self, applied: Head) {
+        let mut state = self.state.lock();
+        state.applied = applied;
+        if state.primary_head.seq < applied.seq {
+            state.primary_head = applied;
+        }
+        if applied.seq >= state.primary_head.seq {
+            state.next_at_ms = None;
+        }
+        drop(state);
+        self.publish();
+    }
+
+    /// The primary said where it stands (heartbeat or entries).
+    pub fn heard(&self, primary_head: Head, next_at_ms: Option<i64>) {
+        let mut state = self.state.lock();
+        state.connected = true;
+        state.last_contact = Some(Instant::now());
+        if primary_head.seq >= state.primary_head.seq {
+            state.primary_head = primary_head;
+        }
+        if next_at_ms.is_some() || state.applied.seq >= state.primary_head.seq {
+            state.next_at_ms = next_at_ms;
+        }
+        drop(state);
+        self.publish();
+    }
+
+    /// Entries arrived: the first one's commit time is the oldest unapplied change.
+    pub fn received(&self, first_at_ms: i64, last: Head) {
+        let mut state = self.state.lock();
+        state.connected = true;
+        state.last_contact = Some(Instant::now());
+        if last.seq > state.primary_head.seq {
+            state.primary_head = last;
+        }
+        if state.next_at_ms.is_none_or(|t| t > first_at_ms) {
+            state.next_at_ms = Some(first_at_ms);
+        }
+    }
+
+    pub fn set_pending_bytes(&self, bytes: u64) {
+        self.state.lock().pending_bytes = bytes;
+        self.publish();
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.state.lock().connected = connected;
+        self.publish();
+    }
+
+    fn labels(&self, primary: &str) -> [(&'static str, String); 2] {
+        [
+            ("region", self.region.clone()),
+            ("primary", primary.to_string()),
+        ]
+    }
+
+    pub fn count_bytes(&self, bytes: u64) {
+        let primary = self.state.lock().primary.clone();
+        counter!("arca_replication_bytes_total", &self.labels(&primary)).increment(bytes);
+    }
+
+    pub fn count_skipped(&self, chunks: u64) {
+        let primary = self.state.lock().primary.clone();
+        counter!(
+            "arca_replication_chunks_skipped_total",
+            &self.labels(&primary)
+        )
+        .increment(chunks);
+    }
+
+    pub fn count_applied(&self, entries: u64) {
+        let primary = self.state.lock().primary.clone();
+        counter!(
+            "arca_replication_entries_applied_total",
+            &self.labels(&primary)
+        )
+        .increment(entries);
+    }
+
+    pub fn report(&self) -> LagReport {
+        let state = self.state.lock();
+        let lag_entries = state.primary_head.seq.saturating_sub(state.applied.seq);
+        let behind = match (lag_entries, state.next_at_ms) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(at)) => ((now_ms() - at).max(0) as f64) / 1000.0,
+        };
+        let silence = state.last_contact.map(|t| t.elapsed());
+        let stale = match silence {
+            Some(s) if s > SILENCE_GRACE => s.as_secs_f64(),
+            None if !state.connected => 0.0,
+            _ => 0.0,
+        };
+        LagReport {
+            primary: state.primary.clone(),
+            connected: state.connected,
+            primary_seq: state.primary_head.seq,
+            applied_seq: state.applied.seq,
+            lag_entries,
+            lag_seconds: behind.max(stale),
+            pending_bytes: state.pending_bytes,
+            last_contact_seconds: silence.map(|s| s.as_secs_f64()),
+        }
+    }
+
+    /// Sets the gauges from the current state (also called periodically, so seconds keep
+    /// counting while nothing happens).
+    pub fn publish(&self) {
+        let report = self.report();
+        let labels = self.labels(&report.primary);
+        gauge!("arca_replication_lag_entries", &labels).set(report.lag_entries as f64);
+        gauge!("arca_replication_lag_seconds", &labels).set(report.lag_seconds);
+        gauge!("arca_replication_pending_bytes", &labels).set(report.pending_bytes as f64);
+        gauge!("arca_replication_connected", &labels).set(if report.connected { 1.0 } else { 0.0 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_follows_heartbeats_and_applies() {
+        let lag = MirrorLag::new("eu");
+        lag.set_primary("us");
+        lag.set_applied(Head {
+            epoch: 1,
+            seq: 10,
+            at_ms: 0,
+        });
+        lag.heard(
+            Head {
+                epoch: 1,
+                seq: 10,
+                at_ms: 0,
+            },
+            None,
+        );
+        assert_eq!(lag.report().lag_entries, 0);
+        assert_eq!(lag.report().lag_seconds, 0.0);
+        let five_seconds_ago = now_ms() - 5000;
+        lag.heard(
+            Head {
+                epoch: 1,
+                seq: 14,
+                at_ms: now_ms(),
+            },
+            Some(five_seconds_ago),
+        );
+        let report = lag.report();
+        assert_eq!(report.lag_entries, 4);
+        assert!(report.lag_seconds >= 4.9, "{report:?}");
+        lag.set_applied(Head {
+            epoch: 1,
+            seq: 14,
+            at_ms: 0,
+        });
+        assert_eq!(lag.report().lag_entries, 0);
+        assert_eq!(lag.report().lag_seconds, 0.0);
+    }
+}

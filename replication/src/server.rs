@@ -1,0 +1,277 @@
+//! The primary side: accepts mirrors' QUIC connections and serves their streams from a
+//! [`ChangeSource`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    must_read_frame, read_frame, write_frame, Ack, ChunkReply, Feed, RegionInfo, Reply, Request,
+    Role, SnapshotFrame,
+};
+use crate::store::{ChangeSource, Changes};
+
+/// Entries per feed frame.
+const FEED_BATCH: usize = 256;
+/// How often an idle feed sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Bytes of key/value pairs per snapshot frame.
+const SNAPSHOT_BATCH_BYTES: usize = 4 << 20;
+
+/// Serves replication on `endpoint` until `cancel`.
+pub async fn serve<S: ChangeSource>(
+    endpoint: quinn::Endpoint,
+    source: Arc<S>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let incoming = tokio::select! {
+            _ = cancel.cancelled() => return,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+        };
+        let source = source.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => serve_connection(connection, source, cancel).await,
+                // A peer without a certificate from the cluster CA ends here.
+                Err(e) => tracing::warn!(%remote, error = %e, "refused a replication connection"),
+            }
+        });
+    }
+}
+
+async fn serve_connection<S: ChangeSource>(
+    connection: quinn::Connection,
+    source: Arc<S>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            stream = connection.accept_bi() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+        };
+        let source = source.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(send, recv, source, cancel).await {
+                tracing::debug!(error = %e, "replication stream ended with an error");
+            }
+        });
+    }
+}
+
+async fn serve_stream<S: ChangeSource>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    source: Arc<S>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let request: Request = must_read_frame(&mut recv).await?;
+    match request {
+        Request::Subscribe { mirror, from_seq } => {
+            source.peer_seen(&mirror);
+            let outcome = feed(&mut send, recv, &source, &mirror, from_seq, cancel).await;
+            source.mirror_disconnected(&mirror);
+            outcome
+        }
+        Request::GetChunks { ids } => {
+            for id in ids {
+                match source.read_chunk(id).await? {
+                    Some(data) => {
+                        write_frame(
+                            &mut send,
+                            &ChunkReply {
+                                id,
+                                found: true,
+                                len: data.len() as u32,
+                            },
+                        )
+                        .await?;
+                        send.write_all(&data)
+                            .await
+                            .map_err(|e| Error::Connection(format!("write chunk: {e}")))?;
+                    }
+                    None => {
+                        write_frame(
+                            &mut send,
+                            &ChunkReply {
+                                id,
+                                found: false,
+                                len: 0,
+                            },
+                        )
+                        .await?
+                    }
+                }
+            }
+            finish(send)
+        }
+        Request::GetSnapshot => snapshot(&mut send, &source)
+            .await
+            .and_then(|()| finish(send)),
+        Request::Hello(peer) => {
+            source.peer_seen(&peer);
+            write_frame(&mut send, &Reply::Hello(source.region_info())).await?;
+            finish(send)
+        }
+        Request::Query(request) => {
+            let reply = match source.query(request).await {
+                Ok(answer) => Reply::Query(answer),
+                Err(e) => Reply::Error(e.to_string()),
+            };
+            write_frame(&mut send, &reply).await?;
+            finish(send)
+        }
+    }
+}
+
+fn finish(mut send: quinn::SendStream) -> Result<()> {
+    send.finish()
+        .map_err(|e| Error::Connection(format!("finish stream: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("storage task panicked: {e}")))?
+}
+
+/// Streams entries to a mirror in order, with heartbeats when idle, until the mirror leaves.
+async fn feed<S: ChangeSource>(
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    source: &Arc<S>,
+    mirror: &RegionInfo,
+    from_seq: u64,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let me = source.region_info();
+    write_frame(send, &Feed::Welcome(me.clone())).await?;
+    if me.role != Role::Primary {
+        let reason = format!("region {} is a mirror, not a primary", me.region);
+        write_frame(
+            send,
+            &Feed::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        return Err(Error::Refused(reason));
+    }
+    if mirror.epoch > me.epoch {
+        let reason = format!(
+            "region {} is at epoch {} but mirror {} is at epoch {}: this primary was replaced",
+            me.region, me.epoch, mirror.region, mirror.epoch
+        );
+        write_frame(
+            send,
+            &Feed::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        return Err(Error::Refused(reason));
+    }
+    tracing::info!(mirror = %mirror.region, from_seq, "mirror subscribed");
+
+    // Acknowledgements come back on the same stream; track the highest.
+    let acked = Arc::new(AtomicU64::new(from_seq));
+    let ack_reader = {
+        let acked = acked.clone();
+        let source = source.clone();
+        let mirror = mirror.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(Ack::Applied { seq })) = read_frame::<Ack>(&mut recv).await {
+                acked.fetch_max(seq, Ordering::SeqCst);
+                source.mirror_acked(&mirror, seq);
+            }
+        })
+    };
+    let result = async {
+        let mut head_rx = source.watch_head();
+        let mut sent = from_seq;
+        loop {
+            if cancel.is_cancelled() || ack_reader.is_finished() {
+                return Ok(());
+            }
+            let reader = source.clone();
+            let after = sent;
+            match blocking(move || reader.changes_after(after, FEED_BATCH)).await? {
+                Changes::Truncated { oldest_seq } => {
+                    write_frame(send, &Feed::SnapshotRequired { oldest_seq }).await?;
+                    return Ok(());
+                }
+                Changes::Entries(entries) if !entries.is_empty() => {
+                    sent = entries.last().map(|e| e.seq).unwrap_or(sent);
+                    // Flow control: this write waits while the mirror is not reading, so a
+                    // slow mirror never makes the primary buffer its backlog.
+                    write_frame(send, &Feed::Entries(entries)).await?;
+                    continue;
+                }
+                Changes::Entries(_) => {}
+            }
+            let head = source.region_info().head;
+            let first_unacked = acked.load(Ordering::SeqCst) + 1;
+            let next_at_ms = if first_unacked <= head.seq {
+                let reader = source.clone();
+                blocking(move || reader.entry_at_ms(first_unacked)).await?
+            } else {
+                None
+            };
+            write_frame(send, &Feed::Heartbeat { head, next_at_ms }).await?;
+            head_rx.borrow_and_update();
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = head_rx.changed() => {}
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+            }
+        }
+    }
+    .await;
+    ack_reader.abort();
+    tracing::info!(mirror = %mirror.region, "mirror subscription ended");
+    result
+}
+
+async fn snapshot<S: ChangeSource>(send: &mut quinn::SendStream, source: &Arc<S>) -> Result<()> {
+    let reader = source.clone();
+    let mut snapshot = blocking(move || reader.snapshot()).await?;
+    write_frame(
+        send,
+        &SnapshotFrame::Header {
+            head: snapshot.head(),
+        },
+    )
+    .await?;
+    loop {
+        let (returned, batch) = tokio::task::spawn_blocking(move || {
+            let batch = snapshot.next_batch(SNAPSHOT_BATCH_BYTES);
+            (snapshot, batch)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("snapshot reader panicked: {e}")))?;
+        snapshot = returned;
+        match batch? {
+            Some(pairs) => {
+                let pairs = pairs
+                    .into_iter()
+                    .map(|(k, v)| (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v)))
+                    .collect();
+                write_frame(send, &SnapshotFrame::Pairs(pairs)).await?;
+            }
+            None => break,
+        }
+    }
+    write_frame(send, &SnapshotFrame::End).await
+}

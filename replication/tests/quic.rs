@@ -1,0 +1,411 @@
+//! The replication protocol over real QUIC with mutual TLS, against in-memory storage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_replication::store::Pairs;
+use arca_replication::{
+    tls, ChangeSink, ChangeSource, Changes, ChunkId, Entry, Head, Mirror, MirrorLag, MirrorOptions,
+    RegionInfo, Result, Role, SnapshotReader, TlsFiles,
+};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn certs(dir: &Path, ca: &str, nodes: &[&str]) -> Vec<TlsFiles> {
+    let ca_dir = dir.join(ca);
+    tls::init_ca(&ca_dir, YEAR).expect("init CA");
+    nodes
+        .iter()
+        .map(|node| {
+            let (cert, key) = tls::issue(
+                &ca_dir,
+                node,
+                &["127.0.0.1".to_string(), "localhost".to_string()],
+                &ca_dir.join(node),
+                YEAR,
+            )
+            .expect("issue");
+            TlsFiles {
+                ca_cert: ca_dir.join("ca.pem"),
+                cert,
+                key,
+            }
+        })
+        .collect()
+}
+
+fn info(region: &str, role: Role, head: Head) -> RegionInfo {
+    RegionInfo {
+        region: region.into(),
+        role,
+        epoch: 1,
+        primary: None,
+        http_addrs: vec![],
+        replication_addrs: vec![],
+        head,
+    }
+}
+
+/// A primary with entries and chunks in memory; entries up to `trimmed` are no longer retained.
+struct MemSource {
+    entries: Mutex<Vec<Entry>>,
+    chunks: Mutex<HashMap<ChunkId, Bytes>>,
+    state: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    trimmed: Mutex<u64>,
+    head_tx: watch::Sender<u64>,
+    acked: Mutex<u64>,
+}
+
+impl MemSource {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            entries: Mutex::new(Vec::new()),
+            chunks: Mutex::new(HashMap::new()),
+            state: Mutex::new(BTreeMap::new()),
+            trimmed: Mutex::new(0),
+            head_tx: watch::channel(0).0,
+            acked: Mutex::new(0),
+        })
+    }
+
+    /// Appends an entry whose "command" sets `key` and references `blobs` chunk contents.
+    fn push(&self, key: &str, blobs: &[Vec<u8>]) {
+        let mut entries = self.entries.lock();
+        let seq = entries.len() as u64 + 1;
+        let mut refs = Vec::new();
+        for blob in blobs {
+            let id = ChunkId::of(blob);
+            self.chunks.lock().insert(id, Bytes::from(blob.clone()));
+            refs.push((id, blob.len() as u32));
+        }
+        self.state
+            .lock()
+            .insert(key.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
+        entries.push(Entry {
+            epoch: 1,
+            seq,
+            at_ms: 1_000 + seq as i64,
+            command: key.as_bytes().to_vec(),
+            chunks: refs,
+        });
+        drop(entries);
+        self.head_tx.send_replace(seq);
+    }
+
+    fn head(&self) -> Head {
+        let entries = self.entries.lock();
+        entries
+            .last()
+            .map(|e| Head {
+                epoch: e.epoch,
+                seq: e.seq,
+                at_ms: e.at_ms,
+            })
+            .unwrap_or_default()
+    }
+}
+
+struct MemSnapshot {
+    head: Head,
+    pairs: Option<Pairs>,
+}
+
+impl SnapshotReader for MemSnapshot {
+    fn head(&self) -> Head {
+        self.head
+    }
+    fn next_batch(&mut self, _max_bytes: usize) -> Result<Option<Pairs>> {
+        Ok(self.pairs.take())
+    }
+}
+
+impl ChangeSource for MemSource {
+    fn region_info(&self) -> RegionInfo {
+        info("us", Role::Primary, self.head())
+    }
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Changes> {
+        let trimmed = *self.trimmed.lock();
+        if after < trimmed {
+            return Ok(Changes::Truncated {
+                oldest_seq: trimmed + 1,
+            });
+        }
+        let entries = self.entries.lock();
+        Ok(Changes::Entries(
+            entries
+                .iter()
+                .filter(|e| e.seq > after)
+                .take(limit)
+                .cloned()
+                .collect(),
+        ))
+    }
+    fn entry_at_ms(&self, seq: u64) -> Result<Option<i64>> {
+        Ok(self
+            .entries
+            .lock()
+            .iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.at_ms))
+    }
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head_tx.subscribe()
+    }
+    async fn read_chunk(&self, id: ChunkId) -> Result<Option<Bytes>> {
+        Ok(self.chunks.lock().get(&id).cloned())
+    }
+    fn snapshot(&self) -> Result<Box<dyn SnapshotReader>> {
+        let pairs = self
+            .state
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Box::new(MemSnapshot {
+            head: self.head(),
+            pairs: Some(pairs),
+        }))
+    }
+    fn mirror_acked(&self, _mirror: &RegionInfo, seq: u64) {
+        *self.acked.lock() = seq;
+    }
+    fn mirror_disconnected(&self, _mirror: &RegionInfo) {}
+    fn peer_seen(&self, _peer: &RegionInfo) {}
+    async fn query(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(request.into_iter().rev().collect())
+    }
+}
+
+#[derive(Default)]
+struct MemSink {
+    applied: Mutex<Vec<Entry>>,
+    chunks: Mutex<HashMap<ChunkId, Bytes>>,
+    state: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    staged: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    snapshot_head: Mutex<Option<Head>>,
+}
+
+impl ChangeSink for MemSink {
+    fn region_info(&self) -> RegionInfo {
+        info("eu", Role::Mirror, self.applied())
+    }
+    fn is_active(&self) -> bool {
+        true
+    }
+    fn applied(&self) -> Head {
+        let last = self.applied.lock().last().map(|e| Head {
+            epoch: e.epoch,
+            seq: e.seq,
+            at_ms: e.at_ms,
+        });
+        last.or(*self.snapshot_head.lock()).unwrap_or_default()
+    }
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let chunks = self.chunks.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| !chunks.contains_key(*id))
+            .copied()
+            .collect())
+    }
+    async fn store_chunks(&self, chunks: Vec<(ChunkId, Bytes)>) -> Result<()> {
+        self.chunks.lock().extend(chunks);
+        Ok(())
+    }
+    async fn apply(&self, entries: Vec<Entry>) -> Result<Head> {
+        for entry in entries {
+            let expected = self.applied().seq + 1;
+            if entry.seq < expected {
+                continue;
+            }
+            assert_eq!(entry.seq, expected, "entries apply as a gapless prefix");
+            for (id, _) in &entry.chunks {
+                assert!(
+                    self.chunks.lock().contains_key(id),
+                    "chunks arrive before their entry"
+                );
+            }
+            self.state
+                .lock()
+                .insert(entry.command.clone(), entry.seq.to_be_bytes().to_vec());
+            self.applied.lock().push(entry);
+        }
+        Ok(self.applied())
+    }
+    async fn begin_snapshot(&self, _head: Head) -> Result<()> {
+        self.staged.lock().clear();
+        Ok(())
+    }
+    async fn snapshot_batch(&self, pairs: Pairs) -> Result<Vec<(ChunkId, u32)>> {
+        self.staged.lock().extend(pairs);
+        Ok(Vec::new())
+    }
+    async fn finish_snapshot(&self, head: Head) -> Result<()> {
+        *self.state.lock() = std::mem::take(&mut *self.staged.lock());
+        self.applied.lock().clear();
+        *self.snapshot_head.lock() = Some(head);
+        Ok(())
+    }
+    fn primary_seen(&self, _primary: &RegionInfo) {}
+}
+
+struct Setup {
+    source: Arc<MemSource>,
+    sink: Arc<MemSink>,
+    primary_addr: SocketAddr,
+    mirror_endpoint: quinn::Endpoint,
+    lag: Arc<MirrorLag>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = certs(dir.path(), "ca", &["primary", "mirror"]);
+    let source = MemSource::new();
+    let primary = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &files[0])
+        .expect("primary endpoint");
+    let primary_addr = primary.local_addr().expect("addr");
+    let cancel = CancellationToken::new();
+    tokio::spawn(arca_replication::server::serve(
+        primary,
+        source.clone(),
+        cancel.clone(),
+    ));
+    let mirror_endpoint =
+        arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &files[1])
+            .expect("mirror endpoint");
+    Setup {
+        source,
+        sink: Arc::new(MemSink::default()),
+        primary_addr,
+        mirror_endpoint,
+        lag: Arc::new(MirrorLag::new("eu")),
+        cancel,
+        _dir: dir,
+    }
+}
+
+fn start_mirror(setup: &Setup) {
+    let options = MirrorOptions {
+        primary_addrs: vec![setup.primary_addr.to_string()],
+        parallel_streams: 4,
+        batch_bytes: 64 * 1024,
+    };
+    let mirror = Mirror::new(
+        setup.sink.clone(),
+        setup.mirror_endpoint.clone(),
+        options,
+        setup.lag.clone(),
+    );
+    tokio::spawn(mirror.run(setup.cancel.clone()));
+}
+
+async fn wait_applied(sink: &MemSink, seq: u64) {
+    wait_for(|| sink.applied().seq >= seq).await;
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn blob(seed: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_stream_in_order_and_only_missing_chunks_cross() {
+    let setup = setup().await;
+    let shared = blob(1, 100_000);
+    // The mirror already holds one chunk: it must not be transferred.
+    setup
+        .sink
+        .chunks
+        .lock()
+        .insert(ChunkId::of(&shared), Bytes::from(shared.clone()));
+    setup.source.push("a", &[shared.clone(), blob(2, 50_000)]);
+    start_mirror(&setup);
+    wait_applied(&setup.sink, 1).await;
+    for i in 0..50u8 {
+        setup
+            .source
+            .push(&format!("k{i}"), &[blob(10 + i, 10_000 + i as usize * 100)]);
+    }
+    wait_applied(&setup.sink, 51).await;
+    let applied: Vec<u64> = setup.sink.applied.lock().iter().map(|e| e.seq).collect();
+    assert_eq!(applied, (1..=51).collect::<Vec<_>>());
+    let report = setup.lag.report();
+    assert_eq!(report.lag_entries, 0);
+    assert!(report.connected);
+    wait_for(|| *setup.source.acked.lock() == 51).await;
+    // Every chunk the entries reference is now at the mirror, verified.
+    for entry in setup.source.entries.lock().iter() {
+        for (id, _) in &entry.chunks {
+            assert!(setup.sink.chunks.lock().contains_key(id));
+        }
+    }
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_behind_the_retained_log_catches_up_from_a_snapshot() {
+    let setup = setup().await;
+    for i in 0..20u8 {
+        setup.source.push(&format!("k{i}"), &[blob(i, 1000)]);
+    }
+    *setup.source.trimmed.lock() = 10;
+    start_mirror(&setup);
+    wait_applied(&setup.sink, 20).await;
+    assert_eq!(setup.sink.state.lock().len(), 20);
+    setup.source.push("after", &[blob(99, 1000)]);
+    wait_applied(&setup.sink, 21).await;
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_certificate_from_the_cluster_ca_is_refused() {
+    let setup = setup().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rogue = certs(dir.path(), "rogue-ca", &["rogue"]);
+    let endpoint = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &rogue[0])
+        .expect("rogue endpoint");
+    let refused = arca_replication::client::hello(
+        &endpoint,
+        &setup.primary_addr.to_string(),
+        info("x", Role::Mirror, Head::default()),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA must fail the handshake"
+    );
+    // A properly issued peer gets through.
+    let answer = arca_replication::client::query(
+        &setup.mirror_endpoint,
+        &setup.primary_addr.to_string(),
+        vec![1, 2, 3],
+    )
+    .await
+    .expect("query");
+    assert_eq!(answer, vec![3, 2, 1]);
+    setup.cancel.cancel();
+}
