@@ -1,0 +1,244 @@
+//! Fault proxies between nodes: UDP (QUIC replication) and TCP (HTTP, gRPC). A test points a
+//! peer at the proxy's address instead of the node's, then cuts the link, heals it, or shapes
+//! it like a WAN link (latency and bandwidth), and reads how many bytes crossed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How the link behaves right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkShape {
+    /// Drop everything (UDP) / refuse and reset connections (TCP).
+    pub cut: bool,
+    /// One-way delay added to every datagram.
+    pub latency: Duration,
+    /// Bytes per second in each direction; `None` for unlimited.
+    pub bandwidth: Option<u64>,
+}
+
+impl LinkShape {
+    /// A WAN link: `mbit` megabits per second each way, `rtt` round-trip time.
+    pub fn wan(mbit: u64, rtt: Duration) -> Self {
+        Self {
+            cut: false,
+            latency: rtt / 2,
+            bandwidth: Some(mbit * 1_000_000 / 8),
+        }
+    }
+}
+
+/// Shared state of a proxy.
+#[derive(Default)]
+struct Control {
+    shape: Mutex<LinkShape>,
+    /// Bytes forwarded toward the target and back.
+    upstream_bytes: AtomicU64,
+    downstream_bytes: AtomicU64,
+    /// Bumped on every cut, so TCP pumps started before it stop.
+    generation: AtomicU64,
+}
+
+/// Delivers datagrams in order after their delay, spending the link's bandwidth.
+fn shaper(control: Arc<Control>, socket: Arc<UdpSocket>, counter: fn(&Control) -> &AtomicU64) -> mpsc::UnboundedSender<(Vec<u8>, SocketAddr)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
+    tokio::spawn(async move {
+        let mut link_free_at = Instant::now();
+        while let Some((datagram, to)) = rx.recv().await {
+            let shape = *control.shape.lock();
+            if shape.cut {
+                continue;
+            }
+            let now = Instant::now();
+            let start = link_free_at.max(now);
+            let transmit = match shape.bandwidth {
+                Some(rate) if rate > 0 => Duration::from_secs_f64(datagram.len() as f64 / rate as f64),
+                _ => Duration::ZERO,
+            };
+            link_free_at = start + transmit;
+            let deliver_at = link_free_at + shape.latency;
+            if deliver_at > now {
+                tokio::time::sleep_until(deliver_at).await;
+            }
+            if socket.send_to(&datagram, to).await.is_ok() {
+                counter(&control).fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    tx
+}
+
+/// A UDP proxy on loopback in front of `target`.
+pub struct UdpProxy {
+    pub addr: SocketAddr,
+    control: Arc<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpProxy {
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listen = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let addr = listen.local_addr()?;
+        let control = Arc::new(Control::default());
+        let task_control = control.clone();
+        let task = tokio::spawn(async move {
+            let to_clients = shaper(task_control.clone(), listen.clone(), |c| &c.downstream_bytes);
+            let mut upstreams: HashMap<SocketAddr, mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>> = HashMap::new();
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                let Ok((len, client)) = listen.recv_from(&mut buffer).await else { return };
+                let datagram = buffer[..len].to_vec();
+                if !upstreams.contains_key(&client) {
+                    // One upstream socket per client, so replies find their way back.
+                    let Ok(upstream) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                    let upstream = Arc::new(upstream);
+                    let sender = shaper(task_control.clone(), upstream.clone(), |c| &c.upstream_bytes);
+                    let back = to_clients.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0u8; 65_536];
+                        while let Ok((len, _)) = upstream.recv_from(&mut buffer).await {
+                            if back.send((buffer[..len].to_vec(), client)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    upstreams.insert(client, sender);
+                }
+                if let Some(sender) = upstreams.get(&client) {
+                    let _ = sender.send((datagram, target));
+                }
+            }
+        });
+        Ok(Self { addr, control, task })
+    }
+
+    pub fn cut(&self) {
+        self.control.shape.lock().cut = true;
+    }
+
+    pub fn heal(&self) {
+        self.control.shape.lock().cut = false;
+    }
+
+    pub fn shape(&self, shape: LinkShape) {
+        *self.control.shape.lock() = shape;
+    }
+
+    /// Bytes forwarded (toward the target, back from it).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.control.upstream_bytes.load(Ordering::Relaxed),
+            self.control.downstream_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for UdpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy on loopback in front of `target`. Cutting resets every open connection and
+/// refuses new ones until healed.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    control: Arc<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let control = Arc::new(Control::default());
+        let task_control = control.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                if task_control.shape.lock().cut {
+                    drop(client);
+                    continue;
+                }
+                let control = task_control.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let generation = control.generation.load(Ordering::SeqCst);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let up = pump(client_read, server_write, control.clone(), generation, true);
+                    let down = pump(server_read, client_write, control.clone(), generation, false);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, control, task })
+    }
+
+    pub fn cut(&self) {
+        self.control.shape.lock().cut = true;
+        self.control.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.control.shape.lock().cut = false;
+    }
+
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.control.upstream_bytes.load(Ordering::Relaxed),
+            self.control.downstream_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    control: Arc<Control>,
+    generation: u64,
+    upstream: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if control.generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Ok(n) = read else { return };
+        if n == 0 || control.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        let latency = control.shape.lock().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+        let counter = if upstream { &control.upstream_bytes } else { &control.downstream_bytes };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
