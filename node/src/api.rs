@@ -1,5 +1,6 @@
-//! The HTTP API (axum): generic files under `/files/`, the JSON admin API under `/api/v1/`,
-//! and the operational endpoints `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP API (axum): generic files under `/files/`, the OCI registry under `/v2/`
+//! ([`crate::oci::api`]), the JSON admin API under `/api/v1/`, and the operational endpoints
+//! `/metrics`, `/healthz`, `/readyz`.
 
 pub mod files;
 pub mod repos;
@@ -20,6 +21,7 @@ use crate::service::ArtifactService;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<ArtifactService>,
+    pub registry: Arc<crate::oci::Registry>,
     pub metrics: PrometheusHandle,
 }
 
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
                 .put(files::put)
                 .delete(files::delete),
         )
+        .merge(crate::oci::api::routes())
         .route("/metrics", get(system::metrics))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

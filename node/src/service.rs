@@ -17,7 +17,9 @@ use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::gc::Collector;
 use crate::ingest::{self, IngestedBlob};
-use crate::model::{now_ms, Artifact, BlobDescriptor, BlobRecord, Command, Format, Outcome, Repository};
+use crate::model::{
+    now_ms, Artifact, BlobDescriptor, BlobRecord, Command, Format, Outcome, Repository,
+};
 use crate::names::{ArtifactPath, RepoName};
 
 /// The result of storing a file.
@@ -52,7 +54,11 @@ impl ArtifactService {
     /// Every path that commits new chunks goes through here: this is where the write path
     /// makes the blobs' chunks durable on a majority of the region before the command can make
     /// them visible. (Single-node region today: ingest already fsynced them.)
-    pub async fn propose_with_blobs(&self, command: &Command, _blobs: &[&BlobDescriptor]) -> Result<Outcome> {
+    pub async fn propose_with_blobs(
+        &self,
+        command: &Command,
+        _blobs: &[&BlobDescriptor],
+    ) -> Result<Outcome> {
         self.propose(command).await
     }
 
@@ -97,14 +103,7 @@ impl ArtifactService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let repo = self.catalog.must_repo(repo_name)?;
-        if repo.format != Format::Generic {
-            return Err(Error::WrongFormat {
-                repo: repo_name.to_string(),
-                format: repo.format.as_str().into(),
-                expected: Format::Generic.as_str().into(),
-            });
-        }
+        self.generic_repo(repo_name)?;
         let collector = self.collector.clone();
         let ingested = ingest::ingest(
             self.chunks.clone(),
@@ -175,6 +174,7 @@ impl ArtifactService {
     }
 
     pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
+        self.generic_repo(repo)?;
         let command = Command::DeleteArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -184,6 +184,19 @@ impl ArtifactService {
             Outcome::ArtifactDeleted { .. } => Ok(()),
             refused => Err(self.refusal(refused, repo, path)),
         }
+    }
+
+    /// The repository, which must hold generic files (`WRONG_FORMAT` otherwise).
+    fn generic_repo(&self, name: &RepoName) -> Result<Repository> {
+        let repo = self.catalog.must_repo(name)?;
+        if repo.format != Format::Generic {
+            return Err(Error::WrongFormat {
+                repo: name.to_string(),
+                format: repo.format.as_str().into(),
+                expected: Format::Generic.as_str().into(),
+            });
+        }
+        Ok(repo)
     }
 
     fn refusal(&self, outcome: Outcome, repo: &RepoName, path: &ArtifactPath) -> Error {
@@ -216,7 +229,7 @@ impl ArtifactService {
         repo_name: &RepoName,
         path: &ArtifactPath,
     ) -> Result<(Repository, Artifact, BlobRecord)> {
-        let repo = self.catalog.must_repo(repo_name)?;
+        let repo = self.generic_repo(repo_name)?;
         let artifact =
             self.catalog
                 .artifact(repo_name, path)?
@@ -239,7 +252,7 @@ impl ArtifactService {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Artifact>> {
-        self.catalog.must_repo(repo)?;
+        self.generic_repo(repo)?;
         let limit = limit.clamp(1, self.config.limits.max_list_page);
         self.catalog.artifacts(repo, prefix, after, limit)
     }
