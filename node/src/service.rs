@@ -68,6 +68,9 @@ impl ArtifactService {
         format: Format,
         immutable: bool,
     ) -> Result<Repository> {
+        if format == Format::Oci {
+            crate::oci::names::check_repo_name(&name)?;
+        }
         let repo = Repository {
             name: name.clone(),
             format,

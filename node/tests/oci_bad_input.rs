@@ -421,6 +421,21 @@ async fn invalid_names_are_refused() {
             "{name}"
         );
     }
+    // An oci repository's name must be addressable as the first component of a name.
+    for (name, format, status) in [
+        ("a..b", "oci", 400),
+        ("a-_b", "oci", 400),
+        ("a..b", "generic", 201),
+    ] {
+        let response = node
+            .http
+            .post(node.url("/api/v1/repos"))
+            .json(&json!({"name": name, "format": format}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), status, "{format} repository {name}");
+    }
     // A name needs an image after the repository.
     let response = node.get("/v2/containers/manifests/latest").await;
     assert_eq!(oci_error(response).await, (400, "NAME_INVALID".into()));

@@ -63,6 +63,19 @@ impl fmt::Display for ImageName {
     }
 }
 
+/// Refuses a repository name that `/v2/` could not address: an `oci` repository's name is the
+/// first path component of every `<name>`, so it must follow the spec's component grammar,
+/// which is stricter than Arca's (no `..`, `_-`, trailing separators).
+pub fn check_repo_name(name: &RepoName) -> Result<(), crate::error::Error> {
+    if is_path_component(name.as_str()) {
+        return Ok(());
+    }
+    Err(crate::error::Error::InvalidRepoName {
+        name: name.to_string(),
+        reason: "an oci repository name must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*".into(),
+    })
+}
+
 /// Whether `component` matches `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
 fn is_path_component(component: &str) -> bool {
     let bytes = component.as_bytes();
