@@ -28,8 +28,6 @@ use crate::service::ArtifactService;
 pub struct StoredManifest {
     pub digest: Sha256,
     pub subject: Option<Sha256>,
-    /// False when the same manifest (and tag) was already there.
-    pub changed: bool,
 }
 
 /// The OCI registry of a node.
@@ -152,7 +150,7 @@ impl Registry {
         command: &Command,
         ingested: IngestedBlob,
         name: &OciName,
-    ) -> OciResult<OciOutcome> {
+    ) -> OciResult<()> {
         let IngestedBlob {
             descriptor,
             written,
@@ -163,15 +161,14 @@ impl Registry {
             .propose_with_blobs(command, &[&descriptor])
             .await?;
         match outcome {
-            Outcome::Oci(
-                outcome @ (OciOutcome::BlobLinked { .. } | OciOutcome::ManifestStored { .. }),
-            ) => {
+            Outcome::Oci(OciOutcome::BlobLinked { .. } | OciOutcome::ManifestStored { .. }) => {
                 drop(pins);
-                Ok(outcome)
+                Ok(())
             }
-            Outcome::Oci(outcome @ (OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged)) => {
+            // Already there: the chunks this upload wrote (none, usually) are not needed.
+            Outcome::Oci(OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged) => {
                 self.service.collector.abandon(written, pins);
-                Ok(outcome)
+                Ok(())
             }
             refused => {
                 self.service.collector.abandon(written, pins);
@@ -289,11 +286,10 @@ impl Registry {
             manifest: info,
             at_ms: now_ms(),
         }));
-        let outcome = self.commit(&command, ingested, name).await?;
+        self.commit(&command, ingested, name).await?;
         Ok(StoredManifest {
             digest,
             subject: parsed.subject,
-            changed: matches!(outcome, OciOutcome::ManifestStored { .. }),
         })
     }
 
@@ -477,10 +473,6 @@ fn refusal(outcome: Outcome, name: &OciName) -> OciError {
                 digests: digests.iter().map(digest_string).collect(),
             }
         }
-        Outcome::Oci(OciOutcome::BlobUnknown) => OciError::BlobUnknown {
-            name: name.to_string(),
-            digest: String::new(),
-        },
         other => OciError::Node(Error::Internal(format!("unexpected outcome {other:?}"))),
     }
 }
