@@ -314,6 +314,14 @@ mod tests {
         Route::parse(path)
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_path_routes_without_panicking(path in "/v2[a-z0-9/:%._-]{0,60}") {
+            let route = Route::parse(&path);
+            let _ = route.operation(&Method::GET, &HashMap::new());
+        }
+    }
+
     #[test]
     fn routes_are_recognized_from_the_end_of_the_path() {
         assert_eq!(parse("/v2/"), Route::Base);

@@ -353,6 +353,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse(&body, Some(OCI_MANIFEST));
+            let _ = parse(&body, None);
+        }
+
+        #[test]
+        fn mangled_manifests_are_refused_or_consistent(cut in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let mut body = bytes(&image(Some(OCI_MANIFEST)));
+            let at = cut % body.len();
+            body[at] = byte;
+            // Never a panic; what still parses lists each blob once, by a digest in the body.
+            if let Ok(parsed) = parse(&body, None) {
+                let text = String::from_utf8_lossy(&body);
+                let mut seen = std::collections::BTreeSet::new();
+                for (digest, _) in &parsed.blobs {
+                    proptest::prop_assert!(seen.insert(*digest), "listed twice");
+                    proptest::prop_assert!(text.contains(&digest.to_hex()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn accept_negotiation() {
         assert!(accepts(Vec::<&str>::new(), OCI_MANIFEST));
