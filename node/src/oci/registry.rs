@@ -79,9 +79,9 @@ impl Registry {
             })
     }
 
-    /// Ingests `spooled` (the bytes of an upload session, if any) followed by `body`, checks
-    /// the result against `expected` and links the blob into the image. A mismatch, a refusal
-    /// or a broken body stores nothing.
+    /// Ingests the bytes `session` received so far (if any) followed by `body`, checks the
+    /// result against `expected` and links the blob into the image. A mismatch, a refusal or a
+    /// broken body stores nothing.
     pub async fn put_blob<S, E>(
         &self,
         name: &OciName,
