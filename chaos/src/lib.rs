@@ -5,7 +5,9 @@
 //! Helpers named `must_*` panic on failure; they are meant for tests.
 
 pub mod process;
+pub mod region;
 pub mod wait;
 
 pub use process::{ArcaProcess, ProcessOptions};
+pub use region::{Region, RegionOptions};
 pub use wait::wait_until;

@@ -1,6 +1,7 @@
 //! `arca`: run a node, push and pull artifacts, manage repositories.
 
 mod client;
+mod cluster;
 mod files;
 mod output;
 mod repos;
@@ -28,6 +29,14 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     server: String,
+    /// The admin (gRPC) address of any node of the region, for `cluster` commands.
+    #[arg(
+        long,
+        global = true,
+        env = "ARCA_ADMIN",
+        default_value = "http://127.0.0.1:7071"
+    )]
+    admin: String,
     /// Output format of client commands.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -42,6 +51,9 @@ enum Command {
     /// Manage repositories.
     #[command(subcommand)]
     Repo(repos::RepoCommand),
+    /// Inspect and change the region's membership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Upload a file to REPO/PATH.
     Push {
         /// The local file to upload.
@@ -100,10 +112,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = cli.output;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Cluster(command) => cluster::run(&cli.admin, command, output).await,
         command => {
             let client = client::Client::new(&cli.server)?;
             match command {
-                Command::Serve(_) => unreachable!("handled above"),
+                Command::Serve(_) | Command::Cluster(_) => unreachable!("handled above"),
                 Command::Repo(command) => repos::run(&client, command, output).await,
                 Command::Push { file, target } => {
                     files::push(&client, &file, &target, output).await

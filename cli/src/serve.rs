@@ -27,6 +27,15 @@ pub struct ServeArgs {
     /// Region name [default: local].
     #[arg(long)]
     region: Option<String>,
+    /// gRPC address of any member of an existing region to join (first start only).
+    #[arg(long)]
+    join: Option<String>,
+    /// HTTP address to advertise to the region, if not the one bound.
+    #[arg(long)]
+    advertise_http: Option<String>,
+    /// gRPC address to advertise to the region, if not the one bound.
+    #[arg(long)]
+    advertise_grpc: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -64,6 +73,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(region) = args.region {
         config.region = region;
+    }
+    if args.join.is_some() {
+        config.join = args.join;
+    }
+    if args.advertise_http.is_some() {
+        config.advertise_http_addr = args.advertise_http;
+    }
+    if args.advertise_grpc.is_some() {
+        config.advertise_grpc_addr = args.advertise_grpc;
     }
     let node = arca_node::start(config).await?;
     // One machine-readable line on stdout, for scripts and test harnesses.

@@ -8,7 +8,10 @@ pub mod system;
 
 use std::sync::Arc;
 
-use axum::middleware;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -25,9 +28,28 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// Header naming how a read was served: `linearizable`, or `local` when the region could not
+/// confirm in time and this node's own (possibly stale) state was used.
+pub const READ_CONSISTENCY: &str = "x-arca-read-consistency";
+
+/// Runs the read barrier before every GET and HEAD of repository data, so a read on any node
+/// sees every write acknowledged before it started.
+async fn read_barrier(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let consistency = state.service.read_barrier().await;
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        READ_CONSISTENCY,
+        HeaderValue::from_static(consistency.as_str()),
+    );
+    response
+}
+
 /// Builds the node's HTTP router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let data = Router::new()
         .route("/api/v1/repos", post(repos::create).get(repos::list))
         .route("/api/v1/repos/{repo}", get(repos::show))
         .route("/api/v1/repos/{repo}/files", get(repos::files))
@@ -40,6 +62,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(files::delete),
         )
         .merge(crate::oci::api::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier));
+    Router::new()
+        .merge(data)
         .route("/metrics", get(system::metrics))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

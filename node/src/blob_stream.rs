@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::Stream;
 
 use crate::chunk_store::ChunkStore;
@@ -30,14 +31,28 @@ fn plan(chunks: &[ChunkRef], range: &Range<u64>) -> Vec<(ChunkRef, Range<usize>)
     plan
 }
 
+/// Where a download gets verified chunk bytes from.
+pub trait ChunkSource: Send + Sync + 'static {
+    fn load(self: Arc<Self>, chunk: ChunkRef) -> BoxFuture<'static, Result<Bytes>>;
+}
+
+/// This node's store alone, with no peer to fall back on.
+impl ChunkSource for ChunkStore {
+    fn load(self: Arc<Self>, chunk: ChunkRef) -> BoxFuture<'static, Result<Bytes>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.read(&chunk.id))
+                .await
+                .map_err(|e| Error::internal("chunk reader panicked", e))?
+        })
+    }
+}
+
 async fn read_piece(
-    store: Arc<ChunkStore>,
+    source: Arc<dyn ChunkSource>,
     chunk: ChunkRef,
     within: Range<usize>,
 ) -> Result<Bytes> {
-    let data = tokio::task::spawn_blocking(move || store.read(&chunk.id))
-        .await
-        .map_err(|e| Error::internal("chunk reader panicked", e))??;
+    let data = source.load(chunk).await?;
     if data.len() != chunk.len as usize {
         return Err(Error::CorruptChunk {
             chunk: chunk.id.to_hex(),
@@ -50,13 +65,13 @@ async fn read_piece(
 /// returns, so a corrupt or missing first chunk is a clean error instead of a broken response;
 /// a later bad chunk aborts the stream (the client sees a short body, never wrong bytes).
 pub async fn open(
-    store: Arc<ChunkStore>,
+    source: Arc<dyn ChunkSource>,
     chunks: &[ChunkRef],
     range: Range<u64>,
 ) -> Result<impl Stream<Item = std::result::Result<Bytes, Error>> + Send + 'static> {
     let mut pieces = plan(chunks, &range).into_iter();
     let first = match pieces.next() {
-        Some((chunk, within)) => Some(read_piece(store.clone(), chunk, within).await?),
+        Some((chunk, within)) => Some(read_piece(source.clone(), chunk, within).await?),
         None => None,
     };
     Ok(async_stream::try_stream! {
@@ -65,7 +80,7 @@ pub async fn open(
             yield first;
         }
         for (chunk, within) in pieces {
-            let piece = match read_piece(store.clone(), chunk, within).await {
+            let piece = match read_piece(source.clone(), chunk, within).await {
                 Ok(piece) => piece,
                 Err(e) => {
                     tracing::error!(error = %e, "aborting download");

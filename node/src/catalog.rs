@@ -158,6 +158,27 @@ impl Catalog {
         }
     }
 
+    /// Calls `f` with every chunk some live blob references.
+    pub fn for_each_referenced_chunk(
+        &self,
+        mut f: impl FnMut(ChunkId) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = keys::CHUNK_REFS_PREFIX;
+        let iter = self
+            .db
+            .iterator_cf(self.cf()?, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (key, _) = item?;
+            let Some(raw) = key.strip_prefix(prefix) else {
+                break;
+            };
+            if let Some(id) = ChunkId::from_slice(raw) {
+                f(id)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn global_stats(&self) -> Result<GlobalStats> {
         Ok(self.get(keys::GLOBAL_STATS)?.unwrap_or_default())
     }

@@ -71,7 +71,31 @@ pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
 /// The node's chunks, with the pin table of uploads in progress.
 pub struct ChunkStore {
     db: Arc<DB>,
-    pins: Mutex<HashMap<ChunkId, u32>>,
+    pins: Mutex<Pins>,
+}
+
+/// Chunks the collector must keep: pinned by uploads on this node (counted), or leased to a
+/// peer whose write is in flight (until a deadline).
+#[derive(Default)]
+struct Pins {
+    local: HashMap<ChunkId, u32>,
+    leases: HashMap<ChunkId, std::time::Instant>,
+}
+
+impl Pins {
+    fn holds(&mut self, id: &ChunkId) -> bool {
+        if self.local.contains_key(id) {
+            return true;
+        }
+        match self.leases.get(id) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                self.leases.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl ChunkStore {
@@ -83,7 +107,7 @@ impl ChunkStore {
         }
         Ok(Arc::new(Self {
             db,
-            pins: Mutex::new(HashMap::new()),
+            pins: Mutex::new(Pins::default()),
         }))
     }
 
@@ -123,6 +147,14 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Stores a chunk received from elsewhere after checking it against its name.
+    pub fn put_verified(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        if blake3::hash(data).as_bytes() != id.as_bytes() {
+            return Err(Error::CorruptChunk { chunk: id.to_hex() });
+        }
+        self.put(id, data)
+    }
+
     /// Makes every earlier chunk write durable (one WAL fsync).
     pub fn sync(&self) -> Result<()> {
         Ok(self.db.flush_wal(true)?)
@@ -157,8 +189,8 @@ impl ChunkStore {
         id: &ChunkId,
         referenced: impl FnOnce(&ChunkId) -> Result<bool>,
     ) -> Result<bool> {
-        let pins = self.pins.lock();
-        if pins.contains_key(id) || referenced(id)? {
+        let mut pins = self.pins.lock();
+        if pins.holds(id) || referenced(id)? {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
@@ -195,7 +227,19 @@ impl ChunkStore {
             .flatten()
     }
 
-    fn lock_pins(&self) -> MutexGuard<'_, HashMap<ChunkId, u32>> {
+    /// Keeps these chunks from collection for `ttl`, present or not: a peer is about to rely
+    /// on this node holding them.
+    pub fn lease(&self, ids: &[ChunkId], ttl: std::time::Duration) {
+        let until = std::time::Instant::now() + ttl;
+        let mut pins = self.pins.lock();
+        let now = std::time::Instant::now();
+        pins.leases.retain(|_, deadline| *deadline > now);
+        for id in ids {
+            pins.leases.insert(*id, until);
+        }
+    }
+
+    fn lock_pins(&self) -> MutexGuard<'_, Pins> {
         self.pins.lock()
     }
 
@@ -215,7 +259,7 @@ pub struct PinGuard {
 
 impl PinGuard {
     pub fn pin(&mut self, id: ChunkId) {
-        *self.store.lock_pins().entry(id).or_insert(0) += 1;
+        *self.store.lock_pins().local.entry(id).or_insert(0) += 1;
         self.ids.push(id);
     }
 }
@@ -224,10 +268,10 @@ impl Drop for PinGuard {
     fn drop(&mut self) {
         let mut pins = self.store.lock_pins();
         for id in &self.ids {
-            if let Some(count) = pins.get_mut(id) {
+            if let Some(count) = pins.local.get_mut(id) {
                 *count -= 1;
                 if *count == 0 {
-                    pins.remove(id);
+                    pins.local.remove(id);
                 }
             }
         }

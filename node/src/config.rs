@@ -25,8 +25,19 @@ pub struct NodeConfig {
     pub region: String,
     /// Address the HTTP API listens on (`host:port`; port 0 picks a free port).
     pub http_addr: String,
-    /// Address the intra-region gRPC server (Raft) listens on.
+    /// Address the intra-region gRPC server (Raft, chunks, admin) listens on.
     pub grpc_addr: String,
+    /// HTTP address other nodes and redirected clients use to reach this node, when it differs
+    /// from `http_addr` (a wildcard bind, NAT). Defaults to the bound address.
+    pub advertise_http_addr: Option<String>,
+    /// gRPC address the region's other nodes use to reach this node. Defaults to the bound
+    /// address.
+    pub advertise_grpc_addr: Option<String>,
+    /// gRPC address of any member of an existing region to join. Unset: a node whose data
+    /// directory is empty starts a new single-node region.
+    pub join: Option<String>,
+    /// Coordination inside the region.
+    pub cluster: ClusterConfig,
     /// Raft timing and log retention.
     pub raft: RaftConfig,
     /// Content-defined chunking bounds.
@@ -47,11 +58,42 @@ impl Default for NodeConfig {
             region: "local".into(),
             http_addr: "127.0.0.1:7070".into(),
             grpc_addr: "127.0.0.1:7071".into(),
+            advertise_http_addr: None,
+            advertise_grpc_addr: None,
+            join: None,
+            cluster: ClusterConfig::default(),
             raft: RaftConfig::default(),
             chunking: ChunkerConfig::default(),
             limits: LimitsConfig::default(),
             gc: GcConfig::default(),
             oci: OciConfig::default(),
+        }
+    }
+}
+
+/// Coordination inside the region: reads, chunk replication, readiness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a read waits to confirm it sees every acknowledged write (a read-index round
+    /// with the leader) before it serves this node's local state instead, in milliseconds.
+    pub read_barrier_timeout_ms: u64,
+    /// How long a node keeps chunks a peer asked about, so its write can rely on them, in
+    /// seconds.
+    pub chunk_lease_secs: u64,
+    /// `/readyz` fails while this node has more unapplied log entries than this.
+    pub ready_max_apply_lag: u64,
+    /// `/readyz` fails while this node lacks more referenced chunks than this.
+    pub ready_max_resync_backlog: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            read_barrier_timeout_ms: 1000,
+            chunk_lease_secs: 600,
+            ready_max_apply_lag: 64,
+            ready_max_resync_backlog: 0,
         }
     }
 }
@@ -134,17 +176,18 @@ impl NodeConfig {
                 .with_context(|| format!("parse config file {}", path.display()))?;
             merge(&mut tree, file_tree);
         }
-        let defaults =
-            toml::Value::try_from(NodeConfig::default()).context("serialize default config")?;
+        // JSON keeps `null` for unset optional keys, so every key can be named by a variable.
+        let known =
+            serde_json::to_value(NodeConfig::default()).context("serialize default config")?;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("ARCA_") else {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            if lookup(&defaults, &path).is_none() {
+            let Some(default) = lookup(&known, &path) else {
                 continue;
-            }
-            set_path(&mut tree, &path, parse_env_value(&value))?;
+            };
+            set_path(&mut tree, &path, parse_env_value(&name, &value, default)?)?;
         }
         let config: NodeConfig = tree.try_into().context("invalid configuration")?;
         Ok(config)
@@ -167,6 +210,9 @@ impl NodeConfig {
         self.chunking.validate().map_err(|e| anyhow::anyhow!(e))?;
         if self.limits.max_upload_bytes == 0 || self.limits.max_list_page == 0 {
             bail!("limits must be > 0");
+        }
+        if self.cluster.read_barrier_timeout_ms == 0 || self.cluster.chunk_lease_secs == 0 {
+            bail!("cluster timeouts must be > 0");
         }
         if self.gc.sweep_interval_secs == 0 {
             bail!("gc.sweep_interval_secs must be > 0");
@@ -198,10 +244,10 @@ fn merge(base: &mut toml::Value, overlay: toml::Value) {
     }
 }
 
-fn lookup<'a>(tree: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+fn lookup<'a>(tree: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
     let mut node = tree;
     for key in path {
-        node = node.as_table()?.get(key)?;
+        node = node.as_object()?.get(key)?;
     }
     Some(node)
 }
@@ -219,15 +265,29 @@ fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) -> anyh
     Ok(())
 }
 
-/// Environment values are TOML scalars when they parse as one (`42`, `true`), else strings.
-fn parse_env_value(raw: &str) -> toml::Value {
-    if let Ok(i) = raw.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    if let Ok(b) = raw.parse::<bool>() {
-        return toml::Value::Boolean(b);
-    }
-    toml::Value::String(raw.to_string())
+/// Parses an environment value as the type of the key's default (strings for unset keys).
+fn parse_env_value(
+    name: &str,
+    raw: &str,
+    default: &serde_json::Value,
+) -> anyhow::Result<toml::Value> {
+    let value = match default {
+        serde_json::Value::Number(_) => toml::Value::Integer(
+            raw.parse::<i64>()
+                .with_context(|| format!("{name} must be an integer, got {raw:?}"))?,
+        ),
+        serde_json::Value::Bool(_) => toml::Value::Boolean(
+            raw.parse::<bool>()
+                .with_context(|| format!("{name} must be true or false, got {raw:?}"))?,
+        ),
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+            anyhow::bail!("{name} names a section, not a value")
+        }
+        serde_json::Value::String(_) | serde_json::Value::Null => {
+            toml::Value::String(raw.to_string())
+        }
+    };
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -257,12 +317,14 @@ mod tests {
                 "120".to_string(),
             ),
             ("ARCA_SERVER".to_string(), "http://ignored".to_string()),
+            ("ARCA_JOIN".to_string(), "127.0.0.1:7171".to_string()),
             ("HOME".to_string(), "/root".to_string()),
         ];
         let config = NodeConfig::load(Some(&path), env).expect("load");
         assert_eq!(config.http_addr, "127.0.0.1:9000");
         assert_eq!(config.data_dir, PathBuf::from("/srv/arca"));
         assert_eq!(config.raft.heartbeat_interval_ms, 120);
+        assert_eq!(config.join.as_deref(), Some("127.0.0.1:7171"));
         assert_eq!(
             config.raft.election_timeout_min_ms,
             RaftConfig::default().election_timeout_min_ms

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use arca_raft::WriteError;
+use arca_raft::ConsensusError;
 
 /// A failure of a node operation.
 #[derive(Debug, thiserror::Error)]
@@ -125,16 +125,16 @@ impl Error {
     }
 }
 
-impl From<WriteError> for Error {
-    fn from(e: WriteError) -> Self {
+impl From<ConsensusError> for Error {
+    fn from(e: ConsensusError) -> Self {
         match e {
-            WriteError::NoQuorum { .. } => Error::NoQuorum {
+            ConsensusError::NoQuorum { .. } => Error::NoQuorum {
                 reason: e.to_string(),
             },
-            WriteError::NotLeader { .. } => Error::NoQuorum {
+            ConsensusError::NotLeader { .. } => Error::NoQuorum {
                 reason: "no reachable raft leader".into(),
             },
-            WriteError::Stopped { .. } => Error::NotReady {
+            ConsensusError::Stopped { .. } => Error::NotReady {
                 reason: e.to_string(),
             },
         }

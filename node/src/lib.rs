@@ -11,6 +11,7 @@ pub mod blob_stream;
 pub mod catalog;
 pub mod chunk_store;
 pub mod chunker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod digest;

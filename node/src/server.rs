@@ -1,12 +1,19 @@
-//! Wiring a node together: storage, Raft, garbage collection, the gRPC and HTTP servers.
+//! Wiring a node together: storage, Raft, the region services, garbage collection, resync, and
+//! the gRPC and HTTP servers.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use arca_proto::v1::chunk_service_server::ChunkServiceServer;
+use arca_proto::v1::cluster_service_client::ClusterServiceClient;
+use arca_proto::v1::cluster_service_server::ClusterServiceServer;
+use arca_proto::v1::AddNodeRequest;
 use arca_raft::{NodeInfo, RaftGroup};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -15,12 +22,19 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::catalog::Catalog;
 use crate::chunk_store::ChunkStore;
+use crate::cluster::chunk_service::ChunkGrpcService;
+use crate::cluster::peers::{Peers, MAX_MESSAGE_BYTES};
+use crate::cluster::resync::Resync;
+use crate::cluster::server::ClusterGrpcService;
+use crate::cluster::Region;
 use crate::config::NodeConfig;
 use crate::gc::Collector;
 use crate::oci::uploads::UploadStore;
 use crate::oci::Registry;
 use crate::service::ArtifactService;
-use crate::state_machine::{AppliedPosition, MetadataStateMachine};
+use crate::state_machine::{
+    referenced_channel, AppliedPosition, MetadataStateMachine, ReferencedChunks, ReferencedReceiver,
+};
 
 /// A node that is up: its bound addresses and the handles to stop it.
 pub struct RunningNode {
@@ -40,7 +54,7 @@ impl RunningNode {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.service.raft.shutdown().await;
+        self.service.region.raft.shutdown().await;
     }
 
     /// Resolves when the node stops on its own (a server failed).
@@ -49,12 +63,51 @@ impl RunningNode {
     }
 }
 
-/// Starts a node: opens its data directory, starts Raft (initializing a new single-node group
-/// on first start), binds the HTTP and gRPC listeners and serves until shut down.
+/// Which node and region a data directory belongs to; a directory is never reused for another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    node_id: u64,
+    region: String,
+}
+
+fn check_identity(data_dir: &Path, node_id: u64, region: &str) -> anyhow::Result<()> {
+    let path = data_dir.join("node.json");
+    let wanted = Identity {
+        node_id,
+        region: region.to_string(),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: Identity = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parse {}", path.display()))?;
+            if found != wanted {
+                bail!(
+                    "data directory {} belongs to node {} of region {:?}, not node {} of region {:?}",
+                    data_dir.display(),
+                    found.node_id,
+                    found.region,
+                    node_id,
+                    region
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, serde_json::to_vec_pretty(&wanted)?)
+                .with_context(|| format!("write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Starts a node: opens its data directory, starts Raft (initializing a new single-node region
+/// on first start unless told to join one), binds the HTTP and gRPC listeners and serves until
+/// shut down.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
+    check_identity(&config.data_dir, config.node_id, &config.region)?;
     let db = crate::storage::open_db(&config.data_dir.join("db"))?;
     let catalog = Catalog::new(db.clone());
     let chunks = ChunkStore::new(db.clone())?;
@@ -69,13 +122,20 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let self_info = NodeInfo {
-        grpc_addr: grpc_addr.to_string(),
-        http_addr: http_addr.to_string(),
+        grpc_addr: config
+            .advertise_grpc_addr
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string()),
+        http_addr: config
+            .advertise_http_addr
+            .clone()
+            .unwrap_or_else(|| http_addr.to_string()),
     };
 
     let (freed_tx, freed_rx) = mpsc::unbounded_channel();
+    let (referenced_tx, referenced_rx, unsettled) = referenced_channel();
     let (applied_tx, applied_rx) = watch::channel(AppliedPosition::default());
-    let handler = MetadataStateMachine::new(catalog.clone(), freed_tx, applied_tx);
+    let handler = MetadataStateMachine::new(catalog.clone(), freed_tx, referenced_tx, applied_tx);
     let raft = RaftGroup::start(
         &config.raft,
         &config.region,
@@ -86,16 +146,43 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     )
     .await
     .context("start raft")?;
+    let peers = Peers::new(config.node_id, raft.clone());
+    let resync = Resync::new(
+        db.clone(),
+        chunks.clone(),
+        catalog.clone(),
+        peers.clone(),
+        unsettled,
+    )?;
+    // Until start-up reconciliation has run, the queue may miss chunks: not ready.
+    resync.begin_unsettled();
+    let region = Arc::new(Region::new(
+        raft.clone(),
+        self_info.clone(),
+        peers,
+        chunks.clone(),
+        resync.clone(),
+        config.cluster.clone(),
+        Duration::from_millis(config.raft.write_timeout_ms),
+    ));
 
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let grpc_service = raft.grpc_service();
     let grpc_cancel = cancel.clone();
+    let raft_service = raft.grpc_service();
+    let cluster_service = ClusterServiceServer::new(ClusterGrpcService::new(region.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let chunk_service = ChunkServiceServer::new(ChunkGrpcService::new(chunks.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tasks.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         let served = tonic::transport::Server::builder()
-            .add_service(grpc_service)
+            .add_service(raft_service)
+            .add_service(cluster_service)
+            .add_service(chunk_service)
             .serve_with_incoming_shutdown(incoming, grpc_cancel.clone().cancelled_owned())
             .await;
         if let Err(e) = served {
@@ -104,41 +191,47 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     }));
 
-    let mut members = BTreeMap::new();
-    members.insert(config.node_id, self_info.clone());
-    if raft
-        .initialize(members)
-        .await
-        .context("initialize raft group")?
-    {
-        tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new single-node region");
+    if config.join.is_none() {
+        let mut members = BTreeMap::new();
+        members.insert(config.node_id, self_info.clone());
+        if raft
+            .initialize(members)
+            .await
+            .context("initialize raft group")?
+        {
+            tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new single-node region");
+        }
     }
-    let leader = raft
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .context("wait for a raft leader")?;
-    tracing::info!(leader, "raft leader known");
-
-    // Uploads killed before their command applied leave unreferenced chunks. With no other
-    // voter, nobody else can be about to reference them: sweep them all now.
     let sole_voter = {
-        let metrics = raft.raft().metrics().borrow().clone();
-        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
-        voters == vec![config.node_id]
+        let membership = raft.membership();
+        membership.voters.len() == 1 && membership.voters.contains(&config.node_id)
     };
-    let grace = Duration::from_secs(config.gc.orphan_grace_secs);
-    let startup_grace = if sole_voter { Duration::ZERO } else { grace };
-    let sweeper = collector.clone();
-    let swept = tokio::task::spawn_blocking(move || sweeper.sweep(startup_grace)).await??;
-    if swept > 0 {
-        tracing::info!(swept, "removed orphaned chunks left by interrupted uploads");
+    if sole_voter {
+        // A one-node region elects itself at once; wait so the first request can write.
+        raft.wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("wait for a raft leader")?;
     }
+
+    tasks.push(tokio::spawn(settle(
+        region.clone(),
+        collector.clone(),
+        config.join.clone(),
+        Duration::from_secs(config.gc.orphan_grace_secs),
+        cancel.clone(),
+    )));
     tasks.push(tokio::spawn(collector.clone().run(
         freed_rx,
         Duration::from_secs(config.gc.sweep_interval_secs),
-        grace,
+        Duration::from_secs(config.gc.orphan_grace_secs),
         cancel.clone(),
     )));
+    tasks.push(tokio::spawn(forward_referenced(
+        resync.clone(),
+        referenced_rx,
+        cancel.clone(),
+    )));
+    tasks.push(tokio::spawn(resync.clone().run(cancel.clone())));
 
     // Upload sessions whose acknowledged bytes survived are resumed; the rest are dropped.
     let uploads = UploadStore::open(
@@ -156,7 +249,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         catalog,
         chunks,
         collector,
-        raft,
+        region,
         config,
     });
     let state = AppState {
@@ -184,4 +277,114 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         cancel,
         tasks,
     })
+}
+
+/// Start-up work that needs the region: join it if asked to, then remove chunks orphaned by
+/// uploads killed mid-way, then queue every referenced chunk this node lacks.
+async fn settle(
+    region: Arc<Region>,
+    collector: Collector,
+    join: Option<String>,
+    grace: Duration,
+    cancel: CancellationToken,
+) {
+    if let Some(join) = join {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = join_region(&region, &join) => {}
+        }
+    }
+    loop {
+        let leader = tokio::select! {
+            _ = cancel.cancelled() => return,
+            leader = region.raft.wait_for_leader(Duration::from_secs(60)) => leader,
+        };
+        match leader {
+            Ok(_) => break,
+            Err(arca_raft::RaftGroupError::Timeout(..)) => {
+                tracing::warn!("still no raft leader after 60s; start-up housekeeping waits");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "raft stopped; start-up housekeeping skipped");
+                return;
+            }
+        }
+    }
+    // With no other voter, nobody can be about to reference an unreferenced chunk: sweep them
+    // all. Otherwise peers may be mid-write with chunks they pushed here: keep the grace period.
+    let membership = region.raft.membership();
+    let sole_voter = membership.voters.len() == 1 && membership.voters.contains(&region.node_id);
+    let startup_grace = if sole_voter { Duration::ZERO } else { grace };
+    let resync = region.resync.clone();
+    let housekeeping =
+        tokio::task::spawn_blocking(move || -> crate::error::Result<(usize, usize)> {
+            Ok((collector.sweep(startup_grace)?, resync.reconcile()?))
+        })
+        .await;
+    region.resync.end_unsettled();
+    match housekeeping {
+        Ok(Ok((swept, queued))) => tracing::info!(swept, queued, "start-up housekeeping done"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "start-up housekeeping failed"),
+        Err(e) => tracing::error!(error = %e, "start-up housekeeping panicked"),
+    }
+}
+
+/// Asks the region reachable at `join` to add this node, until it is a member.
+async fn join_region(region: &Region, join: &str) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if region.raft.membership().nodes.contains_key(&region.node_id) {
+            return;
+        }
+        let request = AddNodeRequest {
+            node_id: region.node_id,
+            grpc_addr: region.self_info.grpc_addr.clone(),
+            http_addr: region.self_info.http_addr.clone(),
+            learner_only: false,
+        };
+        let channel = region.peers.channel(join);
+        match ClusterServiceClient::new(channel).add_node(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                tracing::info!(voters = ?reply.voters, learners = ?reply.learners, "joined the region");
+                return;
+            }
+            Err(status) => {
+                tracing::warn!(join, code = ?status.code(), message = status.message(), "join attempt failed; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Moves chunk references announced by the state machine into the resync queue.
+async fn forward_referenced(
+    resync: Arc<Resync>,
+    mut rx: ReferencedReceiver,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = cancel.cancelled() => return,
+            message = rx.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let worker = resync.clone();
+        let queued = tokio::task::spawn_blocking(move || match message {
+            ReferencedChunks::Chunks(ids) => worker.enqueue_missing(&ids),
+            ReferencedChunks::All => worker.reconcile(),
+        })
+        .await;
+        rx.handled();
+        match queued {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not queue missing chunks; start-up reconciliation will")
+            }
+            Err(e) => tracing::error!(error = %e, "resync queueing panicked"),
+        }
+    }
 }

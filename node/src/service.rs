@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use arca_raft::RaftGroup;
 use bytes::Bytes;
 use futures::Stream;
 
+use crate::blob_stream::{self, ChunkSource};
 use crate::catalog::{Catalog, Page};
 use crate::chunk_store::ChunkStore;
+use crate::cluster::{replicate, ReadConsistency, Region};
 use crate::codec::{decode, encode};
 use crate::config::NodeConfig;
 use crate::digest::Sha256;
@@ -37,29 +38,71 @@ pub struct ArtifactService {
     pub catalog: Catalog,
     pub chunks: Arc<ChunkStore>,
     pub collector: Collector,
-    pub raft: RaftGroup,
+    pub region: Arc<Region>,
     pub config: Arc<NodeConfig>,
 }
 
 impl ArtifactService {
     /// Proposes a command and returns what applying it did.
+    /// Proposes from any node (forwarding to the leader) and returns once this node applied it.
     pub async fn propose(&self, command: &Command) -> Result<Outcome> {
         let bytes = encode(command)?;
-        let response = self.raft.write(bytes).await?;
-        decode(&response)
+        let applied = self.region.propose(bytes).await?;
+        decode(&applied.response)
     }
 
     /// Proposes a command that references freshly ingested blobs.
     ///
-    /// Every path that commits new chunks goes through here: this is where the write path
-    /// makes the blobs' chunks durable on a majority of the region before the command can make
-    /// them visible. (Single-node region today: ingest already fsynced them.)
+    /// Every path that commits new chunks goes through here: the blobs' chunks are made durable
+    /// on a majority of the region's voters (ingest already fsynced them here) before the command
+    /// can make them visible.
     pub async fn propose_with_blobs(
         &self,
         command: &Command,
-        _blobs: &[&BlobDescriptor],
+        blobs: &[&BlobDescriptor],
     ) -> Result<Outcome> {
+        let ids: Vec<_> = blobs
+            .iter()
+            .flat_map(|b| b.chunks.iter().map(|c| c.id))
+            .collect();
+        let membership = self.region.raft.membership();
+        replicate::to_quorum(
+            membership.voters.contains(&self.region.node_id),
+            membership.voters.len(),
+            &self.region.peers,
+            &self.chunks,
+            &ids,
+            std::time::Duration::from_secs(self.config.cluster.chunk_lease_secs),
+            std::time::Duration::from_millis(self.config.raft.write_timeout_ms),
+        )
+        .await?;
         self.propose(command).await
+    }
+
+    /// The repository a write targets. This node may not have applied the repository's
+    /// creation yet (it was created through another node a moment ago): on a miss, catch up
+    /// with the leader and look again before answering `REPO_NOT_FOUND`.
+    pub async fn repo_for_write(&self, name: &RepoName) -> Result<Repository> {
+        if let Some(repo) = self.catalog.repo(name)? {
+            return Ok(repo);
+        }
+        self.read_barrier().await;
+        self.catalog.must_repo(name)
+    }
+
+    /// Makes this node's view current before a read (see [`Region::read_barrier`]).
+    pub async fn read_barrier(&self) -> ReadConsistency {
+        self.region.read_barrier().await
+    }
+
+    /// Streams `range` of a blob, fetching chunks this node lacks from its peers.
+    pub async fn open_blob(
+        &self,
+        blob: &BlobDescriptor,
+        range: std::ops::Range<u64>,
+    ) -> Result<impl Stream<Item = std::result::Result<Bytes, Error>> + Send + 'static> {
+        let source: Arc<dyn ChunkSource> = self.region.clone();
+        blob_stream::open(source, &blob.chunks, range).await
     }
 
     pub async fn create_repo(
@@ -106,7 +149,8 @@ impl ArtifactService {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.generic_repo(repo_name)?;
+        let repo = self.repo_for_write(repo_name).await?;
+        require_generic(&repo)?;
         let collector = self.collector.clone();
         let ingested = ingest::ingest(
             self.chunks.clone(),
@@ -177,7 +221,7 @@ impl ArtifactService {
     }
 
     pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
-        self.generic_repo(repo)?;
+        require_generic(&self.repo_for_write(repo).await?)?;
         let command = Command::DeleteArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -192,13 +236,7 @@ impl ArtifactService {
     /// The repository, which must hold generic files (`WRONG_FORMAT` otherwise).
     fn generic_repo(&self, name: &RepoName) -> Result<Repository> {
         let repo = self.catalog.must_repo(name)?;
-        if repo.format != Format::Generic {
-            return Err(Error::WrongFormat {
-                repo: name.to_string(),
-                format: repo.format.as_str().into(),
-                expected: Format::Generic.as_str().into(),
-            });
-        }
+        require_generic(&repo)?;
         Ok(repo)
     }
 
@@ -259,4 +297,16 @@ impl ArtifactService {
         let limit = limit.clamp(1, self.config.limits.max_list_page);
         self.catalog.artifacts(repo, prefix, after, limit)
     }
+}
+
+/// `WRONG_FORMAT` unless the repository holds generic files (the `/files/` API's).
+fn require_generic(repo: &Repository) -> Result<()> {
+    if repo.format != Format::Generic {
+        return Err(Error::WrongFormat {
+            repo: repo.name.to_string(),
+            format: repo.format.as_str().into(),
+            expected: Format::Generic.as_str().into(),
+        });
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! through the same [`Txn`].
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arca_raft::types::LogId;
@@ -37,9 +38,71 @@ pub struct AppliedPosition {
 pub struct MetadataStateMachine {
     /// Chunks whose last reference went away in the apply call in progress.
     freed: Mutex<Vec<ChunkId>>,
+    /// Chunks of blobs that became live in the apply call in progress.
+    referenced: Mutex<Vec<ChunkId>>,
+    referenced_tx: ReferencedSender,
     catalog: Catalog,
     freed_tx: mpsc::UnboundedSender<FreedChunks>,
     applied_tx: watch::Sender<AppliedPosition>,
+}
+
+/// A message to the resync queue.
+#[derive(Debug)]
+pub enum ReferencedChunks {
+    /// Blobs using these chunks became live: this node must hold them.
+    Chunks(Vec<ChunkId>),
+    /// The state was replaced by a snapshot: check every referenced chunk.
+    All,
+}
+
+/// Sends [`ReferencedChunks`] and counts those not yet handled, so readiness can wait until
+/// every announced chunk is at least queued for resync.
+#[derive(Clone)]
+pub struct ReferencedSender {
+    tx: mpsc::UnboundedSender<ReferencedChunks>,
+    pending: Arc<AtomicU64>,
+}
+
+/// The receiving end: call [`ReferencedReceiver::handled`] after each message is processed.
+pub struct ReferencedReceiver {
+    rx: mpsc::UnboundedReceiver<ReferencedChunks>,
+    pending: Arc<AtomicU64>,
+}
+
+/// A channel for [`ReferencedChunks`] and the count of messages sent but not yet handled.
+pub fn referenced_channel() -> (ReferencedSender, ReferencedReceiver, Arc<AtomicU64>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicU64::new(0));
+    (
+        ReferencedSender {
+            tx,
+            pending: pending.clone(),
+        },
+        ReferencedReceiver {
+            rx,
+            pending: pending.clone(),
+        },
+        pending,
+    )
+}
+
+impl ReferencedSender {
+    pub fn send(&self, message: ReferencedChunks) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(message).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl ReferencedReceiver {
+    pub async fn recv(&mut self) -> Option<ReferencedChunks> {
+        self.rx.recv().await
+    }
+
+    pub fn handled(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A message to the garbage collector.
@@ -55,10 +118,13 @@ impl MetadataStateMachine {
     pub fn new(
         catalog: Catalog,
         freed_tx: mpsc::UnboundedSender<FreedChunks>,
+        referenced_tx: ReferencedSender,
         applied_tx: watch::Sender<AppliedPosition>,
     ) -> Arc<Self> {
         Arc::new(Self {
             freed: Mutex::new(Vec::new()),
+            referenced: Mutex::new(Vec::new()),
+            referenced_tx,
             catalog,
             freed_tx,
             applied_tx,
@@ -79,9 +145,11 @@ impl ApplyHandler for MetadataStateMachine {
         let mut txn = Txn {
             batch,
             freed: Vec::new(),
+            referenced: Vec::new(),
         };
         let outcome = txn.apply(&command, log_id.index)?;
         self.freed.lock().extend(txn.freed);
+        self.referenced.lock().extend(txn.referenced);
         Ok(rmp_serde::to_vec_named(&outcome)?)
     }
 
@@ -91,12 +159,19 @@ impl ApplyHandler for MetadataStateMachine {
             // The collector re-checks every chunk against committed state before deleting.
             let _ = self.freed_tx.send(FreedChunks::Chunks(freed));
         }
+        let referenced = std::mem::take(&mut *self.referenced.lock());
+        if !referenced.is_empty() {
+            self.referenced_tx
+                .send(ReferencedChunks::Chunks(referenced));
+        }
         self.publish_position(last_applied.index);
     }
 
     fn reset(&self) {
         self.freed.lock().clear();
+        self.referenced.lock().clear();
         let _ = self.freed_tx.send(FreedChunks::All);
+        self.referenced_tx.send(ReferencedChunks::All);
         if let Ok((Some(last_applied), _)) =
             arca_raft::state_machine::read_applied_state(self.catalog.db())
         {
@@ -124,6 +199,7 @@ impl MetadataStateMachine {
 pub(crate) struct Txn<'b, 'a> {
     pub(crate) batch: &'b mut ApplyBatch<'a>,
     freed: Vec<ChunkId>,
+    referenced: Vec<ChunkId>,
 }
 
 impl Txn<'_, '_> {
@@ -335,6 +411,8 @@ impl Txn<'_, '_> {
             }
             None => {
                 stats.blobs += 1;
+                self.referenced
+                    .extend(descriptor.chunks.iter().map(|c| c.id));
                 for chunk in distinct_chunks(descriptor) {
                     let refs_key = keys::chunk_refs(&chunk.0);
                     let mut refs = match self.batch.get(&refs_key)? {

@@ -18,6 +18,7 @@ pub fn open_db(path: &Path) -> anyhow::Result<Arc<DB>> {
     options.set_max_total_wal_size(256 << 20);
     let mut families = arca_raft::storage::column_families();
     families.extend(crate::chunk_store::column_families());
+    families.extend(crate::cluster::resync::column_families());
     let db = DB::open_cf_descriptors(&options, path, families)
         .with_context(|| format!("open rocksdb at {}", path.display()))?;
     Ok(Arc::new(db))

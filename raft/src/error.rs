@@ -4,28 +4,29 @@ use std::time::Duration;
 
 use crate::types::{NodeId, NodeInfo};
 
-/// Why a proposed command did not produce an applied response.
+/// Why a request that needs the leader and a quorum (a write, a read barrier, a membership
+/// change) did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    /// This node is not the leader; the caller should send the write to `leader`.
+pub enum ConsensusError {
+    /// This node is not the leader; the caller should go to `leader`.
     #[error("this node is not the raft leader (leader: {leader:?})")]
     NotLeader { leader: Option<(NodeId, NodeInfo)> },
-    /// The command was not committed in time: the region has no quorum (or no leader) right now.
-    /// The command may still commit later.
-    #[error("no quorum: the write was not committed within {timeout:?}")]
+    /// Not confirmed by a quorum in time: the region has no quorum (or no leader) right now.
+    /// A write may still commit later.
+    #[error("no quorum: not confirmed by a majority of the region within {timeout:?}")]
     NoQuorum { timeout: Duration },
     /// Raft has stopped on this node (shutdown or a storage failure).
     #[error("raft is not running on this node: {message}")]
     Stopped { message: String },
 }
 
-impl WriteError {
+impl ConsensusError {
     /// A stable code for logs, metrics and API errors.
     pub fn code(&self) -> &'static str {
         match self {
-            WriteError::NotLeader { .. } => "NOT_LEADER",
-            WriteError::NoQuorum { .. } => "NO_QUORUM",
-            WriteError::Stopped { .. } => "RAFT_STOPPED",
+            ConsensusError::NotLeader { .. } => "NOT_LEADER",
+            ConsensusError::NoQuorum { .. } => "NO_QUORUM",
+            ConsensusError::Stopped { .. } => "RAFT_STOPPED",
         }
     }
 }
@@ -43,4 +44,6 @@ pub enum RaftGroupError {
     Timeout(Duration, &'static str),
     #[error("membership change refused: {0}")]
     Membership(String),
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
 }

@@ -1,17 +1,17 @@
 //! Starting a region's Raft group on a node and proposing commands to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arca_proto::v1::raft_service_server::RaftServiceServer;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::SnapshotPolicy;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{RaftGroupError, WriteError};
+use crate::error::{ConsensusError, RaftGroupError};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftGrpcService};
 use crate::state_machine::{ApplyHandler, StateMachineStore};
@@ -103,6 +103,53 @@ pub struct RaftGroup {
     node_id: NodeId,
     region: String,
     write_timeout: Duration,
+    membership_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A committed command: the state machine's response and the log index that carried it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub response: Vec<u8>,
+    pub log_index: u64,
+}
+
+/// Who belongs to the region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipView {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Log index of the membership entry in effect.
+    pub log_index: u64,
+}
+
+fn not_leader(forward: openraft::error::ForwardToLeader<NodeId, NodeInfo>) -> ConsensusError {
+    let leader = match (forward.leader_id, forward.leader_node) {
+        (Some(id), Some(node)) => Some((id, node)),
+        _ => None,
+    };
+    ConsensusError::NotLeader { leader }
+}
+
+fn client_write_error(e: ClientWriteError<NodeId, NodeInfo>) -> ConsensusError {
+    match e {
+        ClientWriteError::ForwardToLeader(forward) => not_leader(forward),
+        ClientWriteError::ChangeMembershipError(e) => ConsensusError::Stopped {
+            message: format!("membership change refused: {e}"),
+        },
+    }
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> RaftGroupError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            RaftGroupError::Consensus(not_leader(forward))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            RaftGroupError::Membership(e.to_string())
+        }
+        RaftError::Fatal(e) => RaftGroupError::Stopped(e.to_string()),
+    }
 }
 
 impl RaftGroup {
@@ -132,6 +179,7 @@ impl RaftGroup {
             node_id,
             region: region.to_string(),
             write_timeout: Duration::from_millis(config.write_timeout_ms),
+            membership_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -194,30 +242,152 @@ impl RaftGroup {
     }
 
     /// Proposes a command and waits until it is committed and applied on this node (the
-    /// leader). Returns the state machine's response.
-    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, WriteError> {
+    /// leader). Returns the state machine's response and the entry's log index.
+    pub async fn write(&self, command: Vec<u8>) -> Result<Applied, ConsensusError> {
         let proposal = self.raft.client_write(Command(command));
         match tokio::time::timeout(self.write_timeout, proposal).await {
-            Err(_) => Err(WriteError::NoQuorum {
+            Err(_) => Err(ConsensusError::NoQuorum {
                 timeout: self.write_timeout,
             }),
-            Ok(Ok(response)) => Ok(response.data.0),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                let leader = match (forward.leader_id, forward.leader_node) {
-                    (Some(id), Some(node)) => Some((id, node)),
-                    _ => None,
-                };
-                Err(WriteError::NotLeader { leader })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(WriteError::Stopped {
-                    message: format!("unexpected membership error for a normal write: {e}"),
-                })
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(WriteError::Stopped {
+            Ok(Ok(response)) => Ok(Applied {
+                response: response.data.0,
+                log_index: response.log_id.index,
+            }),
+            Ok(Err(RaftError::APIError(e))) => Err(client_write_error(e)),
+            Ok(Err(RaftError::Fatal(e))) => Err(ConsensusError::Stopped {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// On the leader: confirms with a quorum that it still leads and returns the log index a
+    /// linearizable read must see applied before it reads.
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, ConsensusError> {
+        match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
+            Err(_) => Err(ConsensusError::NoQuorum { timeout }),
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                Err(not_leader(forward))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ConsensusError::NoQuorum { timeout })
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ConsensusError::Stopped {
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ConsensusError> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                let applied = metrics
+                    .borrow_and_update()
+                    .last_applied
+                    .map(|l| l.index)
+                    .unwrap_or(0);
+                if applied >= index {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(ConsensusError::Stopped {
+                        message: "raft metrics closed".into(),
+                    });
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ConsensusError::NoQuorum { timeout })?
+    }
+
+    /// The current membership as this node knows it.
+    pub fn membership(&self) -> MembershipView {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        MembershipView {
+            voters,
+            learners,
+            nodes,
+            log_index: metrics
+                .membership_config
+                .log_id()
+                .map(|l| l.index)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Adds a node (leader only): as a learner that first catches up with the log, then,
+    /// unless `learner_only`, promoted to voter. One membership change at a time.
+    pub async fn add_node(
+        &self,
+        id: NodeId,
+        node: NodeInfo,
+        learner_only: bool,
+    ) -> Result<MembershipView, RaftGroupError> {
+        let _serial = self.membership_lock.lock().await;
+        let current = self.membership();
+        if current.voters.contains(&id) || (learner_only && current.learners.contains(&id)) {
+            if current.nodes.get(&id) != Some(&node) {
+                return Err(RaftGroupError::Membership(format!(
+                    "node {id} is already a member with different addresses ({:?})",
+                    current.nodes.get(&id)
+                )));
+            }
+            return Ok(current);
+        }
+        if !current.learners.contains(&id) {
+            self.raft
+                .add_learner(id, node, true)
+                .await
+                .map_err(membership_error)?;
+        }
+        if !learner_only {
+            let mut add = BTreeSet::new();
+            add.insert(id);
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(add), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(self.membership())
+    }
+
+    /// Removes a node from the voters and learners (leader only).
+    pub async fn remove_node(&self, id: NodeId) -> Result<MembershipView, RaftGroupError> {
+        let _serial = self.membership_lock.lock().await;
+        let current = self.membership();
+        let mut ids = BTreeSet::new();
+        ids.insert(id);
+        if current.voters.contains(&id) {
+            if current.voters.len() == 1 {
+                return Err(RaftGroupError::Membership(
+                    "cannot remove the last voter".into(),
+                ));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                .await
+                .map_err(membership_error)?;
+        } else if current.learners.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(ids), false)
+                .await
+                .map_err(membership_error)?;
+        } else {
+            return Err(RaftGroupError::Membership(format!(
+                "node {id} is not a member"
+            )));
+        }
+        Ok(self.membership())
     }
 
     /// Stops Raft on this node.

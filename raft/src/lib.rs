@@ -22,8 +22,8 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
-pub use error::{RaftGroupError, WriteError};
-pub use group::{RaftConfig, RaftGroup};
+pub use error::{ConsensusError, RaftGroupError};
+pub use group::{Applied, MembershipView, RaftConfig, RaftGroup};
 pub use log_store::LogStore;
 pub use state_machine::{ApplyBatch, ApplyHandler, StateMachineStore};
 pub use types::{Command, CommandResponse, NodeId, NodeInfo, TypeConfig};

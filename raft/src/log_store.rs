@@ -28,7 +28,33 @@ const KEY_COMMITTED: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    syncer: std_mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
+}
+
+/// The WAL-sync thread. Dropping the last handle stops the thread and waits for it, so the
+/// database is never used by a thread that outlives its owners (RocksDB aborts the process
+/// when a background user races its shutdown).
+struct Syncer {
+    tx: parking_lot::Mutex<Option<std_mpsc::Sender<LogFlushed<TypeConfig>>>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Syncer {
+    fn send(&self, callback: LogFlushed<TypeConfig>) -> Result<(), LogFlushed<TypeConfig>> {
+        match self.tx.lock().as_ref() {
+            Some(tx) => tx.send(callback).map_err(|unsent| unsent.0),
+            None => Err(callback),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
@@ -41,11 +67,15 @@ impl LogStore {
             .ok_or_else(|| missing_cf(CF_RAFT_META))?;
         let (tx, rx) = std_mpsc::channel::<LogFlushed<TypeConfig>>();
         let sync_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-wal-sync".into())
             .spawn(move || wal_sync_loop(sync_db, rx))
             .map_err(write_err)?;
-        Ok(Self { db, syncer: tx })
+        let syncer = Arc::new(Syncer {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            thread: parking_lot::Mutex::new(Some(thread)),
+        });
+        Ok(Self { db, syncer })
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(
@@ -171,7 +201,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.meta_put_sync(KEY_COMMITTED, &committed)
+        // Not synced: the committed index is a hint that lets a restarted node apply sooner;
+        // losing it only delays apply until the leader repeats it.
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_META)
+            .ok_or_else(|| missing_cf(CF_RAFT_META))?;
+        let bytes = encode(&committed).map_err(write_err)?;
+        self.db
+            .put_cf(cf, KEY_COMMITTED, bytes)
+            .map_err(write_err)?;
+        crate::metrics::set_commit_index(committed.map(|l| l.index).unwrap_or(0));
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -203,7 +244,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .db
                 .flush_wal(true)
                 .map_err(|e| std::io::Error::other(e.to_string()));
-            unsent.0.log_io_completed(result);
+            unsent.log_io_completed(result);
         }
         Ok(())
     }

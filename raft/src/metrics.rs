@@ -8,11 +8,18 @@
 //! | `arca_raft_last_log_index` | gauge | index of the last log entry on this node |
 //! | `arca_raft_applied_index` | gauge | index of the last applied entry |
 //! | `arca_raft_leader_changes_total` | counter | times this node saw the leader change |
+//! | `arca_raft_commit_index` | gauge | highest log index known committed on this node |
+//! | `arca_raft_snapshots_built_total` | counter | snapshots this node built |
+//! | `arca_raft_snapshots_installed_total` | counter | snapshots this node installed from its leader |
 
 use metrics::{counter, gauge};
 use openraft::ServerState;
 
 use crate::Raft;
+
+pub(crate) fn set_commit_index(index: u64) {
+    gauge!("arca_raft_commit_index").set(index as f64);
+}
 
 /// Mirrors openraft's metrics watch channel into gauges until Raft stops.
 pub(crate) fn spawn_exporter(raft: Raft, region: String) {

@@ -251,6 +251,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         opts.set_sync(true);
         self.db.write_opt(write, &opts).map_err(write_err)?;
         self.snapshots.save(meta, &data).map_err(write_err)?;
+        metrics::counter!("arca_raft_snapshots_installed_total").increment(1);
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "installed raft snapshot");
         self.handler.reset();
         Ok(())
     }
@@ -317,6 +319,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         self.snapshots.save(&meta, &data).map_err(write_err)?;
+        metrics::counter!("arca_raft_snapshots_built_total").increment(1);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),

@@ -95,8 +95,14 @@ async fn single_node_group_applies_commands_and_survives_restart() {
             .wait_for_leader(Duration::from_secs(10))
             .await
             .expect("leader");
-        assert_eq!(group.write(b"a=1".to_vec()).await.expect("write"), b"");
-        assert_eq!(group.write(b"a=2".to_vec()).await.expect("write"), b"1");
+        assert_eq!(
+            group.write(b"a=1".to_vec()).await.expect("write").response,
+            b""
+        );
+        assert_eq!(
+            group.write(b"a=2".to_vec()).await.expect("write").response,
+            b"1"
+        );
         group.shutdown().await;
     }
     let (group, _db) = start(dir.path()).await;
@@ -110,6 +116,9 @@ async fn single_node_group_applies_commands_and_survives_restart() {
         .wait_for_leader(Duration::from_secs(10))
         .await
         .expect("leader after restart");
-    assert_eq!(group.write(b"a=3".to_vec()).await.expect("write"), b"2");
+    assert_eq!(
+        group.write(b"a=3".to_vec()).await.expect("write").response,
+        b"2"
+    );
     group.shutdown().await;
 }

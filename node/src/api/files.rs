@@ -10,7 +10,6 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::api::AppState;
-use crate::blob_stream;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::model::format_ms;
@@ -172,8 +171,7 @@ pub async fn get(
     if method == Method::HEAD {
         return Ok((status, headers).into_response());
     }
-    let stream =
-        blob_stream::open(state.service.chunks.clone(), &blob.descriptor.chunks, span).await?;
+    let stream = state.service.open_blob(&blob.descriptor, span).await?;
     Ok((status, headers, Body::from_stream(stream)).into_response())
 }
 

@@ -28,23 +28,27 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the node knows a Raft leader, so writes can be committed and reads are current.
+/// Readiness: this node knows a Raft leader, belongs to the region, and has caught up with the
+/// log and with the chunks its metadata references.
 pub async fn readyz(State(state): State<AppState>) -> Result<Response> {
-    let metrics = state.service.raft.raft().metrics().borrow().clone();
-    match metrics.current_leader {
-        Some(leader) => Ok((
-            StatusCode::OK,
-            Json(json!({
-                "status": "ready",
-                "node_id": metrics.id,
-                "leader": leader,
-                "term": metrics.current_term,
-                "applied_index": metrics.last_applied.map(|l| l.index).unwrap_or(0),
-            })),
-        )
-            .into_response()),
-        None => Err(Error::NotReady {
-            reason: "no raft leader is known yet".into(),
-        }),
+    let region = &state.service.region;
+    let (ready, reason) = crate::cluster::status::readiness(region).await;
+    if !ready {
+        return Err(Error::NotReady { reason });
     }
+    let status = crate::cluster::status::node_status(region).await;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "status": "ready",
+            "node_id": status.node_id,
+            "region": status.region,
+            "role": status.role,
+            "leader": status.leader_id,
+            "term": status.term,
+            "applied_index": status.applied_index,
+            "resync_backlog": status.resync_backlog,
+        })),
+    )
+        .into_response())
 }

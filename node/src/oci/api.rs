@@ -217,10 +217,12 @@ async fn handle(state: &AppState, route: Route, request: Request) -> OciResult<R
     let method = request.method.clone();
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(discovery::base()),
-        (Route::Catalog, Method::GET) => discovery::catalog(registry, &request),
-        (Route::Tags { name }, Method::GET) => discovery::tags(registry, &name, &request),
+        (Route::Catalog, Method::GET) => discovery::catalog(registry, &request.query),
+        (Route::Tags { name }, Method::GET) => {
+            discovery::tags(registry, &name, &request.query).await
+        }
         (Route::Referrers { name, digest }, Method::GET) => {
-            discovery::referrers(registry, &name, &digest, &request)
+            discovery::referrers(registry, &name, &digest, &request.query).await
         }
         (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => {
             manifests::get(registry, &name, &reference, request).await

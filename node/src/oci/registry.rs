@@ -43,16 +43,21 @@ impl Registry {
         Self { service, uploads }
     }
 
-    /// The Arca repository of `name`, which must exist and have format `oci`.
-    pub fn repo(&self, name: &OciName) -> OciResult<Repository> {
-        let Some(repo) = self.service.catalog.repo(&name.repo)? else {
-            return Err(OciError::NameUnknown {
-                name: name.to_string(),
-                reason: format!(
-                    "repository {} does not exist (create it with format \"oci\")",
-                    name.repo
-                ),
-            });
+    /// The Arca repository of `name`, which must exist and have format `oci`. A repository
+    /// created through another node a moment ago is found too (the node catches up first).
+    pub async fn repo(&self, name: &OciName) -> OciResult<Repository> {
+        let repo = match self.service.repo_for_write(&name.repo).await {
+            Ok(repo) => repo,
+            Err(Error::RepoNotFound { .. }) => {
+                return Err(OciError::NameUnknown {
+                    name: name.to_string(),
+                    reason: format!(
+                        "repository {} does not exist (create it with format \"oci\")",
+                        name.repo
+                    ),
+                })
+            }
+            Err(e) => return Err(e.into()),
         };
         if repo.format != Format::Oci {
             return Err(OciError::NameUnknown {
@@ -68,8 +73,8 @@ impl Registry {
     }
 
     /// A blob linked in the image.
-    pub fn blob(&self, name: &OciName, digest: &Sha256) -> OciResult<(BlobLink, BlobRecord)> {
-        self.repo(name)?;
+    pub async fn blob(&self, name: &OciName, digest: &Sha256) -> OciResult<(BlobLink, BlobRecord)> {
+        self.repo(name).await?;
         self.service
             .catalog
             .oci_blob(&name.repo, &name.image, digest)?
@@ -93,7 +98,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        self.repo(name)?;
+        self.repo(name).await?;
         let body = body.map(|frame| frame.map_err(|e| e.to_string()));
         let stream: BoxedBody = match session {
             Some(session) => {
@@ -185,20 +190,14 @@ impl Registry {
         digest: &Sha256,
         from: &OciName,
     ) -> OciResult<bool> {
-        self.repo(name)?;
-        let source_is_oci = self
-            .service
-            .catalog
-            .repo(&from.repo)?
-            .is_some_and(|repo| repo.format == Format::Oci);
-        if !source_is_oci {
-            return Ok(false);
+        self.repo(name).await?;
+        let mut source = self.mountable(digest, from)?;
+        if source.is_none() {
+            // Pushed through another node of the region a moment ago, perhaps: catch up.
+            self.service.read_barrier().await;
+            source = self.mountable(digest, from)?;
         }
-        let Some((_, record)) = self
-            .service
-            .catalog
-            .oci_blob(&from.repo, &from.image, digest)?
-        else {
+        let Some(record) = source else {
             return Ok(false);
         };
         // The chunks are already durable: they belong to a committed blob.
@@ -217,8 +216,22 @@ impl Registry {
         }
     }
 
+    /// The blob `from` could lend, if it has it.
+    fn mountable(&self, digest: &Sha256, from: &OciName) -> OciResult<Option<BlobRecord>> {
+        let catalog = &self.service.catalog;
+        let source_is_oci = catalog
+            .repo(&from.repo)?
+            .is_some_and(|repo| repo.format == Format::Oci);
+        if !source_is_oci {
+            return Ok(None);
+        }
+        Ok(catalog
+            .oci_blob(&from.repo, &from.image, digest)?
+            .map(|(_, record)| record))
+    }
+
     pub async fn delete_blob(&self, name: &OciName, digest: &Sha256) -> OciResult<()> {
-        self.repo(name)?;
+        self.repo(name).await?;
         let command = Command::Oci(Box::new(OciCommand::UnlinkBlob {
             repo: name.repo.clone(),
             image: name.image.clone(),
@@ -243,7 +256,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> OciResult<StoredManifest> {
-        self.repo(name)?;
+        self.repo(name).await?;
         let digest = Sha256(sha2::Sha256::digest(&bytes).into());
         if let Reference::Digest(claimed) = reference {
             if *claimed != digest {
@@ -257,7 +270,12 @@ impl Registry {
             }
         }
         let parsed = manifest::parse(&bytes, content_type)?;
-        self.check_references(name, &parsed)?;
+        if self.check_references(name, &parsed).is_err() {
+            // Blobs pushed through another node of the region may not have applied here yet:
+            // catch up before refusing.
+            self.service.read_barrier().await;
+            self.check_references(name, &parsed)?;
+        }
         let size = bytes.len();
         let ingested = self
             .ingest(Box::pin(futures::stream::once(async move {
@@ -339,12 +357,12 @@ impl Registry {
     }
 
     /// The manifest `reference` names, with its digest and the blob of its bytes.
-    pub fn manifest(
+    pub async fn manifest(
         &self,
         name: &OciName,
         reference: &Reference,
     ) -> OciResult<(Sha256, ManifestRecord, BlobRecord)> {
-        self.repo(name)?;
+        self.repo(name).await?;
         let catalog = &self.service.catalog;
         let unknown = || OciError::ManifestUnknown {
             name: name.to_string(),
@@ -373,7 +391,7 @@ impl Registry {
 
     /// Deletes a tag, or a manifest (with every tag pointing at it) by digest.
     pub async fn delete_manifest(&self, name: &OciName, reference: &Reference) -> OciResult<()> {
-        self.repo(name)?;
+        self.repo(name).await?;
         let command = match reference {
             Reference::Tag(tag) => OciCommand::DeleteTag {
                 repo: name.repo.clone(),
@@ -407,13 +425,13 @@ impl Registry {
     }
 
     /// A page of the image's tags; `NAME_UNKNOWN` when the image has no content.
-    pub fn tags(
+    pub async fn tags(
         &self,
         name: &OciName,
         last: Option<&str>,
         limit: usize,
     ) -> OciResult<(Vec<Tag>, bool)> {
-        self.repo(name)?;
+        self.repo(name).await?;
         let catalog = &self.service.catalog;
         if catalog.oci_image(&name.repo, &name.image)?.is_none() {
             return Err(OciError::NameUnknown {

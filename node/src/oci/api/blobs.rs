@@ -5,7 +5,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::files::parse_range;
-use crate::blob_stream;
 use crate::oci::api::{set, Request, CONTENT_DIGEST};
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::names::{digest_string, parse_digest, DigestProblem, OciName};
@@ -31,7 +30,7 @@ pub async fn get(
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
     let digest = blob_digest(&name, digest)?;
-    let (_, blob) = registry.blob(&name, &digest)?;
+    let (_, blob) = registry.blob(&name, &digest).await?;
     let size = blob.descriptor.size;
     let digest_text = digest_string(&digest);
     let mut headers = HeaderMap::new();
@@ -62,12 +61,7 @@ pub async fn get(
     if request.is_head() {
         return Ok((status, headers).into_response());
     }
-    let stream = blob_stream::open(
-        registry.service.chunks.clone(),
-        &blob.descriptor.chunks,
-        span,
-    )
-    .await?;
+    let stream = registry.service.open_blob(&blob.descriptor, span).await?;
     Ok((status, headers, Body::from_stream(stream)).into_response())
 }
 

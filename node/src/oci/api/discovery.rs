@@ -10,7 +10,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::error::Error;
-use crate::oci::api::{set, Request, OCI_FILTERS_APPLIED};
+use crate::oci::api::{set, OCI_FILTERS_APPLIED};
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::names::{digest_string, parse_digest, DigestProblem, OciName, Tag};
@@ -25,9 +25,17 @@ pub fn base() -> Response {
     (StatusCode::OK, Json(serde_json::json!({}))).into_response()
 }
 
+/// A request's query parameters. (Not the whole request: its body cannot be shared across an
+/// await.)
+type Query = HashMap<String, String>;
+
+fn param<'q>(query: &'q Query, key: &str) -> Option<&'q str> {
+    query.get(key).map(String::as_str)
+}
+
 /// The page size a request asks for with `n`: absent means "as many as allowed".
-fn page_size(request: &Request, max: usize) -> OciResult<usize> {
-    match request.query("n") {
+fn page_size(query: &Query, max: usize) -> OciResult<usize> {
+    match param(query, "n") {
         None => Ok(max),
         Some(n) => n
             .parse::<usize>()
@@ -49,15 +57,15 @@ fn encode(text: &str) -> String {
 
 /// `GET /v2/_catalog?n=&last=`: every image of every `oci` repository, as
 /// `<repository>/<image>`.
-pub fn catalog(registry: &Registry, request: &Request) -> OciResult<Response> {
-    let n = page_size(request, registry.max_page())?;
+pub fn catalog(registry: &Registry, query: &Query) -> OciResult<Response> {
+    let n = page_size(query, registry.max_page())?;
     let (names, more) = if n == 0 {
         (Vec::new(), false)
     } else {
         registry
             .service
             .catalog
-            .oci_images(request.query("last"), n)?
+            .oci_images(param(query, "last"), n)?
     };
     let mut headers = HeaderMap::new();
     if more {
@@ -77,15 +85,15 @@ pub fn catalog(registry: &Registry, request: &Request) -> OciResult<Response> {
 
 /// `GET /v2/<name>/tags/list?n=&last=`: tags in case-insensitive lexical order, with a `Link`
 /// to the next page when there is one.
-pub fn tags(registry: &Registry, name: &str, request: &Request) -> OciResult<Response> {
+pub async fn tags(registry: &Registry, name: &str, query: &Query) -> OciResult<Response> {
     let name = OciName::parse(name)?;
-    let n = page_size(request, registry.max_page())?;
+    let n = page_size(query, registry.max_page())?;
     let (tags, more) = if n == 0 {
         // The spec: an empty list and no Link, but still 404 for an unknown image.
-        registry.tags(&name, None, 1)?;
+        registry.tags(&name, None, 1).await?;
         (Vec::new(), false)
     } else {
-        registry.tags(&name, request.query("last"), n)?
+        registry.tags(&name, param(query, "last"), n).await?
     };
     let mut headers = HeaderMap::new();
     if more {
@@ -106,16 +114,16 @@ pub fn tags(registry: &Registry, name: &str, request: &Request) -> OciResult<Res
 
 /// `GET /v2/<name>/referrers/<digest>?artifactType=`: an image index of the manifests whose
 /// subject is `digest` (empty, never 404, when there are none).
-pub fn referrers(
+pub async fn referrers(
     registry: &Registry,
     name: &str,
     digest: &str,
-    request: &Request,
+    query: &Query,
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
-    registry.repo(&name)?;
-    let artifact_type = request.query("artifactType").filter(|t| !t.is_empty());
-    let last = match request.query("last") {
+    registry.repo(&name).await?;
+    let artifact_type = param(query, "artifactType").filter(|t| !t.is_empty());
+    let last = match param(query, "last") {
         Some(last) => Some(crate::oci::api::upload_digest(last)?),
         None => None,
     };

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::blob_stream;
 use crate::error::Error;
 use crate::oci::api::{set, Request, CONTENT_DIGEST, OCI_SUBJECT};
 use crate::oci::error::{OciError, OciResult};
@@ -25,7 +24,7 @@ pub async fn get(
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
     let reference = Reference::parse(reference)?;
-    let (digest, record, blob) = registry.manifest(&name, &reference)?;
+    let (digest, record, blob) = registry.manifest(&name, &reference).await?;
     if let Reference::Tag(_) = reference {
         let accept = request
             .headers
@@ -49,12 +48,10 @@ pub async fn get(
     if request.is_head() {
         return Ok((StatusCode::OK, headers).into_response());
     }
-    let stream = blob_stream::open(
-        registry.service.chunks.clone(),
-        &blob.descriptor.chunks,
-        0..blob.descriptor.size,
-    )
-    .await?;
+    let stream = registry
+        .service
+        .open_blob(&blob.descriptor, 0..blob.descriptor.size)
+        .await?;
     Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
 }
 
@@ -95,7 +92,7 @@ pub async fn put(
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
     let reference = Reference::parse(reference)?;
-    registry.repo(&name)?;
+    registry.repo(&name).await?;
     let content_type = request.header(header::CONTENT_TYPE).map(str::to_string);
     let bytes = read_manifest(request, registry.max_manifest_bytes()).await?;
     let stored = registry

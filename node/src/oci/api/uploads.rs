@@ -101,7 +101,7 @@ fn expected_chunk(
 /// otherwise a session starts (`202`).
 pub async fn start(registry: &Registry, name: &str, request: Request) -> OciResult<Response> {
     let name = OciName::parse(name)?;
-    registry.repo(&name)?;
+    registry.repo(&name).await?;
     if let Some(mount) = request.query("mount") {
         let digest = upload_digest(mount)?;
         if let Some(from) = request.query("from") {
@@ -146,7 +146,7 @@ pub async fn chunk(
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
     let mut session = registry.uploads.lock(id, &name).await?;
-    registry.repo(&name)?;
+    registry.repo(&name).await?;
     let expected = expected_chunk(&request, &name, session.id(), session.received())?;
     let body = Box::pin(exact_length(request.body.into_data_stream(), expected));
     let received = session.append(body, registry.max_upload_bytes()).await?;

@@ -1,0 +1,249 @@
+//! A region of real `arca serve` processes on loopback: node 1 starts the region, the others
+//! join it. Helpers find the leader, wait for readiness and applied indexes, and kill, restart,
+//! pause and resume nodes by id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::process::{ArcaProcess, ProcessOptions};
+use crate::wait::wait_until;
+
+/// How to start a region.
+#[derive(Debug, Clone)]
+pub struct RegionOptions {
+    pub binary: PathBuf,
+    /// Each node's data directory is `root/node-{id}`.
+    pub root: PathBuf,
+    pub region: String,
+    pub nodes: u64,
+    /// Environment for every node (configuration overrides such as `ARCA_RAFT__…`).
+    pub env: Vec<(String, String)>,
+}
+
+impl RegionOptions {
+    pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>, nodes: u64) -> Self {
+        Self {
+            binary: binary.into(),
+            root: root.into(),
+            region: "test".into(),
+            nodes,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The processes of one region, by node id.
+pub struct Region {
+    options: RegionOptions,
+    pub nodes: BTreeMap<u64, ArcaProcess>,
+    /// Nodes currently paused with SIGSTOP.
+    paused: Vec<u64>,
+    http: reqwest::Client,
+}
+
+impl Region {
+    /// Starts every node (node 1 first, the rest joining it) and waits until all are ready.
+    pub async fn must_start(options: RegionOptions) -> Self {
+        let mut region = Region {
+            options: options.clone(),
+            nodes: BTreeMap::new(),
+            paused: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        };
+        for id in 1..=options.nodes {
+            region.must_add_process(id);
+        }
+        let ids: Vec<u64> = region.nodes.keys().copied().collect();
+        for id in ids {
+            region.must_wait_ready(id, Duration::from_secs(60)).await;
+        }
+        region
+    }
+
+    fn node_options(&self, id: u64) -> ProcessOptions {
+        let mut options = ProcessOptions::new(
+            &self.options.binary,
+            self.options.root.join(format!("node-{id}")),
+        );
+        options.extra_args = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--region".into(),
+            self.options.region.clone(),
+        ];
+        if id != 1 {
+            let seed = self
+                .nodes
+                .get(&1)
+                .or_else(|| self.nodes.values().next())
+                .expect("a running node to join");
+            options.extra_args.push("--join".into());
+            options.extra_args.push(seed.grpc_addr.to_string());
+        }
+        options.env = self.options.env.clone();
+        options
+    }
+
+    /// Starts node `id` as a process; ids above 1 join the region through an existing node.
+    pub fn must_add_process(&mut self, id: u64) {
+        let process = ArcaProcess::must_start(self.node_options(id));
+        self.nodes.insert(id, process);
+    }
+
+    pub fn node(&self, id: u64) -> &ArcaProcess {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("{}{}", self.node(id).base_url(), path)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn data_dir(&self, id: u64) -> &Path {
+        self.node(id).data_dir()
+    }
+
+    /// Node ids whose process is running and not paused.
+    pub fn live(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(id, p)| p.pid().is_some() && !self.paused.contains(id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// `/readyz` of a node as JSON, or None if it is not ready or not answering.
+    pub async fn readyz(&self, id: u64) -> Option<serde_json::Value> {
+        let response = self
+            .http
+            .get(self.url(id, "/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    pub async fn must_wait_ready(&self, id: u64, timeout: Duration) -> serde_json::Value {
+        wait_until(
+            &format!("node {id} to be ready"),
+            timeout,
+            Duration::from_millis(50),
+            || self.readyz(id),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log of node {id}:\n{}", self.node(id).log()))
+    }
+
+    /// The leader as the live nodes see it, once one is elected among them.
+    pub async fn must_wait_leader(&self, timeout: Duration) -> u64 {
+        wait_until(
+            "a leader among the live nodes",
+            timeout,
+            Duration::from_millis(50),
+            || async {
+                let live = self.live();
+                for id in &live {
+                    if let Some(ready) = self.readyz(*id).await {
+                        let leader = ready["leader"].as_u64()?;
+                        if live.contains(&leader)
+                            && self.readyz(leader).await.map(|r| r["role"] == "leader")
+                                == Some(true)
+                        {
+                            return Some(leader);
+                        }
+                    }
+                }
+                None
+            },
+        )
+        .await
+        .expect("leader")
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn must_wait_applied(&self, id: u64, index: u64, timeout: Duration) {
+        wait_until(
+            &format!("node {id} to apply index {index}"),
+            timeout,
+            Duration::from_millis(50),
+            || async {
+                let ready = self.readyz(id).await?;
+                (ready["applied_index"].as_u64()? >= index).then_some(())
+            },
+        )
+        .await
+        .expect("applied index");
+    }
+
+    pub fn must_kill(&mut self, id: u64) {
+        self.nodes.get_mut(&id).expect("node").must_kill();
+    }
+
+    pub fn must_restart(&mut self, id: u64) {
+        self.nodes.get_mut(&id).expect("node").must_restart();
+    }
+
+    pub fn must_pause(&mut self, id: u64) {
+        self.node(id).must_pause();
+        self.paused.push(id);
+    }
+
+    pub fn must_resume(&mut self, id: u64) {
+        self.node(id).must_resume();
+        self.paused.retain(|p| *p != id);
+    }
+
+    /// A counter or gauge from a node's `/metrics` (summed over label sets matching `labels`).
+    pub async fn metric(&self, id: u64, name: &str, labels: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(self.url(id, "/metrics"))
+            .send()
+            .await
+            .context("scrape metrics")?
+            .text()
+            .await?;
+        let mut total = None;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with(' ') || rest.starts_with('{')) || !rest.contains(labels) {
+                continue;
+            }
+            let value: f64 = rest
+                .rsplit(' ')
+                .next()
+                .ok_or_else(|| anyhow!("malformed line {line}"))?
+                .parse()?;
+            *total.get_or_insert(0.0) += value;
+        }
+        Ok(total.unwrap_or(0.0))
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Paused processes cannot act on SIGKILL until resumed.
+        for id in self.paused.clone() {
+            if let Some(process) = self.nodes.get(&id) {
+                process.must_resume();
+            }
+        }
+    }
+}

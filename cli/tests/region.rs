@@ -1,0 +1,369 @@
+//! Regions of 3 and 5 real `arca` processes: leader loss under load, follower catch-up (by
+//! snapshot), loss of a minority and of a majority, an isolated node, and a node joining a
+//! loaded region.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arca_chaos::{Region, RegionOptions};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+
+fn options(root: &std::path::Path, nodes: u64) -> RegionOptions {
+    let mut options = RegionOptions::new(ARCA, root, nodes);
+    options.env = vec![
+        ("ARCA_CHUNKING__MIN_SIZE".into(), "8192".into()),
+        ("ARCA_CHUNKING__AVG_SIZE".into(), "32768".into()),
+        ("ARCA_CHUNKING__MAX_SIZE".into(), "131072".into()),
+        ("ARCA_RAFT__WRITE_TIMEOUT_MS".into(), "4000".into()),
+        ("ARCA_CLUSTER__READ_BARRIER_TIMEOUT_MS".into(), "500".into()),
+    ];
+    options
+}
+
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn must_create_repo(region: &Region, node: u64, name: &str) {
+    let response = region
+        .http()
+        .post(region.url(node, "/api/v1/repos"))
+        .json(&serde_json::json!({"name": name}))
+        .send()
+        .await
+        .expect("create repo");
+    assert_eq!(response.status(), 201, "create repo on node {node}");
+}
+
+/// PUT to one node; returns the status (0 when the node could not be reached).
+async fn put(region: &Region, node: u64, path: &str, body: Vec<u8>) -> u16 {
+    match region
+        .http()
+        .put(region.url(node, &format!("/files/{path}")))
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// GETs `path` from `node` and checks the bytes.
+async fn must_read(region: &Region, node: u64, path: &str, sha256: &str) {
+    let response = region
+        .http()
+        .get(region.url(node, &format!("/files/{path}")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} from node {node}: {e}"));
+    assert_eq!(response.status(), 200, "GET {path} from node {node}");
+    let body = response.bytes().await.expect("body");
+    assert_eq!(
+        sha256_hex(&body),
+        sha256,
+        "{path} from node {node} is byte-identical"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_during_concurrent_pushes_loses_no_acknowledged_write() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    let region = Arc::new(tokio::sync::RwLock::new(region));
+    let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Default::default();
+
+    // Four writers, 15 pushes each, to rotating nodes; a failed push is retried on the next node.
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let region = region.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..15u64 {
+                let seed = writer * 1000 + i;
+                let data = content(seed, 40_000 + (seed as usize % 7) * 9_000);
+                let path = format!("ci/w{writer}/file-{i}.bin");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut node = (writer + i) % 3 + 1;
+                loop {
+                    let status = {
+                        let region = region.read().await;
+                        put(&region, node, &path, data.clone()).await
+                    };
+                    if status == 201 || status == 200 {
+                        acknowledged.lock().insert(path.clone(), sha256_hex(&data));
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{path} never succeeded (last status {status})"
+                    );
+                    node = node % 3 + 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    // Kill the leader once some writes are acknowledged.
+    chaos_wait(|| acknowledged.lock().len() >= 12, Duration::from_secs(60)).await;
+    region.write().await.must_kill(leader);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mut region = Arc::try_unwrap(region)
+        .ok()
+        .expect("no other owner")
+        .into_inner();
+    let new_leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    assert_ne!(new_leader, leader, "a new leader was elected");
+    region.must_restart(leader);
+    region
+        .must_wait_ready(leader, Duration::from_secs(60))
+        .await;
+    let acknowledged = acknowledged.lock().clone();
+    assert_eq!(acknowledged.len(), 60);
+    for node in 1..=3 {
+        for (path, sha) in &acknowledged {
+            must_read(&region, node, path, sha).await;
+        }
+    }
+}
+
+async fn chaos_wait(condition: impl Fn() -> bool, timeout: Duration) {
+    arca_chaos::wait_until("condition", timeout, Duration::from_millis(20), || {
+        let met = condition();
+        async move { met.then_some(()) }
+    })
+    .await
+    .expect("condition");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarted_after_writes_catches_up_by_snapshot_and_backfill() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut options = options(root.path(), 3);
+    // Snapshot often and keep little log, so the returning follower needs a snapshot.
+    options
+        .env
+        .push(("ARCA_RAFT__SNAPSHOT_EVERY_ENTRIES".into(), "10".into()));
+    options
+        .env
+        .push(("ARCA_RAFT__KEEP_LOGS_AFTER_SNAPSHOT".into(), "2".into()));
+    let mut region = Region::must_start(options).await;
+    must_create_repo(&region, 1, "ci").await;
+    let leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    region.must_kill(follower);
+
+    let mut written = BTreeMap::new();
+    for i in 0..30u64 {
+        let data = content(i, 30_000 + i as usize * 1000);
+        let path = format!("ci/after/{i}.bin");
+        assert_eq!(put(&region, leader, &path, data.clone()).await, 201);
+        written.insert(path, sha256_hex(&data));
+    }
+    region.must_restart(follower);
+    let ready = region
+        .must_wait_ready(follower, Duration::from_secs(60))
+        .await;
+    assert_eq!(ready["resync_backlog"], 0);
+    for (path, sha) in &written {
+        must_read(&region, follower, path, sha).await;
+    }
+    // Every chunk arrived by backfill, none had to be fetched while serving those reads.
+    let fetched_for_reads = region
+        .metric(
+            follower,
+            "arca_region_chunks_fetched_total",
+            "reason=\"read\"",
+        )
+        .await
+        .expect("metrics");
+    assert_eq!(fetched_for_reads, 0.0);
+    let installed = region
+        .metric(follower, "arca_raft_snapshots_installed_total", "")
+        .await
+        .expect("metrics");
+    assert!(installed >= 1.0, "the follower caught up from a snapshot");
+    let backfilled = region
+        .metric(
+            follower,
+            "arca_region_chunks_fetched_total",
+            "reason=\"resync\"",
+        )
+        .await
+        .expect("metrics");
+    assert!(
+        backfilled > 0.0,
+        "the follower's missing chunks came by resync"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_survive_two_failures_and_refuse_writes_without_a_majority() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 5)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let before = content(1, 50_000);
+    assert_eq!(put(&region, 2, "ci/before.bin", before.clone()).await, 201);
+
+    let leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    let other = (1..=5).find(|id| *id != leader).expect("another node");
+    region.must_kill(leader);
+    region.must_kill(other);
+    let live = region.live();
+    let new_leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    let writer = *live
+        .iter()
+        .find(|id| **id != new_leader)
+        .expect("a follower");
+    assert_eq!(
+        put(&region, writer, "ci/two-down.bin", content(2, 50_000)).await,
+        201,
+        "three of five is a majority"
+    );
+
+    region.must_kill(new_leader);
+    let survivors = region.live();
+    assert_eq!(survivors.len(), 2);
+    let started = Instant::now();
+    let response = region
+        .http()
+        .put(region.url(survivors[0], "/files/ci/no-quorum.bin"))
+        .body(content(3, 10_000))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "NO_QUORUM", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the write failed instead of hanging"
+    );
+
+    for node in &survivors {
+        let response = region
+            .http()
+            .get(region.url(*node, "/files/ci/before.bin"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            response.status(),
+            200,
+            "reads of existing artifacts still work on node {node}"
+        );
+        assert_eq!(response.headers()["x-arca-read-consistency"], "local");
+        assert_eq!(
+            sha256_hex(&response.bytes().await.expect("body")),
+            sha256_hex(&before)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_node_accepts_no_writes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    // Isolate the leader: its two peers stop answering.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &others {
+        region.must_pause(*id);
+    }
+    let status = put(&region, leader, "ci/isolated.bin", content(4, 20_000)).await;
+    assert_eq!(status, 503, "an isolated node must not acknowledge a write");
+    for id in &others {
+        region.must_resume(*id);
+    }
+    region.must_wait_leader(Duration::from_secs(20)).await;
+    let writer = others[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = put(&region, writer, "ci/healed.bin", content(5, 20_000)).await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes resume after the partition heals (last {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let mut written = BTreeMap::new();
+    for i in 0..25u64 {
+        let data = content(100 + i, 60_000 + i as usize * 500);
+        let path = format!("ci/loaded/{i}.bin");
+        assert_eq!(put(&region, i % 3 + 1, &path, data.clone()).await, 201);
+        written.insert(path, sha256_hex(&data));
+    }
+    region.must_add_process(4);
+    let ready = region.must_wait_ready(4, Duration::from_secs(60)).await;
+    assert_eq!(ready["resync_backlog"], 0);
+
+    let status = std::process::Command::new(ARCA)
+        .args(["cluster", "status", "--output", "json", "--admin"])
+        .arg(region.node(1).grpc_addr.to_string())
+        .output()
+        .expect("arca cluster status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 4);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["membership"] == "voter" && n["reachable"] == true),
+        "{status}"
+    );
+    let table = std::process::Command::new(ARCA)
+        .args(["cluster", "status", "--admin"])
+        .arg(region.node(2).grpc_addr.to_string())
+        .output()
+        .expect("arca cluster status");
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains("leader") && table.contains("follower"),
+        "{table}"
+    );
+
+    for (path, sha) in &written {
+        must_read(&region, 4, path, sha).await;
+    }
+    let fetched_for_reads = region
+        .metric(4, "arca_region_chunks_fetched_total", "reason=\"read\"")
+        .await
+        .expect("metrics");
+    assert_eq!(
+        fetched_for_reads, 0.0,
+        "node 4 held every chunk before serving"
+    );
+}

@@ -1,0 +1,227 @@
+//! The node's place in its region: proposing through the Raft leader from any node, read
+//! barriers for read-your-writes on every node, pushing new chunks to a quorum before a command
+//! can reference them, and getting chunks this node lacks from its peers.
+
+pub mod chunk_service;
+pub mod peers;
+pub mod replicate;
+pub mod resync;
+pub mod server;
+pub mod status;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arca_proto::v1::{ProposeRequest, ReadIndexRequest};
+use arca_raft::{Applied, ConsensusError, NodeId, NodeInfo, RaftGroup};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use metrics::counter;
+
+use crate::blob_stream::ChunkSource;
+use crate::chunk_store::ChunkStore;
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::model::ChunkRef;
+use peers::Peers;
+use resync::Resync;
+
+/// How a read was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// After a read-index round with the leader: every write acknowledged before the read
+    /// started is visible.
+    Linearizable,
+    /// From this node's applied state only, because the leader could not confirm in time (no
+    /// quorum): possibly stale.
+    Local,
+}
+
+impl ReadConsistency {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Local => "local",
+        }
+    }
+}
+
+/// This node's membership in its region.
+pub struct Region {
+    pub raft: RaftGroup,
+    pub node_id: NodeId,
+    pub name: String,
+    pub self_info: NodeInfo,
+    pub peers: Peers,
+    pub chunks: Arc<ChunkStore>,
+    pub resync: Arc<Resync>,
+    pub config: ClusterConfig,
+    /// Set once this node has been fully caught up since it started (see `status::readiness`).
+    pub caught_up: AtomicBool,
+    write_timeout: Duration,
+}
+
+impl Region {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raft: RaftGroup,
+        self_info: NodeInfo,
+        peers: Peers,
+        chunks: Arc<ChunkStore>,
+        resync: Arc<Resync>,
+        config: ClusterConfig,
+        write_timeout: Duration,
+    ) -> Self {
+        Self {
+            node_id: raft.node_id(),
+            name: raft.region().to_string(),
+            raft,
+            self_info,
+            peers,
+            chunks,
+            resync,
+            config,
+            caught_up: AtomicBool::new(false),
+            write_timeout,
+        }
+    }
+
+    fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let id = self.raft.raft().metrics().borrow().current_leader?;
+        let info = self.raft.membership().nodes.get(&id).cloned()?;
+        Some((id, info))
+    }
+
+    /// Proposes a command from any node: locally on the leader, forwarded to it otherwise.
+    /// Returns once the command is applied on *this* node, so a read here sees it.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied> {
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            match self.raft.write(command.clone()).await {
+                Ok(applied) => return Ok(applied),
+                Err(ConsensusError::NotLeader {
+                    leader: Some((leader, info)),
+                }) if leader != self.node_id => {
+                    return self.forward(&info, command, deadline).await;
+                }
+                Err(ConsensusError::NotLeader { .. }) => {
+                    // An election is under way: wait for a leader, within the write timeout.
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(20).min(remaining)).await;
+                    if remaining.is_zero() || self.raft.wait_for_leader(remaining).await.is_err() {
+                        return Err(Error::NoQuorum {
+                            reason: format!(
+                                "no raft leader was elected within {:?}",
+                                self.write_timeout
+                            ),
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &NodeInfo,
+        command: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Applied> {
+        counter!("arca_raft_forwarded_writes_total").increment(1);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut request = tonic::Request::new(ProposeRequest {
+            region: self.name.clone(),
+            command,
+        });
+        request.set_timeout(remaining);
+        let reply = self
+            .peers
+            .cluster_client(leader)
+            .propose(request)
+            .await
+            .map_err(|status| Error::NoQuorum {
+                reason: format!(
+                    "forwarding the write to the leader at {} failed ({}: {}); it may or may not have been applied",
+                    leader.grpc_addr,
+                    status.code(),
+                    status.message()
+                ),
+            })?
+            .into_inner();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait_applied(reply.log_index, remaining.max(Duration::from_millis(100)))
+            .await?;
+        Ok(Applied {
+            response: reply.response,
+            log_index: reply.log_index,
+        })
+    }
+
+    /// Makes this node's state current before a read: a read-index round with the leader,
+    /// then waiting to apply up to it. Falls back to local state when the leader cannot
+    /// confirm within `read_barrier_timeout_ms` (no quorum), so reads keep working.
+    pub async fn read_barrier(&self) -> ReadConsistency {
+        let timeout = Duration::from_millis(self.config.read_barrier_timeout_ms);
+        let started = Instant::now();
+        let index = match self.leader() {
+            Some((leader, _)) if leader == self.node_id => self.raft.read_index(timeout).await.ok(),
+            Some((_, info)) => {
+                let mut request = tonic::Request::new(ReadIndexRequest {});
+                request.set_timeout(timeout);
+                match self.peers.cluster_client(&info).read_index(request).await {
+                    Ok(reply) => Some(reply.into_inner().read_index),
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        if let Some(index) = index {
+            let remaining = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(50));
+            if self.raft.wait_applied(index, remaining).await.is_ok() {
+                return ReadConsistency::Linearizable;
+            }
+        }
+        counter!("arca_region_local_reads_total").increment(1);
+        ReadConsistency::Local
+    }
+
+    /// Reads a chunk: locally if this node holds a good copy, else from a peer (stored here on
+    /// the way); a corrupt local copy is replaced by a peer's good one.
+    pub async fn read_chunk(&self, chunk: ChunkRef) -> Result<Bytes> {
+        let store = self.chunks.clone();
+        let local = tokio::task::spawn_blocking(move || ChunkStore::read(&store, &chunk.id))
+            .await
+            .map_err(|e| Error::internal("chunk reader panicked", e))?;
+        let reason = match local {
+            Ok(data) => return Ok(data),
+            Err(Error::MissingChunk { .. }) => resync::FetchReason::Read,
+            Err(Error::CorruptChunk { .. }) => resync::FetchReason::Repair,
+            Err(other) => return Err(other),
+        };
+        match self.resync.fetch(chunk.id, reason).await {
+            Ok(data) => Ok(data),
+            Err(fetch_error) => {
+                tracing::warn!(chunk = %chunk.id, error = %fetch_error, "no peer could supply the chunk");
+                match reason {
+                    resync::FetchReason::Repair => Err(Error::CorruptChunk {
+                        chunk: chunk.id.to_hex(),
+                    }),
+                    _ => Err(Error::MissingChunk {
+                        chunk: chunk.id.to_hex(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl ChunkSource for Region {
+    fn load(self: Arc<Self>, chunk: ChunkRef) -> BoxFuture<'static, Result<Bytes>> {
+        Box::pin(async move { self.read_chunk(chunk).await })
+    }
+}

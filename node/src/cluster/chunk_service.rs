@@ -1,0 +1,120 @@
+//! The gRPC chunk service: peers ask what this node lacks, push chunks to it, and read chunks
+//! from it. Every chunk is verified against its blake3 name on the way in and on the way out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_proto::v1::chunk_service_server::ChunkService;
+use arca_proto::v1::{Chunk, GetChunkRequest, HasChunksReply, HasChunksRequest, PutChunksReply};
+use futures::StreamExt;
+use metrics::counter;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::chunk_store::ChunkStore;
+use crate::digest::ChunkId;
+use crate::error::Error;
+
+/// Longest lease a peer may ask for.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+
+pub struct ChunkGrpcService {
+    store: Arc<ChunkStore>,
+}
+
+impl ChunkGrpcService {
+    pub fn new(store: Arc<ChunkStore>) -> Self {
+        Self { store }
+    }
+}
+
+fn parse_id(raw: &[u8]) -> Result<ChunkId, Status> {
+    ChunkId::from_slice(raw).ok_or_else(|| Status::invalid_argument("a chunk id is 32 bytes"))
+}
+
+fn to_status(e: Error) -> Status {
+    match e {
+        Error::MissingChunk { chunk } => Status::not_found(format!("chunk {chunk} is not here")),
+        Error::CorruptChunk { chunk } => {
+            Status::data_loss(format!("chunk {chunk} does not match its name"))
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("storage task panicked: {e}")))?
+        .map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl ChunkService for ChunkGrpcService {
+    async fn has_chunks(
+        &self,
+        request: Request<HasChunksRequest>,
+    ) -> Result<Response<HasChunksReply>, Status> {
+        let request = request.into_inner();
+        let ids = request
+            .ids
+            .iter()
+            .map(|raw| parse_id(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lease = Duration::from_secs(u64::from(request.lease_seconds)).min(MAX_LEASE);
+        let store = self.store.clone();
+        let missing = blocking(move || {
+            // Lease first: a chunk present now must still be here when the caller's command
+            // applies, and a chunk about to arrive must not be swept as an orphan.
+            store.lease(&ids, lease);
+            let mut missing = Vec::new();
+            for id in ids {
+                if !store.contains(&id)? {
+                    missing.push(id.as_bytes().to_vec());
+                }
+            }
+            Ok(missing)
+        })
+        .await?;
+        Ok(Response::new(HasChunksReply { missing }))
+    }
+
+    async fn put_chunks(
+        &self,
+        request: Request<Streaming<Chunk>>,
+    ) -> Result<Response<PutChunksReply>, Status> {
+        let mut incoming = request.into_inner();
+        let mut stored = 0u64;
+        let mut bytes = 0u64;
+        while let Some(chunk) = incoming.next().await {
+            let chunk = chunk?;
+            let id = parse_id(&chunk.id)?;
+            let len = chunk.data.len() as u64;
+            let store = self.store.clone();
+            blocking(move || store.put_verified(&id, &chunk.data)).await?;
+            stored += 1;
+            bytes += len;
+        }
+        if stored > 0 {
+            let store = self.store.clone();
+            blocking(move || store.sync()).await?;
+        }
+        counter!("arca_region_chunk_replication_bytes_total", "direction" => "received")
+            .increment(bytes);
+        Ok(Response::new(PutChunksReply { stored, bytes }))
+    }
+
+    async fn get_chunk(
+        &self,
+        request: Request<GetChunkRequest>,
+    ) -> Result<Response<Chunk>, Status> {
+        let id = parse_id(&request.into_inner().id)?;
+        let store = self.store.clone();
+        let data = blocking(move || store.read(&id)).await?;
+        Ok(Response::new(Chunk {
+            id: id.as_bytes().to_vec(),
+            data: data.to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,283 @@
+//! Getting the chunks this node lacks: a persistent queue of referenced chunks missing here,
+//! drained by a background worker that fetches them from peers, and on-demand fetches for reads.
+//!
+//! Chunks enter the queue when an applied command references a blob new to this node, when a
+//! snapshot replaces the state, and at start-up (a full reconciliation of referenced against
+//! present chunks covers anything a crash lost between apply and enqueue).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_proto::v1::GetChunkRequest;
+use bytes::Bytes;
+use metrics::{counter, gauge};
+use parking_lot::Mutex;
+use rand::seq::SliceRandom;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::chunk_store::ChunkStore;
+use crate::cluster::peers::Peers;
+use crate::digest::ChunkId;
+use crate::error::{Error, Result};
+
+/// Node-local queue of referenced chunks this node does not hold.
+pub const CF_RESYNC: &str = "resync";
+
+pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
+    vec![ColumnFamilyDescriptor::new(CF_RESYNC, Options::default())]
+}
+
+/// Why a chunk is fetched from a peer (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchReason {
+    /// The background queue.
+    Resync,
+    /// A read needed it now.
+    Read,
+    /// The local copy was corrupt.
+    Repair,
+}
+
+impl FetchReason {
+    fn label(self) -> &'static str {
+        match self {
+            FetchReason::Resync => "resync",
+            FetchReason::Read => "read",
+            FetchReason::Repair => "repair",
+        }
+    }
+}
+
+/// The resync queue and its worker.
+pub struct Resync {
+    db: Arc<DB>,
+    store: Arc<ChunkStore>,
+    catalog: Catalog,
+    peers: Peers,
+    /// Mirror of the persistent queue, for the backlog count and cheap membership tests.
+    queued: Mutex<BTreeSet<ChunkId>>,
+    wake: Notify,
+    /// Announcements of referenced chunks not yet checked against the store (and start-up
+    /// reconciliation until it is done): the queue is incomplete while this is above zero.
+    unsettled: Arc<AtomicU64>,
+}
+
+impl Resync {
+    /// `unsettled` counts pending announcements (see [`crate::state_machine::referenced_channel`]).
+    pub fn new(
+        db: Arc<DB>,
+        store: Arc<ChunkStore>,
+        catalog: Catalog,
+        peers: Peers,
+        unsettled: Arc<AtomicU64>,
+    ) -> Result<Arc<Self>> {
+        let resync = Arc::new(Self {
+            db,
+            store,
+            catalog,
+            peers,
+            queued: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+            unsettled,
+        });
+        let mut queued = BTreeSet::new();
+        for item in resync
+            .db
+            .iterator_cf(resync.cf()?, rocksdb::IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            if let Some(id) = ChunkId::from_slice(&key) {
+                queued.insert(id);
+            }
+        }
+        *resync.queued.lock() = queued;
+        resync.publish_backlog();
+        Ok(resync)
+    }
+
+    fn cf(&self) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(CF_RESYNC)
+            .ok_or_else(|| Error::Internal("resync column family is missing".into()))
+    }
+
+    /// Whether the queue reflects every chunk the applied state references (no announcement or
+    /// reconciliation is still being processed).
+    pub fn settled(&self) -> bool {
+        self.unsettled.load(Ordering::SeqCst) == 0
+    }
+
+    /// Marks a reconciliation as under way until [`Resync::end_unsettled`].
+    pub fn begin_unsettled(&self) {
+        self.unsettled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn end_unsettled(&self) {
+        self.unsettled.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Referenced chunks this node still lacks.
+    pub fn backlog(&self) -> u64 {
+        self.queued.lock().len() as u64
+    }
+
+    fn publish_backlog(&self) {
+        gauge!("arca_region_resync_backlog_chunks").set(self.backlog() as f64);
+    }
+
+    /// Queues those of `ids` this node does not hold.
+    pub fn enqueue_missing(&self, ids: &[ChunkId]) -> Result<usize> {
+        let mut batch = WriteBatch::default();
+        let mut added = Vec::new();
+        {
+            let queued = self.queued.lock();
+            for id in ids {
+                if queued.contains(id) || self.store.contains(id)? {
+                    continue;
+                }
+                batch.put_cf(self.cf()?, id.as_bytes(), []);
+                added.push(*id);
+            }
+        }
+        if added.is_empty() {
+            return Ok(0);
+        }
+        self.db.write(batch)?;
+        self.queued.lock().extend(added.iter().copied());
+        self.publish_backlog();
+        self.wake.notify_one();
+        Ok(added.len())
+    }
+
+    /// Queues every referenced chunk this node lacks (start-up, after a snapshot install).
+    pub fn reconcile(&self) -> Result<usize> {
+        let mut missing = Vec::new();
+        let mut total = 0;
+        self.catalog.for_each_referenced_chunk(|id| {
+            total += 1;
+            if !self.store.contains(&id)? {
+                missing.push(id);
+            }
+            Ok(())
+        })?;
+        let added = self.enqueue_missing(&missing)?;
+        if added > 0 {
+            tracing::info!(
+                referenced = total,
+                missing = added,
+                "queued missing chunks for resync"
+            );
+        }
+        Ok(added)
+    }
+
+    fn dequeue(&self, id: &ChunkId) -> Result<()> {
+        self.db.delete_cf(self.cf()?, id.as_bytes())?;
+        self.queued.lock().remove(id);
+        self.publish_backlog();
+        Ok(())
+    }
+
+    /// Fetches a chunk from whichever peer has it, verifies it, stores it here.
+    pub async fn fetch(&self, id: ChunkId, reason: FetchReason) -> Result<Bytes> {
+        let mut peers = self.peers.others();
+        peers.shuffle(&mut rand::rng());
+        let mut last_error = String::from("no peer is known");
+        for peer in peers {
+            let reply = self
+                .peers
+                .chunk_client(&peer.info)
+                .get_chunk(GetChunkRequest {
+                    id: id.as_bytes().to_vec(),
+                })
+                .await;
+            let chunk = match reply {
+                Ok(chunk) => chunk.into_inner(),
+                Err(status) => {
+                    last_error =
+                        format!("node {}: {}: {}", peer.id, status.code(), status.message());
+                    continue;
+                }
+            };
+            let data = Bytes::from(chunk.data);
+            let store = self.store.clone();
+            let to_store = data.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                store.put_verified(&id, &to_store)?;
+                store.sync()
+            })
+            .await
+            .map_err(|e| Error::internal("chunk writer panicked", e))?;
+            if let Err(e) = stored {
+                last_error = format!("node {}: {e}", peer.id);
+                continue;
+            }
+            counter!("arca_region_chunks_fetched_total", "reason" => reason.label()).increment(1);
+            counter!("arca_region_chunk_replication_bytes_total", "direction" => "received")
+                .increment(data.len() as u64);
+            if reason == FetchReason::Repair {
+                tracing::warn!(chunk = %id, peer = peer.id, "repaired a corrupt chunk from a peer");
+            }
+            if self.queued.lock().contains(&id) {
+                self.dequeue(&id)?;
+            }
+            return Ok(data);
+        }
+        Err(Error::MissingChunk {
+            chunk: format!("{id} ({last_error})"),
+        })
+    }
+
+    /// Drains the queue until `cancel`: fetches each chunk that is still referenced and still
+    /// missing; retries what failed after a pause.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut retry_after = Duration::from_millis(500);
+        loop {
+            let batch: Vec<ChunkId> = self.queued.lock().iter().take(256).copied().collect();
+            let mut failed = 0;
+            for id in &batch {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let still_needed = match (self.store.contains(id), self.catalog.chunk_refs(id)) {
+                    (Ok(present), Ok(refs)) => !present && refs > 0,
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "resync check failed");
+                        failed += 1;
+                        continue;
+                    }
+                };
+                if !still_needed {
+                    if let Err(e) = self.dequeue(id) {
+                        tracing::warn!(error = %e, "resync dequeue failed");
+                    }
+                    continue;
+                }
+                if let Err(e) = self.fetch(*id, FetchReason::Resync).await {
+                    tracing::debug!(chunk = %id, error = %e, "resync fetch failed; will retry");
+                    failed += 1;
+                }
+            }
+            if !batch.is_empty() && failed < batch.len() {
+                retry_after = Duration::from_millis(500);
+                continue;
+            }
+            let pause = if batch.is_empty() {
+                Duration::from_secs(30)
+            } else {
+                retry_after
+            };
+            retry_after = (retry_after * 2).min(Duration::from_secs(10));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}

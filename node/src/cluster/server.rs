@@ -1,0 +1,177 @@
+//! The gRPC cluster service: status, membership changes, write forwarding, read barriers.
+//! Calls that need the leader are answered by it; other nodes forward membership changes and
+//! refuse proposals with the leader's identity (the proposer forwards those itself).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_proto::v1::cluster_service_server::ClusterService;
+use arca_proto::v1::{
+    AddNodeRequest, ClusterStatusReply, ClusterStatusRequest, MembershipReply, NodeStatusReply,
+    NodeStatusRequest, ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest,
+    RemoveNodeRequest,
+};
+use arca_raft::{ConsensusError, MembershipView, NodeInfo, RaftGroupError};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{status, Region};
+
+pub struct ClusterGrpcService {
+    region: Arc<Region>,
+}
+
+impl ClusterGrpcService {
+    pub fn new(region: Arc<Region>) -> Self {
+        Self { region }
+    }
+
+    fn leader_info(&self) -> Option<NodeInfo> {
+        let leader = self.region.raft.raft().metrics().borrow().current_leader?;
+        if leader == self.region.node_id {
+            return None;
+        }
+        self.region.raft.membership().nodes.get(&leader).cloned()
+    }
+}
+
+fn consensus_status(e: ConsensusError) -> Status {
+    match e {
+        ConsensusError::NotLeader { leader } => Status::failed_precondition(match leader {
+            Some((id, info)) => format!(
+                "not the leader; the leader is node {id} at {}",
+                info.grpc_addr
+            ),
+            None => "not the leader; no leader is known".to_string(),
+        }),
+        ConsensusError::NoQuorum { .. } => Status::unavailable(e.to_string()),
+        ConsensusError::Stopped { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+fn group_status(e: RaftGroupError) -> Status {
+    match e {
+        RaftGroupError::Consensus(e) => consensus_status(e),
+        RaftGroupError::Membership(message) => Status::failed_precondition(message),
+        RaftGroupError::Timeout(..) => Status::deadline_exceeded(e.to_string()),
+        RaftGroupError::Stopped(_) => Status::unavailable(e.to_string()),
+        RaftGroupError::Config(_) | RaftGroupError::Storage(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn membership_reply(view: MembershipView) -> MembershipReply {
+    MembershipReply {
+        voters: view.voters.into_iter().collect(),
+        learners: view.learners.into_iter().collect(),
+        log_index: view.log_index,
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterGrpcService {
+    async fn node_status(
+        &self,
+        _: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusReply>, Status> {
+        Ok(Response::new(status::node_status(&self.region).await))
+    }
+
+    async fn cluster_status(
+        &self,
+        _: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        Ok(Response::new(status::cluster_status(&self.region).await))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        if let Some(leader) = self.leader_info() {
+            return self
+                .region
+                .peers
+                .cluster_client(&leader)
+                .add_node(request.into_inner())
+                .await;
+        }
+        let request = request.into_inner();
+        if request.node_id == 0 || request.grpc_addr.is_empty() || request.http_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "node_id, grpc_addr and http_addr are required",
+            ));
+        }
+        let node = NodeInfo {
+            grpc_addr: request.grpc_addr,
+            http_addr: request.http_addr,
+        };
+        tracing::info!(node_id = request.node_id, %node, learner_only = request.learner_only, "adding node to the region");
+        let view = self
+            .region
+            .raft
+            .add_node(request.node_id, node, request.learner_only)
+            .await
+            .map_err(group_status)?;
+        tracing::info!(node_id = request.node_id, voters = ?view.voters, learners = ?view.learners, "membership changed");
+        Ok(Response::new(membership_reply(view)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        if let Some(leader) = self.leader_info() {
+            return self
+                .region
+                .peers
+                .cluster_client(&leader)
+                .remove_node(request.into_inner())
+                .await;
+        }
+        let node_id = request.into_inner().node_id;
+        tracing::info!(node_id, "removing node from the region");
+        let view = self
+            .region
+            .raft
+            .remove_node(node_id)
+            .await
+            .map_err(group_status)?;
+        Ok(Response::new(membership_reply(view)))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let request = request.into_inner();
+        if request.region != self.region.name {
+            return Err(Status::failed_precondition(format!(
+                "proposal for region {:?} sent to region {:?}",
+                request.region, self.region.name
+            )));
+        }
+        let applied = self
+            .region
+            .raft
+            .write(request.command)
+            .await
+            .map_err(consensus_status)?;
+        Ok(Response::new(ProposeReply {
+            response: applied.response,
+            log_index: applied.log_index,
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        _: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let timeout = Duration::from_millis(self.region.config.read_barrier_timeout_ms);
+        let read_index = self
+            .region
+            .raft
+            .read_index(timeout)
+            .await
+            .map_err(consensus_status)?;
+        Ok(Response::new(ReadIndexReply { read_index }))
+    }
+}
