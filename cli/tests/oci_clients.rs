@@ -5,6 +5,8 @@
 //!   match) and deletes them.
 //! - buildah (daemonless, `vfs` storage in a temporary directory) builds an image, pushes it as
 //!   Docker schema 2 and as OCI, pulls it back and reads the file it put in it.
+//! - In a region of three nodes, an image skopeo pushes through one node is pulled, digest for
+//!   digest, from every node.
 //!
 //! Both are Debian packages that `scripts/setup.sh` installs (so `.ci/run` has them); without
 //! them these tests fail and say so.
@@ -12,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use arca_chaos::{ArcaProcess, ProcessOptions};
+use arca_chaos::{ArcaProcess, ProcessOptions, Region, RegionOptions};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -513,5 +515,72 @@ fn buildah_builds_pushes_and_pulls_back_images() {
         assert!(pulled == payload, "{reference}: the file came back intact");
         buildah.run(&["umount", &container]);
         buildah.run(&["rm", &container]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_through_one_node_is_pulled_from_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = RegionOptions::new(ARCA, dir.path(), 3);
+    options.env = vec![
+        ("ARCA_CHUNKING__MIN_SIZE".into(), "16384".into()),
+        ("ARCA_CHUNKING__AVG_SIZE".into(), "65536".into()),
+        ("ARCA_CHUNKING__MAX_SIZE".into(), "262144".into()),
+    ];
+    let region = Region::must_start(options).await;
+    let created = region
+        .http()
+        .post(region.url(1, "/api/v1/repos"))
+        .json(&json!({"name": "containers", "format": "oci"}))
+        .send()
+        .await
+        .expect("create repo");
+    assert_eq!(created.status(), 201);
+
+    let work = dir.path().join("work");
+    let layout = Layout::new(dir.path().join("layout"));
+    let first = make_layer(&work, 6, 2);
+    let second = make_layer(&work, 7, 1);
+    let image = make_image(&layout, "amd64", &[&first, &second]);
+    layout.write_index(vec![
+        json!({"mediaType": OCI_MANIFEST, "digest": digest(&image),
+        "size": image.len(), "annotations": {REF_NAME: "1.0"}}),
+    ]);
+    let reference = |node: u64| {
+        format!(
+            "docker://{}/containers/team/app:1.0",
+            region.node(node).http_addr
+        )
+    };
+    // Blob upload sessions are node-local: skopeo keeps to the node it talks to.
+    let source = format!("oci:{}:1.0", layout.as_str());
+    let destination = reference(2);
+    tokio::task::spawn_blocking(move || {
+        must_skopeo(&["copy", "--dest-tls-verify=false", &source, &destination])
+    })
+    .await
+    .expect("skopeo");
+
+    for node in 1..=3 {
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &reference(node)]);
+        assert!(
+            raw.status.success(),
+            "node {node}: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert_eq!(raw.stdout, image, "node {node} serves the pushed manifest");
+        let out = dir.path().join(format!("out-{node}"));
+        let source = reference(node);
+        let destination = format!("oci:{}:1.0", out.to_str().expect("path"));
+        tokio::task::spawn_blocking(move || {
+            must_skopeo(&["copy", "--src-tls-verify=false", &source, &destination])
+        })
+        .await
+        .expect("skopeo");
+        let mut expected = Vec::new();
+        referenced(&layout.dir, &digest(&image), &mut expected);
+        let mut got = Vec::new();
+        referenced(&out, &tagged(&out, "1.0"), &mut got);
+        assert_eq!(got, expected, "node {node}: every digest matches");
     }
 }
