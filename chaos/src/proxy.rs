@@ -47,7 +47,11 @@ struct Control {
 }
 
 /// Delivers datagrams in order after their delay, spending the link's bandwidth.
-fn shaper(control: Arc<Control>, socket: Arc<UdpSocket>, counter: fn(&Control) -> &AtomicU64) -> mpsc::UnboundedSender<(Vec<u8>, SocketAddr)> {
+fn shaper(
+    control: Arc<Control>,
+    socket: Arc<UdpSocket>,
+    counter: fn(&Control) -> &AtomicU64,
+) -> mpsc::UnboundedSender<(Vec<u8>, SocketAddr)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
     tokio::spawn(async move {
         let mut link_free_at = Instant::now();
@@ -59,7 +63,9 @@ fn shaper(control: Arc<Control>, socket: Arc<UdpSocket>, counter: fn(&Control) -
             let now = Instant::now();
             let start = link_free_at.max(now);
             let transmit = match shape.bandwidth {
-                Some(rate) if rate > 0 => Duration::from_secs_f64(datagram.len() as f64 / rate as f64),
+                Some(rate) if rate > 0 => {
+                    Duration::from_secs_f64(datagram.len() as f64 / rate as f64)
+                }
                 _ => Duration::ZERO,
             };
             link_free_at = start + transmit;
@@ -89,17 +95,26 @@ impl UdpProxy {
         let control = Arc::new(Control::default());
         let task_control = control.clone();
         let task = tokio::spawn(async move {
-            let to_clients = shaper(task_control.clone(), listen.clone(), |c| &c.downstream_bytes);
-            let mut upstreams: HashMap<SocketAddr, mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>> = HashMap::new();
+            let to_clients = shaper(task_control.clone(), listen.clone(), |c| {
+                &c.downstream_bytes
+            });
+            let mut upstreams: HashMap<SocketAddr, mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>> =
+                HashMap::new();
             let mut buffer = vec![0u8; 65_536];
             loop {
-                let Ok((len, client)) = listen.recv_from(&mut buffer).await else { return };
+                let Ok((len, client)) = listen.recv_from(&mut buffer).await else {
+                    return;
+                };
                 let datagram = buffer[..len].to_vec();
                 if !upstreams.contains_key(&client) {
                     // One upstream socket per client, so replies find their way back.
-                    let Ok(upstream) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                    let Ok(upstream) = UdpSocket::bind("127.0.0.1:0").await else {
+                        continue;
+                    };
                     let upstream = Arc::new(upstream);
-                    let sender = shaper(task_control.clone(), upstream.clone(), |c| &c.upstream_bytes);
+                    let sender = shaper(task_control.clone(), upstream.clone(), |c| {
+                        &c.upstream_bytes
+                    });
                     let back = to_clients.clone();
                     tokio::spawn(async move {
                         let mut buffer = vec![0u8; 65_536];
@@ -116,7 +131,11 @@ impl UdpProxy {
                 }
             }
         });
-        Ok(Self { addr, control, task })
+        Ok(Self {
+            addr,
+            control,
+            task,
+        })
     }
 
     pub fn cut(&self) {
@@ -162,19 +181,29 @@ impl TcpProxy {
         let task_control = control.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 if task_control.shape.lock().cut {
                     drop(client);
                     continue;
                 }
                 let control = task_control.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let generation = control.generation.load(Ordering::SeqCst);
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let up = pump(client_read, server_write, control.clone(), generation, true);
-                    let down = pump(server_read, client_write, control.clone(), generation, false);
+                    let down = pump(
+                        server_read,
+                        client_write,
+                        control.clone(),
+                        generation,
+                        false,
+                    );
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
@@ -182,7 +211,11 @@ impl TcpProxy {
                 });
             }
         });
-        Ok(Self { addr, control, task })
+        Ok(Self {
+            addr,
+            control,
+            task,
+        })
     }
 
     pub fn cut(&self) {
@@ -238,7 +271,11 @@ async fn pump(
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
-        let counter = if upstream { &control.upstream_bytes } else { &control.downstream_bytes };
+        let counter = if upstream {
+            &control.upstream_bytes
+        } else {
+            &control.downstream_bytes
+        };
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -11,10 +11,11 @@ pub enum RepoCommand {
     /// Create a repository.
     Create {
         name: String,
-        /// Repository format.
+        /// Repository format: `generic` (files under /files/) or `oci` (container images and
+        /// other OCI artifacts under /v2/).
         #[arg(long, default_value = "generic")]
         format: String,
-        /// Paths can be written once; identical re-uploads are accepted.
+        /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.
         #[arg(long)]
         immutable: bool,
     },

@@ -1,5 +1,6 @@
-//! The HTTP API (axum): generic files under `/files/`, the JSON admin API under `/api/v1/`,
-//! and the operational endpoints `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP API (axum): generic files under `/files/`, the OCI registry under `/v2/`
+//! ([`crate::oci::api`]), the JSON admin API under `/api/v1/`, and the operational endpoints
+//! `/metrics`, `/healthz`, `/readyz`.
 
 pub mod files;
 pub mod repos;
@@ -23,6 +24,7 @@ use crate::service::ArtifactService;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<ArtifactService>,
+    pub registry: Arc<crate::oci::Registry>,
     pub metrics: PrometheusHandle,
 }
 
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
                 .put(files::put)
                 .delete(files::delete),
         )
+        .merge(crate::oci::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier));
     Router::new()
         .merge(data)

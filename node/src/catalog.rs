@@ -45,19 +45,20 @@ impl Catalog {
             .ok_or_else(|| Error::Internal("state machine column family is missing".into()))
     }
 
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf()?, key)?)
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.get_raw(key)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// Scans keys with `prefix` in order, starting strictly after `after` if given.
-    fn scan<T>(
+    /// Scans keys with `prefix` in order, starting strictly after `after` if given. Returns at
+    /// most `limit` items and whether more follow.
+    pub(crate) fn scan<T>(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,

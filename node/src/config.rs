@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Garbage collection of unreferenced chunks.
     pub gc: GcConfig,
+    /// The OCI registry (`/v2/`).
+    pub oci: OciConfig,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +66,7 @@ impl Default for NodeConfig {
             chunking: ChunkerConfig::default(),
             limits: LimitsConfig::default(),
             gc: GcConfig::default(),
+            oci: OciConfig::default(),
         }
     }
 }
@@ -134,6 +137,30 @@ impl Default for GcConfig {
     }
 }
 
+/// The OCI registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OciConfig {
+    /// An upload session with no activity for this long is deleted with its spooled bytes, in
+    /// seconds; the client then gets `BLOB_UPLOAD_UNKNOWN` and starts over.
+    pub upload_expiry_secs: u64,
+    /// How often to look for expired upload sessions, in seconds.
+    pub upload_sweep_interval_secs: u64,
+    /// Largest accepted manifest, in bytes (larger pushes get `413`). The spec asks registries
+    /// to accept at least 4 MB.
+    pub max_manifest_bytes: u64,
+}
+
+impl Default for OciConfig {
+    fn default() -> Self {
+        Self {
+            upload_expiry_secs: 24 * 3600,
+            upload_sweep_interval_secs: 300,
+            max_manifest_bytes: 4 << 20,
+        }
+    }
+}
+
 impl NodeConfig {
     /// Loads defaults, then `file` (if any), then `ARCA_*` variables from `env`.
     pub fn load(
@@ -189,6 +216,13 @@ impl NodeConfig {
         }
         if self.gc.sweep_interval_secs == 0 {
             bail!("gc.sweep_interval_secs must be > 0");
+        }
+        if self.oci.upload_expiry_secs == 0 || self.oci.upload_sweep_interval_secs == 0 {
+            bail!("oci.upload_expiry_secs and oci.upload_sweep_interval_secs must be > 0");
+        }
+        // Manifests are read whole into memory and parsed: keep them small.
+        if self.oci.max_manifest_bytes == 0 || self.oci.max_manifest_bytes > 64 << 20 {
+            bail!("oci.max_manifest_bytes must be between 1 and 67108864");
         }
         Ok(())
     }

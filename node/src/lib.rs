@@ -22,6 +22,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod oci;
 pub mod server;
 pub mod service;
 pub mod state_machine;

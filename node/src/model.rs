@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::Error;
 use crate::names::{ArtifactPath, RepoName};
+use crate::oci::model::{OciCommand, OciOutcome};
 
 /// What kind of artifacts a repository holds, and so which API serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,14 +16,17 @@ use crate::names::{ArtifactPath, RepoName};
 pub enum Format {
     /// Arbitrary files under `/files/`.
     Generic,
+    /// Container images and other OCI artifacts under `/v2/` (the OCI Distribution API).
+    Oci,
 }
 
 impl Format {
-    pub const SUPPORTED: &'static str = "generic";
+    pub const SUPPORTED: &'static str = "generic, oci";
 
     pub fn parse(name: &str) -> Result<Self, Error> {
         match name {
             "generic" => Ok(Format::Generic),
+            "oci" => Ok(Format::Oci),
             other => Err(Error::UnsupportedFormat {
                 format: other.chars().take(40).collect(),
                 supported: Self::SUPPORTED.into(),
@@ -33,6 +37,7 @@ impl Format {
     pub fn as_str(&self) -> &'static str {
         match self {
             Format::Generic => "generic",
+            Format::Oci => "oci",
         }
     }
 }
@@ -124,6 +129,9 @@ pub enum Command {
         path: ArtifactPath,
         at_ms: i64,
     },
+    /// A change to an `oci` repository (applied by [`crate::oci::apply`]); boxed because a
+    /// manifest push is much larger than the other commands.
+    Oci(Box<OciCommand>),
 }
 
 /// What applying a command did. Refusals are outcomes, not errors: they are as deterministic as
@@ -149,6 +157,8 @@ pub enum Outcome {
     },
     ArtifactNotFound,
     Immutable,
+    /// What an [`OciCommand`] did.
+    Oci(OciOutcome),
 }
 
 /// One entry of the change log: an applied command that changed state.

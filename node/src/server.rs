@@ -29,6 +29,8 @@ use crate::cluster::server::ClusterGrpcService;
 use crate::cluster::Region;
 use crate::config::NodeConfig;
 use crate::gc::Collector;
+use crate::oci::uploads::UploadStore;
+use crate::oci::Registry;
 use crate::service::ArtifactService;
 use crate::state_machine::{
     referenced_channel, AppliedPosition, MetadataStateMachine, ReferencedChunks, ReferencedReceiver,
@@ -231,6 +233,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     )));
     tasks.push(tokio::spawn(resync.clone().run(cancel.clone())));
 
+    // Upload sessions whose acknowledged bytes survived are resumed; the rest are dropped.
+    let uploads = UploadStore::open(
+        config.data_dir.join("uploads"),
+        Duration::from_secs(config.oci.upload_expiry_secs),
+    )
+    .context("open blob upload sessions")?;
+    tasks.push(tokio::spawn(uploads.clone().run_expiry(
+        Duration::from_secs(config.oci.upload_sweep_interval_secs),
+        cancel.clone(),
+    )));
+
     let config = Arc::new(config);
     let service = Arc::new(ArtifactService {
         catalog,
@@ -241,6 +254,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     });
     let state = AppState {
         service: service.clone(),
+        registry: Arc::new(Registry::new(service.clone(), uploads)),
         metrics: crate::metrics::install(),
     };
     let app = api::router(state);

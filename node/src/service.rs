@@ -111,6 +111,9 @@ impl ArtifactService {
         format: Format,
         immutable: bool,
     ) -> Result<Repository> {
+        if format == Format::Oci {
+            crate::oci::names::check_repo_name(&name)?;
+        }
         let repo = Repository {
             name: name.clone(),
             format,
@@ -147,13 +150,7 @@ impl ArtifactService {
         E: std::fmt::Display,
     {
         let repo = self.repo_for_write(repo_name).await?;
-        if repo.format != Format::Generic {
-            return Err(Error::WrongFormat {
-                repo: repo_name.to_string(),
-                format: repo.format.as_str().into(),
-                expected: Format::Generic.as_str().into(),
-            });
-        }
+        require_generic(&repo)?;
         let collector = self.collector.clone();
         let ingested = ingest::ingest(
             self.chunks.clone(),
@@ -224,6 +221,7 @@ impl ArtifactService {
     }
 
     pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
+        require_generic(&self.repo_for_write(repo).await?)?;
         let command = Command::DeleteArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -233,6 +231,13 @@ impl ArtifactService {
             Outcome::ArtifactDeleted { .. } => Ok(()),
             refused => Err(self.refusal(refused, repo, path)),
         }
+    }
+
+    /// The repository, which must hold generic files (`WRONG_FORMAT` otherwise).
+    fn generic_repo(&self, name: &RepoName) -> Result<Repository> {
+        let repo = self.catalog.must_repo(name)?;
+        require_generic(&repo)?;
+        Ok(repo)
     }
 
     fn refusal(&self, outcome: Outcome, repo: &RepoName, path: &ArtifactPath) -> Error {
@@ -265,7 +270,7 @@ impl ArtifactService {
         repo_name: &RepoName,
         path: &ArtifactPath,
     ) -> Result<(Repository, Artifact, BlobRecord)> {
-        let repo = self.catalog.must_repo(repo_name)?;
+        let repo = self.generic_repo(repo_name)?;
         let artifact =
             self.catalog
                 .artifact(repo_name, path)?
@@ -288,8 +293,20 @@ impl ArtifactService {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Artifact>> {
-        self.catalog.must_repo(repo)?;
+        self.generic_repo(repo)?;
         let limit = limit.clamp(1, self.config.limits.max_list_page);
         self.catalog.artifacts(repo, prefix, after, limit)
     }
+}
+
+/// `WRONG_FORMAT` unless the repository holds generic files (the `/files/` API's).
+fn require_generic(repo: &Repository) -> Result<()> {
+    if repo.format != Format::Generic {
+        return Err(Error::WrongFormat {
+            repo: repo.name.to_string(),
+            format: repo.format.as_str().into(),
+            expected: Format::Generic.as_str().into(),
+        });
+    }
+    Ok(())
 }

@@ -3,7 +3,9 @@
 //! Everything here runs inside openraft's apply loop, identically on every node of a region, so
 //! it reads nothing but the state machine itself and the command (times come from the
 //! proposer). It maintains the reference counts that garbage collection trusts: blob → artifacts
-//! using it, chunk → blobs using it, per repository and globally, plus running size totals.
+//! (and OCI blob links and manifests) using it, chunk → blobs using it, per repository and
+//! globally, plus running size totals. OCI commands are applied by [`crate::oci::apply`]
+//! through the same [`Txn`].
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,22 +194,23 @@ impl MetadataStateMachine {
     }
 }
 
-/// One command's view of the state machine.
-struct Txn<'b, 'a> {
-    batch: &'b mut ApplyBatch<'a>,
+/// One command's view of the state machine. Format modules (`crate::oci::apply`) apply their
+/// commands through it, so reference counting and the change log exist once.
+pub(crate) struct Txn<'b, 'a> {
+    pub(crate) batch: &'b mut ApplyBatch<'a>,
     freed: Vec<ChunkId>,
     referenced: Vec<ChunkId>,
 }
 
 impl Txn<'_, '_> {
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> anyhow::Result<Option<T>> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> anyhow::Result<Option<T>> {
         match self.batch.get(key)? {
             Some(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> anyhow::Result<()> {
+    pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> anyhow::Result<()> {
         self.batch.put(key, rmp_serde::to_vec_named(value)?)
     }
 
@@ -246,11 +249,15 @@ impl Txn<'_, '_> {
             Command::DeleteArtifact { repo, path, at_ms } => {
                 (self.delete_artifact(repo, path)?, *at_ms)
             }
+            Command::Oci(command) => (
+                Outcome::Oci(crate::oci::apply::apply(self, command)?),
+                command.at_ms(),
+            ),
         };
         let changed = matches!(
             outcome,
             Outcome::RepoCreated | Outcome::ArtifactStored { .. } | Outcome::ArtifactDeleted { .. }
-        );
+        ) || matches!(&outcome, Outcome::Oci(oci) if oci.changed());
         if !changed {
             return Ok(outcome);
         }
@@ -258,6 +265,7 @@ impl Txn<'_, '_> {
         Ok(match outcome {
             Outcome::ArtifactStored { replaced, .. } => Outcome::ArtifactStored { replaced, seq },
             Outcome::ArtifactDeleted { .. } => Outcome::ArtifactDeleted { seq },
+            Outcome::Oci(oci) => Outcome::Oci(oci.with_seq(seq)),
             other => other,
         })
     }
@@ -282,7 +290,7 @@ impl Txn<'_, '_> {
         Ok(head.last_seq)
     }
 
-    fn stats(&self) -> anyhow::Result<GlobalStats> {
+    pub(crate) fn stats(&self) -> anyhow::Result<GlobalStats> {
         Ok(self.get(keys::GLOBAL_STATS)?.unwrap_or_default())
     }
 
@@ -361,6 +369,11 @@ impl Txn<'_, '_> {
         let Some(repo) = self.get::<Repository>(&keys::repo(repo_name))? else {
             return Ok(Outcome::RepoNotFound);
         };
+        if repo.format != Format::Generic {
+            return Ok(Outcome::WrongFormat {
+                format: repo.format,
+            });
+        }
         let key = keys::artifact(repo_name, path);
         let Some(old) = self.get::<Artifact>(&key)? else {
             return Ok(Outcome::ArtifactNotFound);
@@ -381,8 +394,9 @@ impl Txn<'_, '_> {
         Ok(Outcome::ArtifactDeleted { seq: 0 })
     }
 
-    /// One more artifact of `repo` uses `descriptor`'s blob.
-    fn acquire_blob(
+    /// One more reference from `repo` to `descriptor`'s blob: an artifact, or in an `oci`
+    /// repository a blob link or a manifest (its own bytes, or a blob it references).
+    pub(crate) fn acquire_blob(
         &mut self,
         repo: &RepoName,
         descriptor: &BlobDescriptor,
@@ -438,8 +452,8 @@ impl Txn<'_, '_> {
         Ok(())
     }
 
-    /// One fewer artifact of `repo` uses the blob.
-    fn release_blob(
+    /// One fewer reference from `repo` to the blob (see [`Txn::acquire_blob`]).
+    pub(crate) fn release_blob(
         &mut self,
         repo: &RepoName,
         blob: &Blake3,

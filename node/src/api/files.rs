@@ -185,7 +185,7 @@ fn etag_matches(candidates: &str, etag: &str) -> bool {
 /// Parses a single `bytes=` range against `size`. Returns `None` for headers a server may
 /// ignore (other units, several ranges, malformed), and `RANGE_NOT_SATISFIABLE` for a range
 /// that starts past the end.
-fn parse_range(header: &str, size: u64) -> Result<Option<Range<u64>>> {
+pub(crate) fn parse_range(header: &str, size: u64) -> Result<Option<Range<u64>>> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };

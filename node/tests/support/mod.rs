@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::time::{Duration, Instant};
 
 use arca_node::chunker::ChunkerConfig;
@@ -86,6 +88,28 @@ impl TestNode {
         assert_eq!(response.status(), 201, "create repo {name}");
     }
 
+    /// Creates a repository of format `oci`.
+    pub async fn create_oci_repo(&self, name: &str, immutable: bool) {
+        let response = self
+            .http
+            .post(self.url("/api/v1/repos"))
+            .json(&serde_json::json!({"name": name, "format": "oci", "immutable": immutable}))
+            .send()
+            .await
+            .expect("create repo");
+        assert_eq!(response.status(), 201, "create oci repo {name}");
+    }
+
+    /// How many chunks this node stores (referenced or not).
+    pub fn stored_chunks(&self) -> usize {
+        self.node()
+            .service
+            .chunks
+            .entries()
+            .expect("chunk entries")
+            .len()
+    }
+
     pub async fn put(&self, repo: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
         self.http
             .put(self.url(&format!("/files/{repo}/{path}")))
@@ -163,6 +187,15 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+pub async fn must_wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub async fn error_code(response: reqwest::Response) -> (u16, String) {

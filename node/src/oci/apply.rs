@@ -1,0 +1,430 @@
+//! Applying [`OciCommand`]s: called by the state machine inside Raft's apply loop, so every
+//! rule here is deterministic and reads nothing but the state machine and the command.
+//!
+//! References, which garbage collection trusts, are counted through the state machine's own
+//! [`Txn::acquire_blob`] / [`Txn::release_blob`]: a blob link holds one reference on its blob,
+//! a manifest one on the blob of its own bytes and one on each blob it references. Tags hold
+//! nothing; they point at a manifest, which lists them so deleting it removes them too.
+//! Per-repository totals: `artifacts` counts manifests, `logical_bytes` sums manifest sizes and
+//! the sizes of linked blobs.
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, Context};
+
+use crate::digest::{Blake3, Sha256};
+use crate::keys;
+use crate::model::{BlobDescriptor, BlobRecord, Format, GlobalStats, RepoStats, Repository};
+use crate::names::RepoName;
+use crate::oci::model::{
+    BlobLink, ImageRecord, ManifestInfo, ManifestRecord, OciCommand, OciOutcome, TagRecord,
+};
+use crate::oci::names::{ImageName, Tag};
+use crate::state_machine::Txn;
+
+/// Applies one command of an `oci` repository.
+pub(crate) fn apply(txn: &mut Txn<'_, '_>, command: &OciCommand) -> anyhow::Result<OciOutcome> {
+    let Some(repo) = txn.get::<Repository>(&keys::repo(command.repo()))? else {
+        return Ok(OciOutcome::RepoNotFound);
+    };
+    if repo.format != Format::Oci {
+        return Ok(OciOutcome::WrongFormat {
+            format: repo.format,
+        });
+    }
+    match command {
+        OciCommand::LinkBlob {
+            image, blob, at_ms, ..
+        } => link_blob(txn, &repo.name, image, blob, *at_ms),
+        OciCommand::MountBlob {
+            image,
+            from_repo,
+            from_image,
+            blob,
+            at_ms,
+            ..
+        } => {
+            let source_ok = match txn.get::<Repository>(&keys::repo(from_repo))? {
+                Some(source) if source.format == Format::Oci => txn
+                    .get::<BlobLink>(&keys::oci_blob_link(from_repo, from_image, &blob.sha256))?
+                    .is_some_and(|link| link.blob == blob.blake3),
+                _ => false,
+            };
+            if !source_ok {
+                // The source was unlinked since the proposer looked: its chunks may be gone.
+                return Ok(OciOutcome::BlobUnknown);
+            }
+            link_blob(txn, &repo.name, image, blob, *at_ms)
+        }
+        OciCommand::UnlinkBlob { image, digest, .. } => {
+            if repo.immutable {
+                return Ok(OciOutcome::Immutable);
+            }
+            unlink_blob(txn, &repo.name, image, digest)
+        }
+        OciCommand::PutManifest {
+            image,
+            tag,
+            manifest,
+            at_ms,
+            ..
+        } => put_manifest(txn, &repo, image, tag.as_ref(), manifest, *at_ms),
+        OciCommand::DeleteManifest { image, digest, .. } => {
+            if repo.immutable {
+                return Ok(OciOutcome::Immutable);
+            }
+            delete_manifest(txn, &repo.name, image, digest)
+        }
+        OciCommand::DeleteTag { image, tag, .. } => {
+            if repo.immutable {
+                return Ok(OciOutcome::Immutable);
+            }
+            delete_tag(txn, &repo.name, image, tag)
+        }
+    }
+}
+
+/// A repository's and the node's running totals, loaded once per command and saved at its end.
+struct Totals {
+    repo: RepoStats,
+    global: GlobalStats,
+}
+
+impl Totals {
+    fn load(txn: &Txn<'_, '_>, repo: &RepoName) -> anyhow::Result<Self> {
+        Ok(Self {
+            repo: txn.get(&keys::repo_stats(repo))?.unwrap_or_default(),
+            global: txn.stats()?,
+        })
+    }
+
+    fn save(self, txn: &mut Txn<'_, '_>, repo: &RepoName) -> anyhow::Result<()> {
+        txn.put(keys::repo_stats(repo), &self.repo)?;
+        txn.put(keys::GLOBAL_STATS.to_vec(), &self.global)
+    }
+
+    fn grow(&mut self, artifacts: u64, bytes: u64) {
+        self.repo.artifacts += artifacts;
+        self.global.artifacts += artifacts;
+        self.repo.logical_bytes += bytes;
+        self.global.logical_bytes += bytes;
+    }
+
+    fn shrink(&mut self, artifacts: u64, bytes: u64) -> anyhow::Result<()> {
+        let underflow = || anyhow!("oci totals underflow");
+        self.repo.artifacts = self
+            .repo
+            .artifacts
+            .checked_sub(artifacts)
+            .ok_or_else(underflow)?;
+        self.global.artifacts = self
+            .global
+            .artifacts
+            .checked_sub(artifacts)
+            .ok_or_else(underflow)?;
+        self.repo.logical_bytes = self
+            .repo
+            .logical_bytes
+            .checked_sub(bytes)
+            .ok_or_else(underflow)?;
+        self.global.logical_bytes = self
+            .global
+            .logical_bytes
+            .checked_sub(bytes)
+            .ok_or_else(underflow)?;
+        Ok(())
+    }
+}
+
+/// Reads, changes and writes an image's record; deletes it once it holds nothing.
+fn update_image(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    at_ms: i64,
+    change: impl FnOnce(&mut ImageRecord) -> Option<()>,
+) -> anyhow::Result<()> {
+    let key = keys::oci_image(repo, image);
+    let mut record = txn.get::<ImageRecord>(&key)?.unwrap_or(ImageRecord {
+        created_at_ms: at_ms,
+        ..ImageRecord::default()
+    });
+    change(&mut record).ok_or_else(|| anyhow!("image {repo}/{image} counts underflow"))?;
+    if record.blobs == 0 && record.manifests == 0 {
+        txn.batch.delete(key)
+    } else {
+        txn.put(key, &record)
+    }
+}
+
+fn link_blob(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    blob: &BlobDescriptor,
+    at_ms: i64,
+) -> anyhow::Result<OciOutcome> {
+    let key = keys::oci_blob_link(repo, image, &blob.sha256);
+    if txn.get::<BlobLink>(&key)?.is_some() {
+        return Ok(OciOutcome::BlobUnchanged);
+    }
+    let mut totals = Totals::load(txn, repo)?;
+    txn.acquire_blob(repo, blob, &mut totals.repo, &mut totals.global)?;
+    totals.grow(0, blob.size);
+    let link = BlobLink {
+        blob: blob.blake3,
+        size: blob.size,
+        linked_at_ms: at_ms,
+    };
+    txn.put(key, &link)?;
+    update_image(txn, repo, image, at_ms, |record| {
+        record.blobs += 1;
+        Some(())
+    })?;
+    totals.save(txn, repo)?;
+    Ok(OciOutcome::BlobLinked { seq: 0 })
+}
+
+fn unlink_blob(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    digest: &Sha256,
+) -> anyhow::Result<OciOutcome> {
+    let key = keys::oci_blob_link(repo, image, digest);
+    let Some(link) = txn.get::<BlobLink>(&key)? else {
+        return Ok(OciOutcome::BlobUnknown);
+    };
+    let mut totals = Totals::load(txn, repo)?;
+    txn.release_blob(repo, &link.blob, &mut totals.repo, &mut totals.global)?;
+    totals.shrink(0, link.size)?;
+    txn.batch.delete(key)?;
+    update_image(txn, repo, image, 0, |record| {
+        record.blobs = record.blobs.checked_sub(1)?;
+        Some(())
+    })?;
+    totals.save(txn, repo)?;
+    Ok(OciOutcome::BlobUnlinked { seq: 0 })
+}
+
+/// Where a pushed tag stands before the push.
+enum TagChange {
+    None,
+    Unchanged,
+    New,
+    Moved { from: Sha256 },
+}
+
+fn put_manifest(
+    txn: &mut Txn<'_, '_>,
+    repo: &Repository,
+    image: &ImageName,
+    tag: Option<&Tag>,
+    info: &ManifestInfo,
+    at_ms: i64,
+) -> anyhow::Result<OciOutcome> {
+    let repo_name = &repo.name;
+    // Decide every refusal before the first write.
+    let tag_change = match tag {
+        None => TagChange::None,
+        Some(tag) => match txn.get::<TagRecord>(&keys::oci_tag(repo_name, image, tag))? {
+            None => TagChange::New,
+            Some(current) if current.digest == info.digest => TagChange::Unchanged,
+            Some(current) if repo.immutable => {
+                return Ok(OciOutcome::TagImmutable {
+                    current: current.digest,
+                })
+            }
+            Some(current) => TagChange::Moved {
+                from: current.digest,
+            },
+        },
+    };
+    let manifest_key = keys::oci_manifest(repo_name, image, &info.digest);
+    let existing = txn.get::<ManifestRecord>(&manifest_key)?;
+    let created = existing.is_none();
+    let mut record = match existing {
+        Some(record) => {
+            if matches!(tag_change, TagChange::None | TagChange::Unchanged) {
+                return Ok(OciOutcome::ManifestUnchanged);
+            }
+            record
+        }
+        None => {
+            let references = match resolve_references(txn, repo_name, image, info)? {
+                Ok(references) => references,
+                Err(missing) => return Ok(OciOutcome::ManifestBlobUnknown { digests: missing }),
+            };
+            create_manifest(txn, repo_name, image, info, references, at_ms)?
+        }
+    };
+    if let Some(tag) = tag {
+        match tag_change {
+            TagChange::Moved { from } => {
+                let old_key = keys::oci_manifest(repo_name, image, &from);
+                let mut old: ManifestRecord = txn
+                    .get(&old_key)?
+                    .with_context(|| format!("tag {tag} points at a missing manifest"))?;
+                old.tags.retain(|t| t != tag);
+                txn.put(old_key, &old)?;
+            }
+            TagChange::New => update_image(txn, repo_name, image, at_ms, |image| {
+                image.tags += 1;
+                Some(())
+            })?,
+            TagChange::None | TagChange::Unchanged => {}
+        }
+        if !record.tags.contains(tag) {
+            record.tags.push(tag.clone());
+        }
+        let tag_record = TagRecord {
+            tag: tag.clone(),
+            digest: info.digest,
+            updated_at_ms: at_ms,
+        };
+        txn.put(keys::oci_tag(repo_name, image, tag), &tag_record)?;
+    }
+    txn.put(manifest_key, &record)?;
+    Ok(OciOutcome::ManifestStored { created, seq: 0 })
+}
+
+/// The blobs a new manifest will hold references on, or the digests it names that the image
+/// lacks (blobs must be linked, child manifests stored; the subject need not exist).
+fn resolve_references(
+    txn: &Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    info: &ManifestInfo,
+) -> anyhow::Result<Result<Vec<Blake3>, Vec<Sha256>>> {
+    let mut missing = Vec::new();
+    let mut references = Vec::new();
+    let mut seen = BTreeSet::new();
+    for digest in &info.blobs {
+        match txn.get::<BlobLink>(&keys::oci_blob_link(repo, image, digest))? {
+            Some(link) => {
+                if seen.insert(link.blob) {
+                    references.push(link.blob);
+                }
+            }
+            None => missing.push(*digest),
+        }
+    }
+    for digest in &info.manifests {
+        if txn
+            .get::<ManifestRecord>(&keys::oci_manifest(repo, image, digest))?
+            .is_none()
+        {
+            missing.push(*digest);
+        }
+    }
+    Ok(if missing.is_empty() {
+        Ok(references)
+    } else {
+        Err(missing)
+    })
+}
+
+fn create_manifest(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    info: &ManifestInfo,
+    references: Vec<Blake3>,
+    at_ms: i64,
+) -> anyhow::Result<ManifestRecord> {
+    let mut totals = Totals::load(txn, repo)?;
+    txn.acquire_blob(repo, &info.blob, &mut totals.repo, &mut totals.global)?;
+    for blob in &references {
+        let record: BlobRecord = txn
+            .get(&keys::blob(blob))?
+            .with_context(|| format!("linked blob {blob} has no record"))?;
+        txn.acquire_blob(
+            repo,
+            &record.descriptor,
+            &mut totals.repo,
+            &mut totals.global,
+        )?;
+    }
+    totals.grow(1, info.blob.size);
+    totals.save(txn, repo)?;
+    if let Some(subject) = &info.subject {
+        txn.batch.put(
+            keys::oci_referrer(repo, image, subject, &info.digest),
+            Vec::new(),
+        )?;
+    }
+    update_image(txn, repo, image, at_ms, |image| {
+        image.manifests += 1;
+        Some(())
+    })?;
+    Ok(ManifestRecord {
+        media_type: info.media_type.clone(),
+        size: info.blob.size,
+        blob: info.blob.blake3,
+        references,
+        manifests: info.manifests.clone(),
+        subject: info.subject,
+        artifact_type: info.artifact_type.clone(),
+        annotations: info.annotations.clone(),
+        tags: Vec::new(),
+        created_at_ms: at_ms,
+    })
+}
+
+fn delete_manifest(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    digest: &Sha256,
+) -> anyhow::Result<OciOutcome> {
+    let key = keys::oci_manifest(repo, image, digest);
+    let Some(record) = txn.get::<ManifestRecord>(&key)? else {
+        return Ok(OciOutcome::ManifestUnknown);
+    };
+    let mut totals = Totals::load(txn, repo)?;
+    txn.release_blob(repo, &record.blob, &mut totals.repo, &mut totals.global)?;
+    for blob in &record.references {
+        txn.release_blob(repo, blob, &mut totals.repo, &mut totals.global)?;
+    }
+    totals.shrink(1, record.size)?;
+    totals.save(txn, repo)?;
+    for tag in &record.tags {
+        txn.batch.delete(keys::oci_tag(repo, image, tag))?;
+    }
+    if let Some(subject) = &record.subject {
+        txn.batch
+            .delete(keys::oci_referrer(repo, image, subject, digest))?;
+    }
+    txn.batch.delete(key)?;
+    let tags = record.tags.len() as u64;
+    update_image(txn, repo, image, 0, |image| {
+        image.manifests = image.manifests.checked_sub(1)?;
+        image.tags = image.tags.checked_sub(tags)?;
+        Some(())
+    })?;
+    Ok(OciOutcome::ManifestDeleted { seq: 0 })
+}
+
+fn delete_tag(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    tag: &Tag,
+) -> anyhow::Result<OciOutcome> {
+    let key = keys::oci_tag(repo, image, tag);
+    let Some(current) = txn.get::<TagRecord>(&key)? else {
+        return Ok(OciOutcome::TagUnknown);
+    };
+    let manifest_key = keys::oci_manifest(repo, image, &current.digest);
+    let mut manifest: ManifestRecord = txn
+        .get(&manifest_key)?
+        .with_context(|| format!("tag {tag} points at a missing manifest"))?;
+    manifest.tags.retain(|t| t != tag);
+    txn.put(manifest_key, &manifest)?;
+    txn.batch.delete(key)?;
+    update_image(txn, repo, image, 0, |image| {
+        image.tags = image.tags.checked_sub(1)?;
+        Some(())
+    })?;
+    Ok(OciOutcome::TagDeleted { seq: 0 })
+}

@@ -1,0 +1,238 @@
+//! The registry's records and the commands that change them.
+//!
+//! Like [`crate::model`], everything here is stored in the state machine and travels in the
+//! Raft log and the change log (MessagePack with field names), so fields are only ever added
+//! with `#[serde(default)]`. A command carries everything its apply needs besides the state
+//! machine itself — facts parsed from a manifest at push time, blob descriptors — so a mirror
+//! replays it from the command and the chunks alone.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Blake3, Sha256};
+use crate::model::{BlobDescriptor, Format};
+use crate::names::RepoName;
+use crate::oci::names::{ImageName, Tag};
+
+/// A blob made visible in an image (`ob/` key). Holds one reference on the blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobLink {
+    pub blob: Blake3,
+    pub size: u64,
+    pub linked_at_ms: i64,
+}
+
+/// What a manifest push records, derived from the manifest's bytes by the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestInfo {
+    /// sha256 of the exact bytes the client sent.
+    pub digest: Sha256,
+    /// The manifest's media type (its `mediaType`, else the request's `Content-Type`).
+    pub media_type: String,
+    /// The manifest's bytes, stored as a blob like any other.
+    pub blob: BlobDescriptor,
+    /// Blobs it references (config, layers), each once; each must be linked in the image.
+    pub blobs: Vec<Sha256>,
+    /// Manifests it references (an index's entries), each once; each must be in the image.
+    pub manifests: Vec<Sha256>,
+    /// The manifest it is attached to (signatures, SBOMs); need not exist.
+    pub subject: Option<Sha256>,
+    /// The `artifactType` the referrers API reports: the manifest's own, else (for an image
+    /// manifest) its config's media type.
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A stored manifest (`om/` key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    /// The blob holding the manifest's bytes (one reference).
+    pub blob: Blake3,
+    /// The blobs this manifest holds a reference on (its config and layers, each once), so
+    /// their chunks outlive an unlinked blob as long as the manifest exists.
+    pub references: Vec<Blake3>,
+    pub manifests: Vec<Sha256>,
+    pub subject: Option<Sha256>,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The tags pointing at this manifest (apply cannot scan, so the record keeps them).
+    pub tags: Vec<Tag>,
+    pub created_at_ms: i64,
+}
+
+/// A tag (`ot/` key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub tag: Tag,
+    pub digest: Sha256,
+    pub updated_at_ms: i64,
+}
+
+/// An image of a repository (`oi/` key): exists while it has a blob or a manifest; this is
+/// what `/v2/_catalog` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub blobs: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub created_at_ms: i64,
+}
+
+/// A change to an `oci` repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OciCommand {
+    /// Make a freshly uploaded blob visible in an image.
+    LinkBlob {
+        repo: RepoName,
+        image: ImageName,
+        blob: BlobDescriptor,
+        at_ms: i64,
+    },
+    /// Make a blob linked in another image visible in this one, without moving bytes. Refused
+    /// unless the source link still exists when the command applies.
+    MountBlob {
+        repo: RepoName,
+        image: ImageName,
+        from_repo: RepoName,
+        from_image: ImageName,
+        blob: BlobDescriptor,
+        at_ms: i64,
+    },
+    UnlinkBlob {
+        repo: RepoName,
+        image: ImageName,
+        digest: Sha256,
+        at_ms: i64,
+    },
+    /// Store a manifest and optionally point a tag at it.
+    PutManifest {
+        repo: RepoName,
+        image: ImageName,
+        tag: Option<Tag>,
+        manifest: ManifestInfo,
+        at_ms: i64,
+    },
+    /// Delete a manifest and every tag pointing at it.
+    DeleteManifest {
+        repo: RepoName,
+        image: ImageName,
+        digest: Sha256,
+        at_ms: i64,
+    },
+    DeleteTag {
+        repo: RepoName,
+        image: ImageName,
+        tag: Tag,
+        at_ms: i64,
+    },
+}
+
+impl OciCommand {
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            OciCommand::LinkBlob { at_ms, .. }
+            | OciCommand::MountBlob { at_ms, .. }
+            | OciCommand::UnlinkBlob { at_ms, .. }
+            | OciCommand::PutManifest { at_ms, .. }
+            | OciCommand::DeleteManifest { at_ms, .. }
+            | OciCommand::DeleteTag { at_ms, .. } => *at_ms,
+        }
+    }
+
+    pub fn repo(&self) -> &RepoName {
+        match self {
+            OciCommand::LinkBlob { repo, .. }
+            | OciCommand::MountBlob { repo, .. }
+            | OciCommand::UnlinkBlob { repo, .. }
+            | OciCommand::PutManifest { repo, .. }
+            | OciCommand::DeleteManifest { repo, .. }
+            | OciCommand::DeleteTag { repo, .. } => repo,
+        }
+    }
+
+    /// The blobs whose chunks this command needs: what a mirror must hold before applying it.
+    pub fn blobs(&self) -> Vec<&BlobDescriptor> {
+        match self {
+            OciCommand::LinkBlob { blob, .. } | OciCommand::MountBlob { blob, .. } => vec![blob],
+            OciCommand::PutManifest { manifest, .. } => vec![&manifest.blob],
+            OciCommand::UnlinkBlob { .. }
+            | OciCommand::DeleteManifest { .. }
+            | OciCommand::DeleteTag { .. } => Vec::new(),
+        }
+    }
+}
+
+/// What applying an [`OciCommand`] did. Refusals are outcomes, as deterministic as successes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OciOutcome {
+    RepoNotFound,
+    WrongFormat {
+        format: Format,
+    },
+    /// The repository is immutable and the command would change or remove content.
+    Immutable,
+    BlobLinked {
+        seq: u64,
+    },
+    /// The blob was already linked in the image; nothing changed.
+    BlobUnchanged,
+    BlobUnlinked {
+        seq: u64,
+    },
+    BlobUnknown,
+    ManifestStored {
+        /// False when only a tag moved onto an existing manifest.
+        created: bool,
+        seq: u64,
+    },
+    /// The manifest existed and the tag (if any) already pointed at it; nothing changed.
+    ManifestUnchanged,
+    ManifestBlobUnknown {
+        digests: Vec<Sha256>,
+    },
+    /// The repository is immutable and the tag already points at another manifest.
+    TagImmutable {
+        current: Sha256,
+    },
+    ManifestDeleted {
+        seq: u64,
+    },
+    ManifestUnknown,
+    TagDeleted {
+        seq: u64,
+    },
+    TagUnknown,
+}
+
+impl OciOutcome {
+    /// Whether state changed (and so the command goes to the change log).
+    pub fn changed(&self) -> bool {
+        matches!(
+            self,
+            OciOutcome::BlobLinked { .. }
+                | OciOutcome::BlobUnlinked { .. }
+                | OciOutcome::ManifestStored { .. }
+                | OciOutcome::ManifestDeleted { .. }
+                | OciOutcome::TagDeleted { .. }
+        )
+    }
+
+    /// The same outcome carrying the change-log sequence number it was given.
+    pub fn with_seq(self, seq: u64) -> Self {
+        match self {
+            OciOutcome::BlobLinked { .. } => OciOutcome::BlobLinked { seq },
+            OciOutcome::BlobUnlinked { .. } => OciOutcome::BlobUnlinked { seq },
+            OciOutcome::ManifestStored { created, .. } => {
+                OciOutcome::ManifestStored { created, seq }
+            }
+            OciOutcome::ManifestDeleted { .. } => OciOutcome::ManifestDeleted { seq },
+            OciOutcome::TagDeleted { .. } => OciOutcome::TagDeleted { seq },
+            other => other,
+        }
+    }
+}
