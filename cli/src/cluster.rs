@@ -2,7 +2,10 @@
 
 use anyhow::Context;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
-use arca_proto::v1::{AddNodeRequest, ClusterStatusRequest, MemberStatus, RemoveNodeRequest};
+use arca_proto::v1::{
+    AddNodeRequest, ClusterStatusRequest, DivergentRequest, MemberStatus, PromoteRequest,
+    RegionStatus, RemoveNodeRequest, VerifyRequest,
+};
 use clap::Subcommand;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -24,6 +27,9 @@ pub enum ClusterCommand {
         /// The new node's HTTP address (host:port).
         #[arg(long)]
         http: String,
+        /// The new node's replication (QUIC) address, if it has one.
+        #[arg(long, default_value = "")]
+        replication: String,
         /// Keep it a learner (a non-voting replica).
         #[arg(long)]
         learner: bool,
@@ -34,6 +40,20 @@ pub enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Make a mirror region the primary (run against a node of that region). Reports the data
+    /// at risk first; needs --force when that is not zero or the primary still answers.
+    Promote {
+        /// The region to promote (must be the region of the --admin node).
+        region: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the writes this region accepted as a primary after the fork point of the region
+    /// that replaced it.
+    Divergent,
+    /// Compare this region with the regions it replicates with: metadata digests at the same
+    /// entry, and referenced chunks present on every node.
+    Verify,
 }
 
 async fn connect(admin: &str) -> anyhow::Result<ClusterServiceClient<Channel>> {
@@ -45,6 +65,12 @@ async fn connect(admin: &str) -> anyhow::Result<ClusterServiceClient<Channel>> {
     ClusterServiceClient::connect(url.clone())
         .await
         .with_context(|| format!("connect to the admin service at {url}"))
+}
+
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
@@ -66,6 +92,7 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                     "leader_id": reply.leader_id,
                     "term": reply.term,
                     "nodes": reply.members.iter().map(member_json).collect::<Vec<_>>(),
+                    "regions": reply.regions.iter().map(region_json).collect::<Vec<_>>(),
                 })),
                 OutputFormat::Table => {
                     println!(
@@ -98,6 +125,26 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                             rows
                         )
                     );
+                    if !reply.regions.is_empty() {
+                        let rows = reply.regions.iter().map(region_row).collect();
+                        println!(
+                            "{}",
+                            table(
+                                &[
+                                    "REGION",
+                                    "ROLE",
+                                    "EPOCH",
+                                    "NODES",
+                                    "SEQ",
+                                    "LAG ENTRIES",
+                                    "LAG SECONDS",
+                                    "PENDING",
+                                    "CONNECTED"
+                                ],
+                                rows
+                            )
+                        );
+                    }
                     Ok(())
                 }
             }
@@ -106,6 +153,7 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
             id,
             grpc,
             http,
+            replication,
             learner,
         } => {
             let reply = client
@@ -113,6 +161,7 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                     node_id: id,
                     grpc_addr: grpc,
                     http_addr: http,
+                    replication_addr: replication,
                     learner_only: learner,
                 })
                 .await
@@ -129,6 +178,162 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                     );
                     Ok(())
                 }
+            }
+        }
+        ClusterCommand::Promote { region, force } => {
+            let reply = client
+                .promote(PromoteRequest { region, force })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let report = reply.report.clone().unwrap_or_default();
+            match output {
+                OutputFormat::Json => print_json(&json!({
+                    "promoted": reply.promoted,
+                    "epoch": reply.epoch,
+                    "message": reply.message,
+                    "report": reply.report.as_ref().map(|r| json!({
+                        "primary": r.primary,
+                        "primary_seq": r.primary_seq,
+                        "applied_seq": r.applied_seq,
+                        "missing_entries": r.missing_entries,
+                        "pending_bytes": r.pending_bytes,
+                        "primary_reachable": r.primary_reachable,
+                        "last_contact_seconds": (r.last_contact_seconds >= 0.0).then_some(r.last_contact_seconds),
+                    })),
+                }))?,
+                OutputFormat::Table => {
+                    if reply.report.is_some() {
+                        println!(
+                            "{}",
+                            table(
+                                &[
+                                    "PRIMARY",
+                                    "PRIMARY SEQ",
+                                    "APPLIED SEQ",
+                                    "MISSING ENTRIES",
+                                    "PENDING",
+                                    "PRIMARY REACHABLE",
+                                    "LAST HEARD"
+                                ],
+                                vec![vec![
+                                    report.primary.clone(),
+                                    report.primary_seq.to_string(),
+                                    report.applied_seq.to_string(),
+                                    report.missing_entries.to_string(),
+                                    crate::output::human_bytes(report.pending_bytes),
+                                    if report.primary_reachable {
+                                        "yes".into()
+                                    } else {
+                                        "no".into()
+                                    },
+                                    if report.last_contact_seconds >= 0.0 {
+                                        format!("{:.1}s ago", report.last_contact_seconds)
+                                    } else {
+                                        "never".into()
+                                    },
+                                ]]
+                            )
+                        );
+                    }
+                    println!("{}", reply.message);
+                }
+            }
+            if reply.promoted {
+                Ok(())
+            } else {
+                anyhow::bail!("the region was not promoted")
+            }
+        }
+        ClusterCommand::Divergent => {
+            let reply = client
+                .divergent(DivergentRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_json(&json!({
+                    "divergent": reply.writes.iter().map(|w| json!({
+                        "epoch": w.epoch, "seq": w.seq, "at_ms": w.at_ms, "summary": w.summary,
+                        "recorded_at_ms": w.recorded_at_ms,
+                    })).collect::<Vec<_>>(),
+                })),
+                OutputFormat::Table => {
+                    if reply.writes.is_empty() {
+                        println!("no divergent writes");
+                        return Ok(());
+                    }
+                    let rows = reply
+                        .writes
+                        .iter()
+                        .map(|w| {
+                            vec![
+                                w.epoch.to_string(),
+                                w.seq.to_string(),
+                                format_ms(w.at_ms),
+                                w.summary.clone(),
+                            ]
+                        })
+                        .collect();
+                    println!("{}", table(&["EPOCH", "SEQ", "ACCEPTED AT", "WRITE"], rows));
+                    Ok(())
+                }
+            }
+        }
+        ClusterCommand::Verify => {
+            let reply = client
+                .verify(VerifyRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_json(&json!({
+                    "consistent": reply.consistent,
+                    "differences": reply.differences,
+                    "regions": reply.regions.iter().map(|r| json!({
+                        "region": r.region, "role": r.role, "epoch": r.epoch, "seq": r.seq, "digest": r.digest,
+                        "referenced_chunks": r.referenced_chunks,
+                        "nodes": r.nodes.iter().map(|n| json!({"node_id": n.node_id, "referenced": n.referenced, "missing": n.missing})).collect::<Vec<_>>(),
+                        "error": (!r.error.is_empty()).then_some(&r.error),
+                    })).collect::<Vec<_>>(),
+                }))?,
+                OutputFormat::Table => {
+                    let rows = reply
+                        .regions
+                        .iter()
+                        .map(|r| {
+                            let missing: u64 = r.nodes.iter().map(|n| n.missing).sum();
+                            vec![
+                                r.region.clone(),
+                                r.role.clone(),
+                                r.epoch.to_string(),
+                                r.seq.to_string(),
+                                r.digest.chars().take(16).collect(),
+                                r.referenced_chunks.to_string(),
+                                missing.to_string(),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(
+                            &["REGION", "ROLE", "EPOCH", "SEQ", "DIGEST", "CHUNKS", "MISSING"],
+                            rows
+                        )
+                    );
+                    if reply.consistent {
+                        println!("regions agree");
+                    } else {
+                        for difference in &reply.differences {
+                            println!("difference: {difference}");
+                        }
+                    }
+                }
+            }
+            if reply.consistent {
+                Ok(())
+            } else {
+                anyhow::bail!("the regions differ")
             }
         }
         ClusterCommand::RemoveNode { id } => {
@@ -151,6 +356,43 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
             }
         }
     }
+}
+
+fn region_json(region: &RegionStatus) -> serde_json::Value {
+    json!({
+        "name": region.name,
+        "role": region.role,
+        "epoch": region.epoch,
+        "nodes": region.nodes,
+        "seq": region.seq,
+        "lag_entries": region.lag_entries,
+        "lag_seconds": region.lag_seconds,
+        "pending_bytes": region.pending_bytes,
+        "connected": region.connected,
+        "local": region.local,
+    })
+}
+
+fn region_row(region: &RegionStatus) -> Vec<String> {
+    vec![
+        if region.local {
+            format!("{} (this)", region.name)
+        } else {
+            region.name.clone()
+        },
+        region.role.clone(),
+        region.epoch.to_string(),
+        region.nodes.to_string(),
+        region.seq.to_string(),
+        region.lag_entries.to_string(),
+        format!("{:.1}", region.lag_seconds),
+        crate::output::human_bytes(region.pending_bytes),
+        if region.connected {
+            "yes".into()
+        } else {
+            "no".into()
+        },
+    ]
 }
 
 fn member_json(member: &MemberStatus) -> serde_json::Value {

@@ -53,23 +53,43 @@ pub async fn push(
         .with_context(|| format!("read {}", file.display()))?
         .len();
     let sha256 = hash_file(file, size).await?;
-    let reader = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("open {}", file.display()))?;
-    let bar = byte_progress(size, "uploading");
-    let progress = bar.clone();
-    let stream = ReaderStream::with_capacity(reader, READ_BUFFER)
-        .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
-    let response = client
-        .http
-        .put(client.file_url(&repo, &path))
-        .header("X-Checksum-Sha256", &sha256)
-        .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .with_context(|| format!("upload to {}", client.file_url(&repo, &path)))?;
-    bar.finish_and_clear();
+    // A mirror region answers writes with a redirect to its primary: follow it (the body is a
+    // stream, so it is sent again from the file).
+    let mut url = client.file_url(&repo, &path);
+    let mut redirects = 0;
+    let response = loop {
+        let reader = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("open {}", file.display()))?;
+        let bar = byte_progress(size, "uploading");
+        let progress = bar.clone();
+        let stream = ReaderStream::with_capacity(reader, READ_BUFFER)
+            .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
+        let response = client
+            .http
+            .put(&url)
+            .header("X-Checksum-Sha256", &sha256)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("upload to {url}"))?;
+        bar.finish_and_clear();
+        let redirect = matches!(response.status().as_u16(), 307 | 308);
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        match location {
+            Some(location) if redirect && redirects < 3 => {
+                eprintln!("redirected to {location}");
+                url = location;
+                redirects += 1;
+            }
+            _ => break response,
+        }
+    };
     let result: Value = Client::check(response).await?.json().await?;
     match output {
         OutputFormat::Json => print_json(&result),

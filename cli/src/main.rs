@@ -1,5 +1,6 @@
 //! `arca`: run a node, push and pull artifacts, manage repositories.
 
+mod certs;
 mod client;
 mod cluster;
 mod files;
@@ -51,9 +52,12 @@ enum Command {
     /// Manage repositories.
     #[command(subcommand)]
     Repo(repos::RepoCommand),
-    /// Inspect and change the region's membership.
+    /// Inspect and change the region's membership; replication between regions.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Certificates for replication between regions.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Upload a file to REPO/PATH.
     Push {
         /// The local file to upload.
@@ -113,10 +117,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Cluster(command) => cluster::run(&cli.admin, command, output).await,
+        Command::Certs(command) => certs::run(command, output),
         command => {
             let client = client::Client::new(&cli.server)?;
             match command {
-                Command::Serve(_) | Command::Cluster(_) => unreachable!("handled above"),
+                Command::Serve(_) | Command::Cluster(_) | Command::Certs(_) => {
+                    unreachable!("handled above")
+                }
                 Command::Repo(command) => repos::run(&client, command, output).await,
                 Command::Push { file, target } => {
                     files::push(&client, &file, &target, output).await

@@ -18,6 +18,9 @@ pub enum RepoCommand {
         /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.
         #[arg(long)]
         immutable: bool,
+        /// Acknowledge a push only once a mirror region has applied it.
+        #[arg(long)]
+        sync_replication: bool,
     },
     /// List repositories with their sizes.
     Ls,
@@ -35,11 +38,13 @@ pub async fn run(
             name,
             format,
             immutable,
+            sync_replication,
         } => {
+            let replication = if sync_replication { "sync" } else { "async" };
             let response = client
                 .http
                 .post(client.url("/api/v1/repos"))
-                .json(&json!({ "name": name, "format": format, "immutable": immutable }))
+                .json(&json!({ "name": name, "format": format, "immutable": immutable, "replication": replication }))
                 .send()
                 .await?;
             let repo: Value = Client::check(response).await?.json().await?;

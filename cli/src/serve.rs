@@ -36,6 +36,28 @@ pub struct ServeArgs {
     /// gRPC address to advertise to the region, if not the one bound.
     #[arg(long)]
     advertise_grpc: Option<String>,
+    /// UDP address of the replication endpoint (QUIC between regions).
+    #[arg(long)]
+    replication: Option<String>,
+    /// Cluster CA certificate for replication (PEM).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// This node's replication certificate (PEM).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// This node's replication key (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Replication address of a node of the primary region (repeatable): a new region started
+    /// with it becomes a read-only mirror of that primary.
+    #[arg(long = "primary")]
+    primary: Vec<String>,
+    /// Replication address of another region's node to probe for epoch changes (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Serve artifacts not replicated yet by reading through to the primary (mirrors).
+    #[arg(long)]
+    read_through: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -82,6 +104,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.advertise_grpc.is_some() {
         config.advertise_grpc_addr = args.advertise_grpc;
+    }
+    let replication = &mut config.replication;
+    if args.replication.is_some() {
+        replication.listen_addr = args.replication;
+    }
+    if args.ca_cert.is_some() {
+        replication.ca_cert = args.ca_cert;
+    }
+    if args.cert.is_some() {
+        replication.cert = args.cert;
+    }
+    if args.key.is_some() {
+        replication.key = args.key;
+    }
+    if !args.primary.is_empty() {
+        replication.primary = args.primary;
+    }
+    if !args.peers.is_empty() {
+        replication.peers = args.peers;
+    }
+    if args.read_through {
+        replication.read_through = true;
     }
     let node = arca_node::start(config).await?;
     // One machine-readable line on stdout, for scripts and test harnesses.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -47,6 +47,44 @@ async fn read_barrier(State(state): State<AppState>, request: Request, next: Nex
     response
 }
 
+/// Refuses writes while this region is a read-only mirror, before any body is read: `/v2/`
+/// gets the registry's `DENIED`, everything else a `307` to the same path on the primary with
+/// a `READ_ONLY_MIRROR` body (the CLI follows it).
+async fn mirror_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let Some(error) = state.service.geo.read_only_error() else {
+        return next.run(request).await;
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let location = match &error {
+        Error::ReadOnlyMirror {
+            primary_http: Some(http),
+            ..
+        } => Some(format!("http://{http}{path}")),
+        _ => None,
+    };
+    let mut response = if path.starts_with("/v2") {
+        crate::oci::error::OciError::Node(error).into_response()
+    } else {
+        error.into_response()
+    };
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, location);
+    }
+    response
+}
+
 /// Builds the node's HTTP router.
 pub fn router(state: AppState) -> Router {
     let data = Router::new()
@@ -62,7 +100,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(files::delete),
         )
         .merge(crate::oci::api::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier));
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier))
+        .route_layer(middleware::from_fn_with_state(state.clone(), mirror_writes));
     Router::new()
         .merge(data)
         .route("/metrics", get(system::metrics))

@@ -12,7 +12,8 @@ use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::{Error, Result};
 use crate::keys::{self, ChunkRefCount};
 use crate::model::{
-    Artifact, BlobRecord, ChangeLogHead, ChangeRecord, GlobalStats, RepoStats, Repository,
+    Artifact, BlobRecord, ChangeLogHead, ChangeRecord, DivergentWrite, Fork, GlobalStats,
+    RegionRole, RepoStats, Repository,
 };
 use crate::names::{ArtifactPath, RepoName};
 
@@ -185,6 +186,75 @@ impl Catalog {
 
     pub fn changelog_head(&self) -> Result<ChangeLogHead> {
         Ok(self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default())
+    }
+
+    /// This region's role (primary unless a mirror role was set).
+    pub fn role(&self) -> Result<RegionRole> {
+        Ok(self.get(keys::ROLE)?.unwrap_or_default())
+    }
+
+    /// Where this region's epoch began, if it was promoted.
+    pub fn fork(&self) -> Result<Option<Fork>> {
+        self.get(keys::FORK)
+    }
+
+    /// One change record.
+    pub fn change(&self, seq: u64) -> Result<Option<ChangeRecord>> {
+        self.get(&keys::change(seq))
+    }
+
+    /// Writes this region accepted after the fork point of the region that replaced it.
+    pub fn divergent_writes(&self) -> Result<Vec<DivergentWrite>> {
+        let (items, _) = self.scan(keys::DIVERGENT_PREFIX, None, usize::MAX, |_, v| decode(v))?;
+        Ok(items)
+    }
+
+    /// Every key/value pair of the repository state (not driver- or region-local keys), from
+    /// one consistent view, with the change-log head of that view.
+    pub fn state_pairs(&self) -> Result<(ChangeLogHead, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let cf = self.cf()?;
+        let view = self.db.snapshot();
+        let head: ChangeLogHead = match view.get_cf(cf, keys::CHANGELOG_HEAD)? {
+            Some(bytes) => decode(&bytes)?,
+            None => ChangeLogHead::default(),
+        };
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_snapshot(&view);
+        let mut pairs = Vec::new();
+        for item in self.db.iterator_cf_opt(cf, options, IteratorMode::Start) {
+            let (key, value) = item?;
+            if key.first() == Some(&0) || keys::is_region_local(&key) {
+                continue;
+            }
+            pairs.push((key.to_vec(), value.to_vec()));
+        }
+        Ok((head, pairs))
+    }
+
+    /// A digest of the repository metadata (everything but the change log, its head and
+    /// region-local keys), with the change-log head it corresponds to: two regions that applied
+    /// the same entries have the same digest.
+    pub fn state_digest(&self) -> Result<(ChangeLogHead, String, u64)> {
+        let (head, pairs) = self.state_pairs()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut referenced_chunks = 0u64;
+        for (key, value) in pairs {
+            if key.starts_with(keys::CHANGELOG_PREFIX) || key == keys::CHANGELOG_HEAD {
+                continue;
+            }
+            if key.starts_with(keys::CHUNK_REFS_PREFIX) {
+                referenced_chunks += 1;
+            }
+            hasher.update(&(key.len() as u64).to_be_bytes());
+            hasher.update(&key);
+            hasher.update(&(value.len() as u64).to_be_bytes());
+            hasher.update(&value);
+        }
+        Ok((
+            head,
+            hasher.finalize().to_hex().to_string(),
+            referenced_chunks,
+        ))
     }
 
     /// Change records with `seq > after`, in order, at most `limit`.

@@ -21,9 +21,12 @@ use metrics::counter;
 
 use crate::blob_stream::ChunkSource;
 use crate::chunk_store::ChunkStore;
+use crate::codec::{decode, encode};
 use crate::config::ClusterConfig;
+use crate::digest::ChunkId;
 use crate::error::{Error, Result};
 use crate::model::ChunkRef;
+use crate::model::{Command, Outcome};
 use peers::Peers;
 use resync::Resync;
 
@@ -160,6 +163,27 @@ impl Region {
         })
     }
 
+    /// Proposes a typed command (see [`Region::propose`]) and decodes what applying it did.
+    pub async fn propose_command(&self, command: &Command) -> Result<Outcome> {
+        let applied = self.propose(encode(command)?).await?;
+        decode(&applied.response)
+    }
+
+    /// Makes `ids` durable on a majority of this region's voters (this node must hold them).
+    pub async fn replicate_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+        let membership = self.raft.membership();
+        replicate::to_quorum(
+            membership.voters.contains(&self.node_id),
+            membership.voters.len(),
+            &self.peers,
+            &self.chunks,
+            ids,
+            Duration::from_secs(self.config.chunk_lease_secs),
+            self.write_timeout,
+        )
+        .await
+    }
+
     /// Makes this node's state current before a read: a read-index round with the leader,
     /// then waiting to apply up to it. Falls back to local state when the leader cannot
     /// confirm within `read_barrier_timeout_ms` (no quorum), so reads keep working.
@@ -192,9 +216,9 @@ impl Region {
 
     /// Reads a chunk: locally if this node holds a good copy, else from a peer (stored here on
     /// the way); a corrupt local copy is replaced by a peer's good one.
-    pub async fn read_chunk(&self, chunk: ChunkRef) -> Result<Bytes> {
+    pub async fn read_chunk(&self, id: ChunkId) -> Result<Bytes> {
         let store = self.chunks.clone();
-        let local = tokio::task::spawn_blocking(move || ChunkStore::read(&store, &chunk.id))
+        let local = tokio::task::spawn_blocking(move || ChunkStore::read(&store, &id))
             .await
             .map_err(|e| Error::internal("chunk reader panicked", e))?;
         let reason = match local {
@@ -203,17 +227,13 @@ impl Region {
             Err(Error::CorruptChunk { .. }) => resync::FetchReason::Repair,
             Err(other) => return Err(other),
         };
-        match self.resync.fetch(chunk.id, reason).await {
+        match self.resync.fetch(id, reason).await {
             Ok(data) => Ok(data),
             Err(fetch_error) => {
-                tracing::warn!(chunk = %chunk.id, error = %fetch_error, "no peer could supply the chunk");
+                tracing::warn!(chunk = %id, error = %fetch_error, "no peer could supply the chunk");
                 match reason {
-                    resync::FetchReason::Repair => Err(Error::CorruptChunk {
-                        chunk: chunk.id.to_hex(),
-                    }),
-                    _ => Err(Error::MissingChunk {
-                        chunk: chunk.id.to_hex(),
-                    }),
+                    resync::FetchReason::Repair => Err(Error::CorruptChunk { chunk: id.to_hex() }),
+                    _ => Err(Error::MissingChunk { chunk: id.to_hex() }),
                 }
             }
         }
@@ -222,6 +242,6 @@ impl Region {
 
 impl ChunkSource for Region {
     fn load(self: Arc<Self>, chunk: ChunkRef) -> BoxFuture<'static, Result<Bytes>> {
-        Box::pin(async move { self.read_chunk(chunk).await })
+        Box::pin(async move { self.read_chunk(chunk.id).await })
     }
 }

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub join: Option<String>,
     /// Coordination inside the region.
     pub cluster: ClusterConfig,
+    /// Replication between regions.
+    pub replication: ReplicationConfig,
     /// Raft timing and log retention.
     pub raft: RaftConfig,
     /// Content-defined chunking bounds.
@@ -62,6 +64,7 @@ impl Default for NodeConfig {
             advertise_grpc_addr: None,
             join: None,
             cluster: ClusterConfig::default(),
+            replication: ReplicationConfig::default(),
             raft: RaftConfig::default(),
             chunking: ChunkerConfig::default(),
             limits: LimitsConfig::default(),
@@ -94,6 +97,79 @@ impl Default for ClusterConfig {
             chunk_lease_secs: 600,
             ready_max_apply_lag: 64,
             ready_max_resync_backlog: 0,
+        }
+    }
+}
+
+/// Replication between regions over QUIC with mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// UDP address of this node's replication endpoint; unset: no replication.
+    pub listen_addr: Option<String>,
+    /// Replication address other regions use to reach this node, if not the bound one.
+    pub advertise_addr: Option<String>,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA.
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Replication addresses of the primary region's nodes: a new region started with these
+    /// becomes a mirror of that primary. Ignored once the region holds data (after a
+    /// promotion, the region's own state decides its role).
+    pub primary: Vec<String>,
+    /// Replication addresses of other regions' nodes, probed so that a former primary learns
+    /// it was replaced (and a mirror learns of a new primary).
+    pub peers: Vec<String>,
+    /// A mirror serves an artifact it has not received yet by fetching it from the primary.
+    pub read_through: bool,
+    /// Change-log entries the region keeps for mirrors; a mirror further behind catches up
+    /// from a snapshot.
+    pub retain_entries: u64,
+    /// How long a push to a sync-replicated repository waits for a mirror, in milliseconds.
+    pub sync_timeout_ms: u64,
+    /// Concurrent chunk-fetch streams of a mirror.
+    pub parallel_streams: usize,
+    /// How often the region leader probes `peers`, in milliseconds.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: None,
+            advertise_addr: None,
+            ca_cert: None,
+            cert: None,
+            key: None,
+            primary: Vec::new(),
+            peers: Vec::new(),
+            read_through: false,
+            retain_entries: 100_000,
+            sync_timeout_ms: 10_000,
+            parallel_streams: 8,
+            probe_interval_ms: 1_000,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// The TLS files, all required once replication is on.
+    pub fn tls_files(&self) -> anyhow::Result<Option<arca_replication::TlsFiles>> {
+        if self.listen_addr.is_none() {
+            return Ok(None);
+        }
+        match (&self.ca_cert, &self.cert, &self.key) {
+            (Some(ca_cert), Some(cert), Some(key)) => Ok(Some(arca_replication::TlsFiles {
+                ca_cert: ca_cert.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            _ => bail!(
+                "replication.listen_addr needs replication.ca_cert, replication.cert and replication.key \
+                 (create them with `arca certs init` and `arca certs issue`)"
+            ),
         }
     }
 }
@@ -214,6 +290,15 @@ impl NodeConfig {
         if self.cluster.read_barrier_timeout_ms == 0 || self.cluster.chunk_lease_secs == 0 {
             bail!("cluster timeouts must be > 0");
         }
+        self.replication.tls_files()?;
+        if self.replication.listen_addr.is_none()
+            && !(self.replication.primary.is_empty() && self.replication.peers.is_empty())
+        {
+            bail!("replication.primary and replication.peers need replication.listen_addr");
+        }
+        if self.replication.retain_entries == 0 || self.replication.parallel_streams == 0 {
+            bail!("replication.retain_entries and replication.parallel_streams must be > 0");
+        }
         if self.gc.sweep_interval_secs == 0 {
             bail!("gc.sweep_interval_secs must be > 0");
         }
@@ -280,9 +365,15 @@ fn parse_env_value(
             raw.parse::<bool>()
                 .with_context(|| format!("{name} must be true or false, got {raw:?}"))?,
         ),
-        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
-            anyhow::bail!("{name} names a section, not a value")
-        }
+        // Lists are comma-separated: ARCA_REPLICATION__PEERS=10.0.0.1:7072,10.0.0.2:7072
+        serde_json::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_string()))
+                .collect(),
+        ),
+        serde_json::Value::Object(_) => anyhow::bail!("{name} names a section, not a value"),
         serde_json::Value::String(_) | serde_json::Value::Null => {
             toml::Value::String(raw.to_string())
         }
@@ -318,6 +409,10 @@ mod tests {
             ),
             ("ARCA_SERVER".to_string(), "http://ignored".to_string()),
             ("ARCA_JOIN".to_string(), "127.0.0.1:7171".to_string()),
+            (
+                "ARCA_REPLICATION__PEERS".to_string(),
+                "127.0.0.1:1, 127.0.0.1:2".to_string(),
+            ),
             ("HOME".to_string(), "/root".to_string()),
         ];
         let config = NodeConfig::load(Some(&path), env).expect("load");
@@ -325,6 +420,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/srv/arca"));
         assert_eq!(config.raft.heartbeat_interval_ms, 120);
         assert_eq!(config.join.as_deref(), Some("127.0.0.1:7171"));
+        assert_eq!(config.replication.peers, vec!["127.0.0.1:1", "127.0.0.1:2"]);
         assert_eq!(
             config.raft.election_timeout_min_ms,
             RaftConfig::default().election_timeout_min_ms

@@ -59,6 +59,17 @@ pub enum Error {
     NoQuorum { reason: String },
     #[error("this node is not ready: {reason}")]
     NotReady { reason: String },
+    #[error("region {region} is a read-only mirror of {primary}; send writes to the primary region{}", primary_http.as_ref().map(|h| format!(" at http://{h}")).unwrap_or_default())]
+    ReadOnlyMirror {
+        region: String,
+        primary: String,
+        primary_http: Option<String>,
+    },
+    #[error("applied on the primary (seq {seq}) but no mirror region confirmed it within {timeout:?}; retrying the same upload is safe")]
+    SyncReplicationTimeout {
+        seq: u64,
+        timeout: std::time::Duration,
+    },
     #[error("not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -89,6 +100,8 @@ impl Error {
             Error::MissingChunk { .. } => "MISSING_CHUNK",
             Error::NoQuorum { .. } => "NO_QUORUM",
             Error::NotReady { .. } => "NOT_READY",
+            Error::ReadOnlyMirror { .. } => "READ_ONLY_MIRROR",
+            Error::SyncReplicationTimeout { .. } => "SYNC_REPLICATION_TIMEOUT",
             Error::RouteNotFound => "NOT_FOUND",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Error::Internal(_) => "INTERNAL",
@@ -113,6 +126,9 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NoQuorum { .. } | Error::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // A redirect: clients that follow it send the write to the primary.
+            Error::ReadOnlyMirror { .. } => StatusCode::TEMPORARY_REDIRECT,
+            Error::SyncReplicationTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::CorruptChunk { .. } | Error::MissingChunk { .. } | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

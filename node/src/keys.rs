@@ -12,6 +12,10 @@
 //! | `rc/{repo}/{chunk}` | how many of the repository's blobs use the chunk (u64) |
 //! | `g/stats` | [`GlobalStats`](crate::model::GlobalStats) |
 //! | `m/changelog` | [`ChangeLogHead`](crate::model::ChangeLogHead) |
+//! | `m/role` | [`RegionRole`](crate::model::RegionRole) (absent: primary) |
+//! | `m/fork` | [`Fork`](crate::model::Fork): where a promoted region's epoch began |
+//! | `d/{seq}` | [`DivergentWrite`](crate::model::DivergentWrite), seq big-endian |
+//! | `x/{key}` | a primary snapshot being staged, keyed by the key it will replace |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
 //! | `oi/{repo}/{image}` | [`ImageRecord`](crate::oci::model::ImageRecord) of an `oci` repository |
 //! | `ob/{repo}/{image}:{sha256}` | [`BlobLink`](crate::oci::model::BlobLink): a blob visible in the image |
@@ -31,6 +35,24 @@ pub const GLOBAL_STATS: &[u8] = b"g/stats";
 pub const CHANGELOG_HEAD: &[u8] = b"m/changelog";
 pub const CHANGELOG_PREFIX: &[u8] = b"l/";
 pub const CHUNK_REFS_PREFIX: &[u8] = b"c/";
+/// This region's [`RegionRole`](crate::model::RegionRole).
+pub const ROLE: &[u8] = b"m/role";
+/// The [`Fork`](crate::model::Fork) where this region's epoch began, if it was promoted.
+pub const FORK: &[u8] = b"m/fork";
+/// [`DivergentWrite`](crate::model::DivergentWrite)s, by big-endian seq.
+pub const DIVERGENT_PREFIX: &[u8] = b"d/";
+/// A snapshot of the primary being staged: `x/` + the key it will replace.
+pub const STAGING_PREFIX: &[u8] = b"x/";
+
+/// Keys that describe this region rather than the repository data: they are neither taken from
+/// a primary's snapshot nor replaced by one, and they are left out of state digests.
+pub fn is_region_local(key: &[u8]) -> bool {
+    key == ROLE || key.starts_with(DIVERGENT_PREFIX) || key.starts_with(STAGING_PREFIX)
+}
+
+pub fn divergent(seq: u64) -> Vec<u8> {
+    join(&[DIVERGENT_PREFIX, &seq.to_be_bytes()])
+}
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());

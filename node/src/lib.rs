@@ -17,6 +17,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod geo;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

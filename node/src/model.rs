@@ -50,6 +50,9 @@ pub struct Repository {
     /// Once written, a path never changes (re-sending identical content is accepted).
     pub immutable: bool,
     pub created_at_ms: i64,
+    /// A push is acknowledged only once a mirror region has applied it.
+    #[serde(default)]
+    pub sync_replication: bool,
 }
 
 /// A repository's running totals, maintained by the state machine.
@@ -132,6 +135,125 @@ pub enum Command {
     /// A change to an `oci` repository (applied by [`crate::oci::apply`]); boxed because a
     /// manifest push is much larger than the other commands.
     Oci(Box<OciCommand>),
+    /// Primary change-log entries, applied in order on a mirror (see `crate::geo`).
+    Replicated {
+        entries: Vec<ReplicatedEntry>,
+    },
+    /// Makes this region a mirror of another, or re-points it.
+    SetRole {
+        role: RegionRole,
+    },
+    /// Makes this mirror the primary: a new epoch starts after its last applied entry.
+    Promote {
+        at_ms: i64,
+    },
+    /// A former primary learned it was replaced: records its writes after the fork point as
+    /// divergent, becomes a mirror of the new primary, and marks its state for replacement.
+    Demote {
+        role: RegionRole,
+        /// The new primary's epoch.
+        epoch: u64,
+        /// The last entry of this region's epoch that the new primary had applied.
+        fork_seq: u64,
+        at_ms: i64,
+    },
+    /// The start of replacing the state with a snapshot of the primary at `head`.
+    SnapshotBegin {
+        head: StreamHead,
+    },
+    /// Key/value pairs of that snapshot, staged until [`Command::SnapshotFinish`].
+    SnapshotPart {
+        pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    },
+    /// Replaces the state with the staged snapshot.
+    SnapshotFinish {
+        head: StreamHead,
+    },
+    /// Drops change-log entries before `before_seq` (retention).
+    TrimChangeLog {
+        before_seq: u64,
+    },
+}
+
+impl Command {
+    /// Whether the command comes from a client (and so is refused on a mirror).
+    pub fn is_client_write(&self) -> bool {
+        matches!(
+            self,
+            Command::CreateRepo { .. }
+                | Command::PutArtifact { .. }
+                | Command::DeleteArtifact { .. }
+                | Command::Oci(_)
+        )
+    }
+
+    /// The chunks a region must hold before applying this command (with their lengths).
+    pub fn chunks(&self) -> Vec<ChunkRef> {
+        match self {
+            Command::PutArtifact { blob, .. } => blob.chunks.clone(),
+            Command::Oci(oci) => oci
+                .blobs()
+                .into_iter()
+                .flat_map(|b| b.chunks.iter().copied())
+                .collect(),
+            Command::Replicated { entries } => {
+                entries.iter().flat_map(|e| e.command.chunks()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A position in a primary's change log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamHead {
+    pub epoch: u64,
+    pub seq: u64,
+    pub at_ms: i64,
+}
+
+/// One primary change-log entry as a mirror applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedEntry {
+    pub epoch: u64,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub command: Command,
+}
+
+/// Whether this region accepts writes, and whom a mirror follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionRole {
+    #[default]
+    Primary,
+    Mirror {
+        /// The primary region's name, once known.
+        primary: String,
+        /// Replication (QUIC) addresses of the primary's nodes.
+        replication_addrs: Vec<String>,
+        /// HTTP addresses of the primary's nodes, for redirecting writes.
+        http_addrs: Vec<String>,
+    },
+}
+
+/// Where a promoted region's epoch began: after `after_seq` of the previous epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    pub epoch: u64,
+    pub after_seq: u64,
+    pub at_ms: i64,
+}
+
+/// A write a former primary accepted after the fork point, kept for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DivergentWrite {
+    pub epoch: u64,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub command: Command,
+    /// When this region learned it had been replaced.
+    pub recorded_at_ms: i64,
 }
 
 /// What applying a command did. Refusals are outcomes, not errors: they are as deterministic as
@@ -159,6 +281,33 @@ pub enum Outcome {
     Immutable,
     /// What an [`OciCommand`] did.
     Oci(OciOutcome),
+    /// A client write reached a mirror region.
+    ReadOnlyMirror,
+    /// Replicated entries applied up to `seq`.
+    Replicated {
+        seq: u64,
+    },
+    /// A replicated entry did not follow the applied position.
+    ReplicationGap {
+        expected: u64,
+        got: u64,
+    },
+    RoleSet,
+    Promoted {
+        epoch: u64,
+        after_seq: u64,
+    },
+    NotAMirror,
+    Demoted {
+        divergent: u64,
+    },
+    SnapshotStaged,
+    SnapshotInstalled {
+        seq: u64,
+    },
+    Trimmed {
+        removed: u64,
+    },
 }
 
 /// One entry of the change log: an applied command that changed state.
@@ -177,6 +326,19 @@ pub struct ChangeRecord {
 pub struct ChangeLogHead {
     pub epoch: u64,
     pub last_seq: u64,
+    /// Commit time of the entry at `last_seq`.
+    #[serde(default)]
+    pub last_at_ms: i64,
+    /// The oldest retained entry (entries before it were trimmed).
+    #[serde(default = "first_seq_default")]
+    pub first_seq: u64,
+    /// The state is waiting to be replaced by a snapshot of the primary (after a demotion).
+    #[serde(default)]
+    pub needs_snapshot: bool,
+}
+
+fn first_seq_default() -> u64 {
+    1
 }
 
 impl Default for ChangeLogHead {
@@ -184,6 +346,9 @@ impl Default for ChangeLogHead {
         Self {
             epoch: 1,
             last_seq: 0,
+            last_at_ms: 0,
+            first_seq: 1,
+            needs_snapshot: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_proto::v1::cluster_service_server::ClusterServiceServer;
 use arca_proto::v1::AddNodeRequest;
 use arca_raft::{NodeInfo, RaftGroup};
+use arca_replication::{Mirror, MirrorOptions};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -29,6 +30,9 @@ use crate::cluster::server::ClusterGrpcService;
 use crate::cluster::Region;
 use crate::config::NodeConfig;
 use crate::gc::Collector;
+use crate::geo::sink::NodeSink;
+use crate::geo::source::NodeSource;
+use crate::geo::Geo;
 use crate::oci::uploads::UploadStore;
 use crate::oci::Registry;
 use crate::service::ArtifactService;
@@ -121,7 +125,30 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("bind gRPC listener on {}", config.grpc_addr))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let endpoint = match (
+        config.replication.tls_files()?,
+        &config.replication.listen_addr,
+    ) {
+        (Some(files), Some(listen)) => {
+            let addr = tokio::net::lookup_host(listen)
+                .await
+                .with_context(|| format!("resolve replication.listen_addr {listen}"))?
+                .next()
+                .with_context(|| format!("replication.listen_addr {listen} resolves to nothing"))?;
+            Some(
+                arca_replication::endpoint(addr, &files)
+                    .context("open the replication endpoint")?,
+            )
+        }
+        _ => None,
+    };
+    let replication_addr = match (&config.replication.advertise_addr, &endpoint) {
+        (Some(advertised), _) => advertised.clone(),
+        (None, Some(endpoint)) => endpoint.local_addr()?.to_string(),
+        (None, None) => String::new(),
+    };
     let self_info = NodeInfo {
+        replication_addr: replication_addr.clone(),
         grpc_addr: config
             .advertise_grpc_addr
             .clone()
@@ -166,14 +193,23 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         Duration::from_millis(config.raft.write_timeout_ms),
     ));
 
+    let (geo, peer_rx) = Geo::new(
+        region.clone(),
+        catalog.clone(),
+        chunks.clone(),
+        config.replication.clone(),
+        endpoint.clone(),
+    );
+
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
 
     let grpc_cancel = cancel.clone();
     let raft_service = raft.grpc_service();
-    let cluster_service = ClusterServiceServer::new(ClusterGrpcService::new(region.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster_service =
+        ClusterServiceServer::new(ClusterGrpcService::new(region.clone(), geo.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let chunk_service = ChunkServiceServer::new(ChunkGrpcService::new(chunks.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -232,6 +268,35 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         cancel.clone(),
     )));
     tasks.push(tokio::spawn(resync.clone().run(cancel.clone())));
+    tasks.push(tokio::spawn(forward_head(
+        geo.clone(),
+        applied_rx.clone(),
+        cancel.clone(),
+    )));
+    if let Some(endpoint) = endpoint {
+        tracing::info!(addr = %replication_addr, "replication endpoint up (QUIC, mutual TLS)");
+        tasks.push(tokio::spawn(arca_replication::server::serve(
+            endpoint.clone(),
+            Arc::new(NodeSource(geo.clone())),
+            cancel.clone(),
+        )));
+        let options = MirrorOptions {
+            parallel_streams: config.replication.parallel_streams,
+            ..MirrorOptions::default()
+        };
+        let mirror = Mirror::new(
+            Arc::new(NodeSink(geo.clone())),
+            endpoint,
+            options,
+            geo.lag.clone(),
+        );
+        tasks.push(tokio::spawn(mirror.run(cancel.clone())));
+        tasks.push(tokio::spawn(crate::geo::fencing::run(
+            geo.clone(),
+            peer_rx,
+            cancel.clone(),
+        )));
+    }
 
     // Upload sessions whose acknowledged bytes survived are resumed; the rest are dropped.
     let uploads = UploadStore::open(
@@ -250,6 +315,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         chunks,
         collector,
         region,
+        geo,
         config,
     });
     let state = AppState {
@@ -340,6 +406,7 @@ async fn join_region(region: &Region, join: &str) {
             node_id: region.node_id,
             grpc_addr: region.self_info.grpc_addr.clone(),
             http_addr: region.self_info.http_addr.clone(),
+            replication_addr: region.self_info.replication_addr.clone(),
             learner_only: false,
         };
         let channel = region.peers.channel(join);
@@ -355,6 +422,26 @@ async fn join_region(region: &Region, join: &str) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells replication feeds when the change log moves.
+async fn forward_head(
+    geo: Arc<Geo>,
+    mut applied: watch::Receiver<AppliedPosition>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let seq = applied.borrow_and_update().seq;
+        geo.head_tx.send_if_modified(|current| {
+            let moved = *current != seq;
+            *current = seq;
+            moved
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = applied.changed() => if changed.is_err() { return },
+        }
     }
 }
 

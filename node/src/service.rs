@@ -11,8 +11,7 @@ use futures::Stream;
 use crate::blob_stream::{self, ChunkSource};
 use crate::catalog::{Catalog, Page};
 use crate::chunk_store::ChunkStore;
-use crate::cluster::{replicate, ReadConsistency, Region};
-use crate::codec::{decode, encode};
+use crate::cluster::{ReadConsistency, Region};
 use crate::config::NodeConfig;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
@@ -39,6 +38,7 @@ pub struct ArtifactService {
     pub chunks: Arc<ChunkStore>,
     pub collector: Collector,
     pub region: Arc<Region>,
+    pub geo: Arc<crate::geo::Geo>,
     pub config: Arc<NodeConfig>,
 }
 
@@ -46,9 +46,7 @@ impl ArtifactService {
     /// Proposes a command and returns what applying it did.
     /// Proposes from any node (forwarding to the leader) and returns once this node applied it.
     pub async fn propose(&self, command: &Command) -> Result<Outcome> {
-        let bytes = encode(command)?;
-        let applied = self.region.propose(bytes).await?;
-        decode(&applied.response)
+        self.region.propose_command(command).await
     }
 
     /// Proposes a command that references freshly ingested blobs.
@@ -65,17 +63,7 @@ impl ArtifactService {
             .iter()
             .flat_map(|b| b.chunks.iter().map(|c| c.id))
             .collect();
-        let membership = self.region.raft.membership();
-        replicate::to_quorum(
-            membership.voters.contains(&self.region.node_id),
-            membership.voters.len(),
-            &self.region.peers,
-            &self.chunks,
-            &ids,
-            std::time::Duration::from_secs(self.config.cluster.chunk_lease_secs),
-            std::time::Duration::from_millis(self.config.raft.write_timeout_ms),
-        )
-        .await?;
+        self.region.replicate_chunks(&ids).await?;
         self.propose(command).await
     }
 
@@ -110,6 +98,7 @@ impl ArtifactService {
         name: RepoName,
         format: Format,
         immutable: bool,
+        sync_replication: bool,
     ) -> Result<Repository> {
         if format == Format::Oci {
             crate::oci::names::check_repo_name(&name)?;
@@ -119,6 +108,7 @@ impl ArtifactService {
             format,
             immutable,
             created_at_ms: now_ms(),
+            sync_replication,
         };
         match self
             .propose(&Command::CreateRepo { repo: repo.clone() })
@@ -128,6 +118,7 @@ impl ArtifactService {
             Outcome::RepoExists => Err(Error::RepoExists {
                 repo: name.to_string(),
             }),
+            Outcome::ReadOnlyMirror => Err(self.read_only_error()),
             other => Err(Error::Internal(format!(
                 "unexpected outcome {other:?} for create repo"
             ))),
@@ -195,14 +186,16 @@ impl ArtifactService {
         // On a proposal error the command may still commit later, so the chunks stay; if it
         // never does, the orphan sweep removes them after the grace period.
         let outcome = self.propose_with_blobs(&command, &[&descriptor]).await?;
-        let created = match outcome {
-            Outcome::ArtifactStored { .. } => {
+        let (created, seq) = match outcome {
+            Outcome::ArtifactStored { seq, .. } => {
                 drop(pins);
-                true
+                (true, seq)
             }
             Outcome::ArtifactUnchanged => {
                 self.collector.abandon(written, pins);
-                false
+                // A retry of an upload that already applied: wait as the first attempt would
+                // have (the mirror must hold everything up to now).
+                (false, self.catalog.changelog_head()?.last_seq)
             }
             refused => {
                 self.collector.abandon(written, pins);
@@ -212,6 +205,7 @@ impl ArtifactService {
         let artifact = self.catalog.artifact(repo, path)?.ok_or_else(|| {
             Error::Internal(format!("{repo}/{path} missing right after it was applied"))
         })?;
+        self.wait_sync_replication(repo, seq).await?;
         Ok(PutResult {
             artifact,
             chunks,
@@ -240,8 +234,25 @@ impl ArtifactService {
         Ok(repo)
     }
 
+    /// For a sync-replicated repository, waits until a mirror region applied `seq`.
+    pub async fn wait_sync_replication(&self, repo: &RepoName, seq: u64) -> Result<()> {
+        match self.catalog.repo(repo)? {
+            Some(repository) if repository.sync_replication => self.geo.wait_mirrored(seq).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn read_only_error(&self) -> Error {
+        self.geo
+            .read_only_error()
+            .unwrap_or_else(|| Error::NoQuorum {
+                reason: "the region changed role while the write was in flight; retry".into(),
+            })
+    }
+
     fn refusal(&self, outcome: Outcome, repo: &RepoName, path: &ArtifactPath) -> Error {
         match outcome {
+            Outcome::ReadOnlyMirror => self.read_only_error(),
             Outcome::RepoNotFound => Error::RepoNotFound {
                 repo: repo.to_string(),
             },

@@ -22,8 +22,9 @@ use crate::catalog::Catalog;
 use crate::digest::{Blake3, ChunkId};
 use crate::keys::{self, ChunkRefCount};
 use crate::model::{
-    Artifact, BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, Format,
-    GlobalStats, Outcome, RepoStats, Repository,
+    Artifact, BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, DivergentWrite,
+    Fork, Format, GlobalStats, Outcome, RegionRole, ReplicatedEntry, RepoStats, Repository,
+    StreamHead,
 };
 use crate::names::{ArtifactPath, RepoName};
 
@@ -40,6 +41,8 @@ pub struct MetadataStateMachine {
     freed: Mutex<Vec<ChunkId>>,
     /// Chunks of blobs that became live in the apply call in progress.
     referenced: Mutex<Vec<ChunkId>>,
+    /// A snapshot replaced the state in the apply call in progress.
+    reset_chunks: Mutex<bool>,
     referenced_tx: ReferencedSender,
     catalog: Catalog,
     freed_tx: mpsc::UnboundedSender<FreedChunks>,
@@ -124,6 +127,7 @@ impl MetadataStateMachine {
         Arc::new(Self {
             freed: Mutex::new(Vec::new()),
             referenced: Mutex::new(Vec::new()),
+            reset_chunks: Mutex::new(false),
             referenced_tx,
             catalog,
             freed_tx,
@@ -146,14 +150,24 @@ impl ApplyHandler for MetadataStateMachine {
             batch,
             freed: Vec::new(),
             referenced: Vec::new(),
+            reset_chunks: false,
         };
         let outcome = txn.apply(&command, log_id.index)?;
         self.freed.lock().extend(txn.freed);
         self.referenced.lock().extend(txn.referenced);
+        if txn.reset_chunks {
+            *self.reset_chunks.lock() = true;
+        }
         Ok(rmp_serde::to_vec_named(&outcome)?)
     }
 
     fn applied(&self, last_applied: &LogId) {
+        if std::mem::take(&mut *self.reset_chunks.lock()) {
+            self.freed.lock().clear();
+            self.referenced.lock().clear();
+            let _ = self.freed_tx.send(FreedChunks::All);
+            self.referenced_tx.send(ReferencedChunks::All);
+        }
         let freed = std::mem::take(&mut *self.freed.lock());
         if !freed.is_empty() {
             // The collector re-checks every chunk against committed state before deleting.
@@ -200,6 +214,8 @@ pub(crate) struct Txn<'b, 'a> {
     pub(crate) batch: &'b mut ApplyBatch<'a>,
     freed: Vec<ChunkId>,
     referenced: Vec<ChunkId>,
+    /// The whole state was replaced: every chunk must be rechecked.
+    reset_chunks: bool,
 }
 
 impl Txn<'_, '_> {
@@ -238,6 +254,57 @@ impl Txn<'_, '_> {
     }
 
     fn apply(&mut self, command: &Command, raft_index: u64) -> anyhow::Result<Outcome> {
+        if command.is_client_write() && self.role()? != RegionRole::Primary {
+            return Ok(Outcome::ReadOnlyMirror);
+        }
+        match command {
+            Command::Replicated { entries } => self.apply_replicated(entries, raft_index),
+            Command::SetRole { role } => {
+                self.put(keys::ROLE.to_vec(), role)?;
+                Ok(Outcome::RoleSet)
+            }
+            Command::Promote { at_ms } => self.promote(*at_ms),
+            Command::Demote {
+                role,
+                epoch,
+                fork_seq,
+                at_ms,
+            } => self.demote(role, *epoch, *fork_seq, *at_ms),
+            Command::SnapshotBegin { .. } => {
+                for key in self.batch.keys_with_prefix(keys::STAGING_PREFIX)? {
+                    self.batch.delete(key)?;
+                }
+                Ok(Outcome::SnapshotStaged)
+            }
+            Command::SnapshotPart { pairs } => {
+                for (key, value) in pairs {
+                    if keys::is_region_local(key) {
+                        continue;
+                    }
+                    let mut staged = keys::STAGING_PREFIX.to_vec();
+                    staged.extend_from_slice(key);
+                    self.batch.put(staged, value.to_vec())?;
+                }
+                Ok(Outcome::SnapshotStaged)
+            }
+            Command::SnapshotFinish { head } => self.install_staged(head),
+            Command::TrimChangeLog { before_seq } => self.trim_change_log(*before_seq),
+            client => self.apply_change(client, raft_index, None),
+        }
+    }
+
+    pub(crate) fn role(&self) -> anyhow::Result<RegionRole> {
+        Ok(self.get(keys::ROLE)?.unwrap_or_default())
+    }
+
+    /// Applies a repository change and records it in the change log: with the next local seq,
+    /// or, for a replicated entry, with the primary's epoch and seq.
+    fn apply_change(
+        &mut self,
+        command: &Command,
+        raft_index: u64,
+        replicated: Option<&ReplicatedEntry>,
+    ) -> anyhow::Result<Outcome> {
         let (outcome, at_ms) = match command {
             Command::CreateRepo { repo } => (self.create_repo(repo)?, repo.created_at_ms),
             Command::PutArtifact {
@@ -253,15 +320,26 @@ impl Txn<'_, '_> {
                 Outcome::Oci(crate::oci::apply::apply(self, command)?),
                 command.at_ms(),
             ),
+            other => anyhow::bail!("{other:?} is not a repository change"),
         };
         let changed = matches!(
             outcome,
             Outcome::RepoCreated | Outcome::ArtifactStored { .. } | Outcome::ArtifactDeleted { .. }
         ) || matches!(&outcome, Outcome::Oci(oci) if oci.changed());
-        if !changed {
+        // A replicated entry is recorded even if it changed nothing here: the mirror's log must
+        // stay the primary's, entry for entry (a refusal here would mean the states differ,
+        // which `arca cluster verify` reports).
+        if !changed && replicated.is_none() {
             return Ok(outcome);
         }
-        let seq = self.append_change(command, raft_index, at_ms)?;
+        if !changed {
+            tracing::error!(
+                ?outcome,
+                seq = replicated.map(|e| e.seq),
+                "a replicated entry changed nothing on this mirror"
+            );
+        }
+        let seq = self.append_change(command, raft_index, at_ms, replicated)?;
         Ok(match outcome {
             Outcome::ArtifactStored { replaced, .. } => Outcome::ArtifactStored { replaced, seq },
             Outcome::ArtifactDeleted { .. } => Outcome::ArtifactDeleted { seq },
@@ -275,9 +353,17 @@ impl Txn<'_, '_> {
         command: &Command,
         raft_index: u64,
         at_ms: i64,
+        replicated: Option<&ReplicatedEntry>,
     ) -> anyhow::Result<u64> {
         let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
-        head.last_seq += 1;
+        match replicated {
+            Some(entry) => {
+                head.epoch = entry.epoch;
+                head.last_seq = entry.seq;
+            }
+            None => head.last_seq += 1,
+        }
+        head.last_at_ms = at_ms;
         let record = ChangeRecord {
             epoch: head.epoch,
             seq: head.last_seq,
@@ -288,6 +374,137 @@ impl Txn<'_, '_> {
         self.put(keys::change(head.last_seq), &record)?;
         self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
         Ok(head.last_seq)
+    }
+
+    /// Applies primary entries in order: duplicates are skipped, a gap stops the batch.
+    fn apply_replicated(
+        &mut self,
+        entries: &[ReplicatedEntry],
+        raft_index: u64,
+    ) -> anyhow::Result<Outcome> {
+        if self.role()? == RegionRole::Primary {
+            return Ok(Outcome::NotAMirror);
+        }
+        for entry in entries {
+            let head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+            if head.needs_snapshot {
+                return Ok(Outcome::ReplicationGap {
+                    expected: 0,
+                    got: entry.seq,
+                });
+            }
+            if entry.seq <= head.last_seq {
+                continue;
+            }
+            if entry.seq != head.last_seq + 1 {
+                return Ok(Outcome::ReplicationGap {
+                    expected: head.last_seq + 1,
+                    got: entry.seq,
+                });
+            }
+            self.apply_change(&entry.command, raft_index, Some(entry))?;
+        }
+        let head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        Ok(Outcome::Replicated { seq: head.last_seq })
+    }
+
+    fn promote(&mut self, at_ms: i64) -> anyhow::Result<Outcome> {
+        let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        if self.role()? == RegionRole::Primary {
+            return Ok(Outcome::Promoted {
+                epoch: head.epoch,
+                after_seq: head.last_seq,
+            });
+        }
+        let fork = Fork {
+            epoch: head.epoch + 1,
+            after_seq: head.last_seq,
+            at_ms,
+        };
+        head.epoch = fork.epoch;
+        self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
+        self.put(keys::FORK.to_vec(), &fork)?;
+        self.put(keys::ROLE.to_vec(), &RegionRole::Primary)?;
+        Ok(Outcome::Promoted {
+            epoch: fork.epoch,
+            after_seq: fork.after_seq,
+        })
+    }
+
+    fn demote(
+        &mut self,
+        role: &RegionRole,
+        epoch: u64,
+        fork_seq: u64,
+        at_ms: i64,
+    ) -> anyhow::Result<Outcome> {
+        let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        if self.role()? != RegionRole::Primary || epoch <= head.epoch {
+            return Ok(Outcome::NotAMirror);
+        }
+        let mut divergent = 0;
+        for seq in fork_seq.saturating_add(1).max(head.first_seq)..=head.last_seq {
+            let Some(record) = self.get::<ChangeRecord>(&keys::change(seq))? else {
+                continue;
+            };
+            let write = DivergentWrite {
+                epoch: record.epoch,
+                seq: record.seq,
+                at_ms: record.at_ms,
+                command: record.command,
+                recorded_at_ms: at_ms,
+            };
+            self.put(keys::divergent(seq), &write)?;
+            divergent += 1;
+        }
+        head.needs_snapshot = true;
+        self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
+        self.put(keys::ROLE.to_vec(), role)?;
+        Ok(Outcome::Demoted { divergent })
+    }
+
+    /// Replaces everything but region-local keys with the staged snapshot.
+    fn install_staged(&mut self, head: &StreamHead) -> anyhow::Result<Outcome> {
+        if self.role()? == RegionRole::Primary {
+            return Ok(Outcome::NotAMirror);
+        }
+        for key in self.batch.keys_with_prefix(b"")? {
+            if key.first() == Some(&0) || keys::is_region_local(&key) {
+                continue;
+            }
+            self.batch.delete(key)?;
+        }
+        for staged in self.batch.keys_with_prefix(keys::STAGING_PREFIX)? {
+            let Some(value) = self.batch.get(&staged)? else {
+                continue;
+            };
+            self.batch
+                .put(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
+            self.batch.delete(staged)?;
+        }
+        let mut installed: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        installed.needs_snapshot = false;
+        installed.epoch = head.epoch;
+        installed.last_seq = head.seq;
+        installed.last_at_ms = head.at_ms;
+        self.put(keys::CHANGELOG_HEAD.to_vec(), &installed)?;
+        self.reset_chunks = true;
+        Ok(Outcome::SnapshotInstalled { seq: head.seq })
+    }
+
+    fn trim_change_log(&mut self, before_seq: u64) -> anyhow::Result<Outcome> {
+        let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        let until = before_seq.min(head.last_seq + 1);
+        let mut removed = 0;
+        for seq in head.first_seq..until {
+            self.batch.delete(keys::change(seq))?;
+            removed += 1;
+        }
+        if until > head.first_seq {
+            head.first_seq = until;
+            self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
+        }
+        Ok(Outcome::Trimmed { removed })
     }
 
     pub(crate) fn stats(&self) -> anyhow::Result<GlobalStats> {

@@ -91,6 +91,33 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
+    /// Every key starting with `prefix`, in order, as this batch would leave them (committed
+    /// keys plus this batch's puts, minus its deletes).
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut keys = std::collections::BTreeSet::new();
+        let iter = self.db.iterator_cf(
+            self.cf,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.insert(key.to_vec());
+        }
+        for (key, value) in self.overlay.range(prefix.to_vec()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     fn into_write_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::default();
         for (key, value) in self.overlay {

@@ -15,6 +15,9 @@ pub struct NodeInfo {
     pub grpc_addr: String,
     /// `host:port` of the node's HTTP server (artifact API), used to redirect clients.
     pub http_addr: String,
+    /// `host:port` (UDP) of the node's replication endpoint, empty when it has none.
+    #[serde(default)]
+    pub replication_addr: String,
 }
 
 impl fmt::Display for NodeInfo {

@@ -65,6 +65,7 @@ fn node_info() -> NodeInfo {
     NodeInfo {
         grpc_addr: "127.0.0.1:1".into(),
         http_addr: "127.0.0.1:2".into(),
+        replication_addr: String::new(),
     }
 }
 

@@ -20,11 +20,9 @@ use crate::protocol::{
 };
 use crate::store::ChangeSink;
 
-/// How a mirror reaches its primary.
+/// How a mirror fetches from its primary.
 #[derive(Debug, Clone)]
 pub struct MirrorOptions {
-    /// Replication addresses (`host:port`) of the primary region's nodes, tried in turn.
-    pub primary_addrs: Vec<String>,
     /// Concurrent chunk-fetch streams.
     pub parallel_streams: usize,
     /// Largest chunk batch per fetch stream, in bytes.
@@ -34,7 +32,6 @@ pub struct MirrorOptions {
 impl Default for MirrorOptions {
     fn default() -> Self {
         Self {
-            primary_addrs: Vec::new(),
             parallel_streams: 8,
             batch_bytes: 8 << 20,
         }
@@ -87,6 +84,11 @@ pub async fn hello(endpoint: &quinn::Endpoint, addr: &str, me: RegionInfo) -> Re
 /// Sends an opaque query to the node at `addr`.
 pub async fn query(endpoint: &quinn::Endpoint, addr: &str, request: Vec<u8>) -> Result<Vec<u8>> {
     let connection = connect(endpoint, addr).await?;
+    query_on(&connection, request).await
+}
+
+/// Sends an opaque query on an open connection.
+pub async fn query_on(connection: &quinn::Connection, request: Vec<u8>) -> Result<Vec<u8>> {
     let (mut send, mut recv) = connection
         .open_bi()
         .await
@@ -218,15 +220,15 @@ impl<K: ChangeSink> Mirror<K> {
             if cancel.is_cancelled() {
                 break;
             }
-            if !self.sink.is_active() || self.options.primary_addrs.is_empty() {
+            let addrs = self.sink.primary_addrs();
+            if !self.sink.is_active() || addrs.is_empty() {
                 self.lag.set_connected(false);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
                 }
             }
-            let addr =
-                self.options.primary_addrs[next_addr % self.options.primary_addrs.len()].clone();
+            let addr = addrs[next_addr % addrs.len()].clone();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => break,
                 outcome = self.session(&addr) => outcome,
@@ -250,6 +252,10 @@ impl<K: ChangeSink> Mirror<K> {
 
     async fn session(&self, addr: &str) -> Result<()> {
         let connection = connect(&self.endpoint, addr).await?;
+        if self.sink.needs_snapshot() {
+            tracing::warn!(primary = %addr, "this region's state must be replaced: catching up from a snapshot");
+            self.catch_up_from_snapshot(&connection).await?;
+        }
         let (mut send, mut recv) = connection
             .open_bi()
             .await

@@ -111,6 +111,10 @@ pub struct RegionInfo {
     pub replication_addrs: Vec<String>,
     /// Where the region's change log stands.
     pub head: Head,
+    /// For a promoted region: its epoch and the last entry of the previous epoch it had
+    /// applied (the fork point a returning former primary compares against).
+    #[serde(default)]
+    pub fork: Option<Head>,
 }
 
 /// The first frame of every stream.

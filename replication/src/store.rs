@@ -61,6 +61,13 @@ pub trait ChangeSink: Send + Sync + 'static {
     fn is_active(&self) -> bool;
     /// The last primary entry applied here.
     fn applied(&self) -> Head;
+    /// Whether this region's state must be replaced by a snapshot before it can follow the
+    /// primary's log (a demoted former primary).
+    fn needs_snapshot(&self) -> bool {
+        false
+    }
+    /// Replication addresses of the primary's nodes, tried in turn.
+    fn primary_addrs(&self) -> Vec<String>;
     /// Which of `ids` this region lacks. Called from a blocking context.
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
     /// Stores verified chunks durably in this region (on a majority of its nodes).

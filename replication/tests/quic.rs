@@ -50,6 +50,7 @@ fn info(region: &str, role: Role, head: Head) -> RegionInfo {
         http_addrs: vec![],
         replication_addrs: vec![],
         head,
+        fork: None,
     }
 }
 
@@ -185,6 +186,7 @@ impl ChangeSource for MemSource {
 
 #[derive(Default)]
 struct MemSink {
+    primary: Mutex<Vec<String>>,
     applied: Mutex<Vec<Entry>>,
     chunks: Mutex<HashMap<ChunkId, Bytes>>,
     state: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
@@ -254,6 +256,9 @@ impl ChangeSink for MemSink {
         Ok(())
     }
     fn primary_seen(&self, _primary: &RegionInfo) {}
+    fn primary_addrs(&self) -> Vec<String> {
+        self.primary.lock().clone()
+    }
 }
 
 struct Setup {
@@ -294,8 +299,8 @@ async fn setup() -> Setup {
 }
 
 fn start_mirror(setup: &Setup) {
+    *setup.sink.primary.lock() = vec![setup.primary_addr.to_string()];
     let options = MirrorOptions {
-        primary_addrs: vec![setup.primary_addr.to_string()],
         parallel_streams: 4,
         batch_bytes: 64 * 1024,
     };

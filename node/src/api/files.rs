@@ -17,6 +17,8 @@ use crate::names::{ArtifactPath, RepoName};
 
 pub const CHECKSUM_SHA256: &str = "x-checksum-sha256";
 pub const CHECKSUM_BLAKE3: &str = "x-checksum-blake3";
+/// Set when a mirror served the file by reading through to its primary.
+pub const READ_THROUGH: &str = "x-arca-read-through";
 
 /// Splits the raw request path into repository and artifact path. The path is decoded here,
 /// from the raw URI, so that bad encodings get a precise `INVALID_PATH`.
@@ -112,7 +114,16 @@ pub async fn get(
     request_headers: HeaderMap,
 ) -> Result<Response> {
     let (repo_name, path) = target(&uri)?;
-    let (repo, artifact, blob) = state.service.file(&repo_name, &path)?;
+    let (immutable, artifact, blob, read_through) = match state.service.file(&repo_name, &path) {
+        Ok((repo, artifact, blob)) => (repo.immutable, artifact, blob.descriptor, false),
+        Err(error @ (Error::ArtifactNotFound { .. } | Error::RepoNotFound { .. })) => {
+            match state.service.geo.read_through(&repo_name, &path).await? {
+                Some(found) => (found.immutable, found.artifact, found.blob, true),
+                None => return Err(error),
+            }
+        }
+        Err(error) => return Err(error),
+    };
     let etag = format!("\"{}\"", artifact.sha256.to_hex());
     let mut headers = HeaderMap::new();
     let mut set = |name: header::HeaderName, value: &str| {
@@ -137,7 +148,10 @@ pub async fn get(
             &modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
         );
     }
-    if repo.immutable {
+    if read_through {
+        set(header::HeaderName::from_static(READ_THROUGH), "primary");
+    }
+    if immutable {
         set(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     } else {
         set(header::CACHE_CONTROL, "no-cache");
@@ -171,7 +185,7 @@ pub async fn get(
     if method == Method::HEAD {
         return Ok((status, headers).into_response());
     }
-    let stream = state.service.open_blob(&blob.descriptor, span).await?;
+    let stream = state.service.open_blob(&blob, span).await?;
     Ok((status, headers, Body::from_stream(stream)).into_response())
 }
 

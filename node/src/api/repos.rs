@@ -38,6 +38,9 @@ pub struct CreateRepoRequest {
     format: String,
     #[serde(default)]
     immutable: bool,
+    /// `"async"` (default) or `"sync"`: a push is acknowledged once a mirror region applied it.
+    #[serde(default)]
+    replication: Option<String>,
 }
 
 fn default_format() -> String {
@@ -49,6 +52,7 @@ pub struct RepoView {
     name: String,
     format: &'static str,
     immutable: bool,
+    replication: &'static str,
     created_at: String,
     artifacts: u64,
     logical_bytes: u64,
@@ -61,6 +65,11 @@ impl RepoView {
             name: repo.name.to_string(),
             format: repo.format.as_str(),
             immutable: repo.immutable,
+            replication: if repo.sync_replication {
+                "sync"
+            } else {
+                "async"
+            },
             created_at: format_ms(repo.created_at_ms),
             artifacts: stats.artifacts,
             logical_bytes: stats.logical_bytes,
@@ -72,13 +81,24 @@ impl RepoView {
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response> {
     let request: CreateRepoRequest =
         serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest {
-            message: format!("expected {{\"name\", \"format\", \"immutable\"}}: {e}"),
+            message: format!(
+                "expected {{\"name\", \"format\", \"immutable\", \"replication\"}}: {e}"
+            ),
         })?;
     let name = RepoName::parse(&request.name)?;
     let format = Format::parse(&request.format)?;
+    let sync_replication = match request.replication.as_deref() {
+        None | Some("async") => false,
+        Some("sync") => true,
+        Some(other) => {
+            return Err(Error::InvalidRequest {
+                message: format!("replication must be \"sync\" or \"async\", not {other:?}"),
+            })
+        }
+    };
     let repo = state
         .service
-        .create_repo(name, format, request.immutable)
+        .create_repo(name, format, request.immutable, sync_replication)
         .await?;
     let mut response = (
         StatusCode::CREATED,

@@ -106,6 +106,10 @@ impl Resync {
             .ok_or_else(|| Error::Internal("resync column family is missing".into()))
     }
 
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// Whether the queue reflects every chunk the applied state references (no announcement or
     /// reconciliation is still being processed).
     pub fn settled(&self) -> bool {

@@ -7,22 +7,50 @@ use std::time::Duration;
 
 use arca_proto::v1::cluster_service_server::ClusterService;
 use arca_proto::v1::{
-    AddNodeRequest, ClusterStatusReply, ClusterStatusRequest, MembershipReply, NodeStatusReply,
-    NodeStatusRequest, ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest,
-    RemoveNodeRequest,
+    AddNodeRequest, CheckChunksReply, CheckChunksRequest, ClusterStatusReply, ClusterStatusRequest,
+    DivergentReply, DivergentRequest, MembershipReply, MirrorsReply, MirrorsRequest,
+    NodeStatusReply, NodeStatusRequest, PromoteReply, PromoteRequest, ProposeReply, ProposeRequest,
+    ReadIndexReply, ReadIndexRequest, RemoveNodeRequest, VerifyReply, VerifyRequest,
 };
 use arca_raft::{ConsensusError, MembershipView, NodeInfo, RaftGroupError};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{status, Region};
+use crate::geo::Geo;
 
 pub struct ClusterGrpcService {
     region: Arc<Region>,
+    geo: Arc<Geo>,
+}
+
+/// Counts the referenced chunks this node lacks (a full scan of the reference counts).
+pub async fn check_chunks(region: &Region) -> Result<CheckChunksReply, crate::error::Error> {
+    let catalog = region.resync.catalog().clone();
+    let store = region.chunks.clone();
+    let node_id = region.node_id;
+    tokio::task::spawn_blocking(move || {
+        let mut referenced = 0;
+        let mut missing = 0;
+        catalog.for_each_referenced_chunk(|id| {
+            referenced += 1;
+            if !store.contains(&id)? {
+                missing += 1;
+            }
+            Ok(())
+        })?;
+        Ok(CheckChunksReply {
+            node_id,
+            referenced,
+            missing,
+        })
+    })
+    .await
+    .map_err(|e| crate::error::Error::internal("chunk check panicked", e))?
 }
 
 impl ClusterGrpcService {
-    pub fn new(region: Arc<Region>) -> Self {
-        Self { region }
+    pub fn new(region: Arc<Region>, geo: Arc<Geo>) -> Self {
+        Self { region, geo }
     }
 
     fn leader_info(&self) -> Option<NodeInfo> {
@@ -103,6 +131,7 @@ impl ClusterService for ClusterGrpcService {
         let node = NodeInfo {
             grpc_addr: request.grpc_addr,
             http_addr: request.http_addr,
+            replication_addr: request.replication_addr,
         };
         tracing::info!(node_id = request.node_id, %node, learner_only = request.learner_only, "adding node to the region");
         let view = self
@@ -173,5 +202,58 @@ impl ClusterService for ClusterGrpcService {
             .await
             .map_err(consensus_status)?;
         Ok(Response::new(ReadIndexReply { read_index }))
+    }
+
+    async fn mirrors(&self, _: Request<MirrorsRequest>) -> Result<Response<MirrorsReply>, Status> {
+        Ok(Response::new(crate::geo::status::mirrors_reply(&self.geo)))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteReply>, Status> {
+        if let Some(leader) = self.leader_info() {
+            return self
+                .region
+                .peers
+                .cluster_client(&leader)
+                .promote(request.into_inner())
+                .await;
+        }
+        let request = request.into_inner();
+        if request.region != self.region.name {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to region {:?}, not {:?}",
+                self.region.name, request.region
+            )));
+        }
+        crate::geo::status::promote(&self.geo, request.force)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
+    async fn divergent(
+        &self,
+        _: Request<DivergentRequest>,
+    ) -> Result<Response<DivergentReply>, Status> {
+        self.region.read_barrier().await;
+        crate::geo::status::divergent(&self.geo)
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    async fn check_chunks(
+        &self,
+        _: Request<CheckChunksRequest>,
+    ) -> Result<Response<CheckChunksReply>, Status> {
+        check_chunks(&self.region)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    async fn verify(&self, _: Request<VerifyRequest>) -> Result<Response<VerifyReply>, Status> {
+        Ok(Response::new(crate::geo::status::verify(&self.geo).await))
     }
 }

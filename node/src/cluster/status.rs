@@ -169,5 +169,6 @@ pub async fn cluster_status(region: &Region) -> ClusterStatusReply {
         leader_id: local.leader_id,
         term: local.term,
         members,
+        regions: Vec::new(),
     }
 }

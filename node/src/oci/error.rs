@@ -169,6 +169,11 @@ impl OciError {
                 Error::NoQuorum { .. } | Error::NotReady { .. } => {
                     (Server("UNAVAILABLE"), StatusCode::SERVICE_UNAVAILABLE)
                 }
+                // Registry clients do not follow redirects on writes: refuse, naming the primary.
+                Error::ReadOnlyMirror { .. } => (Spec(ErrorCode::Denied), StatusCode::FORBIDDEN),
+                Error::SyncReplicationTimeout { .. } => {
+                    (Server("UNAVAILABLE"), StatusCode::GATEWAY_TIMEOUT)
+                }
                 Error::CorruptChunk { .. } | Error::MissingChunk { .. } | Error::Internal(_) => {
                     (Server("UNKNOWN"), StatusCode::INTERNAL_SERVER_ERROR)
                 }

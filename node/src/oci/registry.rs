@@ -305,6 +305,10 @@ impl Registry {
             at_ms: now_ms(),
         }));
         self.commit(&command, ingested, name).await?;
+        // A sync-replicated repository acknowledges the push once a mirror holds it: the
+        // manifest is the last step of an image push.
+        let head = self.service.catalog.changelog_head()?.last_seq;
+        self.service.wait_sync_replication(&name.repo, head).await?;
         Ok(StoredManifest {
             digest,
             subject: parsed.subject,
@@ -459,6 +463,9 @@ impl Registry {
 /// The error for an outcome the caller did not expect.
 fn refusal(outcome: Outcome, name: &OciName) -> OciError {
     match outcome {
+        Outcome::ReadOnlyMirror => OciError::Node(crate::error::Error::NoQuorum {
+            reason: "this region became a read-only mirror while the write was in flight; push to the primary".into(),
+        }),
         Outcome::Oci(OciOutcome::RepoNotFound) => OciError::NameUnknown {
             name: name.to_string(),
             reason: format!("repository {} does not exist", name.repo),

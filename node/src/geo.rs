@@ -1,0 +1,267 @@
+//! Geo-replication on a node: the region as a primary (serving its change log to mirrors over
+//! QUIC) or as a read-only mirror (following its primary), promotion of a mirror, fencing of a
+//! former primary that comes back, sync replication, read-through and verification.
+//!
+//! The QUIC protocol lives in `arca-replication`; this module implements its storage traits
+//! ([`source::NodeSource`], [`sink::NodeSink`]) over the region's Raft group and chunk store.
+
+pub mod fencing;
+pub mod mirrors;
+pub mod query;
+pub mod sink;
+pub mod source;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_replication::{client, Head, MirrorLag, MirrorOptions, RegionInfo, Role};
+use tokio::sync::{mpsc, watch};
+
+use crate::catalog::Catalog;
+use crate::chunk_store::ChunkStore;
+use crate::cluster::Region;
+use crate::codec::{decode, encode};
+use crate::config::ReplicationConfig;
+use crate::digest::Blake3;
+use crate::error::{Error, Result};
+use crate::model::{ChangeLogHead, RegionRole};
+use crate::names::{ArtifactPath, RepoName};
+use mirrors::MirrorRegistry;
+use query::{FileAnswer, GeoQuery};
+
+/// This node's view of replication between regions.
+pub struct Geo {
+    pub region: Arc<Region>,
+    pub catalog: Catalog,
+    pub chunks: Arc<ChunkStore>,
+    pub config: ReplicationConfig,
+    /// The QUIC endpoint (serving and connecting), when replication is configured.
+    pub endpoint: Option<quinn::Endpoint>,
+    /// How far behind its primary this region is (meaningful on a mirror's leader).
+    pub lag: Arc<MirrorLag>,
+    /// Mirrors subscribed to this node (on a primary).
+    pub mirrors: MirrorRegistry,
+    /// Regions that introduced themselves, for the fencing task.
+    pub(crate) peer_tx: mpsc::UnboundedSender<RegionInfo>,
+    /// The change log's head seq, for feeds waiting on new entries.
+    pub(crate) head_tx: watch::Sender<u64>,
+}
+
+impl Geo {
+    pub fn new(
+        region: Arc<Region>,
+        catalog: Catalog,
+        chunks: Arc<ChunkStore>,
+        config: ReplicationConfig,
+        endpoint: Option<quinn::Endpoint>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<RegionInfo>) {
+        let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+        let head = catalog.changelog_head().map(|h| h.last_seq).unwrap_or(0);
+        let geo = Arc::new(Self {
+            lag: Arc::new(MirrorLag::new(region.name.clone())),
+            region,
+            catalog,
+            chunks,
+            config,
+            endpoint,
+            mirrors: MirrorRegistry::default(),
+            peer_tx,
+            head_tx: watch::channel(head).0,
+        });
+        (geo, peer_rx)
+    }
+
+    pub fn role(&self) -> RegionRole {
+        self.catalog.role().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "read region role");
+            RegionRole::Primary
+        })
+    }
+
+    pub fn head(&self) -> ChangeLogHead {
+        self.catalog.changelog_head().unwrap_or_default()
+    }
+
+    /// What this region says about itself to other regions.
+    pub fn region_info(&self) -> RegionInfo {
+        let head = self.head();
+        let membership = self.region.raft.membership();
+        let (role, primary) = match self.role() {
+            RegionRole::Primary => (Role::Primary, None),
+            RegionRole::Mirror { primary, .. } => {
+                (Role::Mirror, (!primary.is_empty()).then_some(primary))
+            }
+        };
+        let fork = self.catalog.fork().ok().flatten().map(|f| Head {
+            epoch: f.epoch,
+            seq: f.after_seq,
+            at_ms: f.at_ms,
+        });
+        RegionInfo {
+            region: self.region.name.clone(),
+            role,
+            epoch: head.epoch,
+            primary,
+            http_addrs: membership
+                .nodes
+                .values()
+                .map(|n| n.http_addr.clone())
+                .collect(),
+            replication_addrs: membership
+                .nodes
+                .values()
+                .filter(|n| !n.replication_addr.is_empty())
+                .map(|n| n.replication_addr.clone())
+                .collect(),
+            head: Head {
+                epoch: head.epoch,
+                seq: head.last_seq,
+                at_ms: head.last_at_ms,
+            },
+            fork,
+        }
+    }
+
+    /// Replication addresses of the primary this region follows.
+    pub fn primary_addrs(&self) -> Vec<String> {
+        match self.role() {
+            RegionRole::Mirror {
+                replication_addrs, ..
+            } if !replication_addrs.is_empty() => replication_addrs,
+            RegionRole::Mirror { .. } => self.config.primary.clone(),
+            RegionRole::Primary => Vec::new(),
+        }
+    }
+
+    /// The error for a write sent to this region while it is a mirror.
+    pub fn read_only_error(&self) -> Option<Error> {
+        match self.role() {
+            RegionRole::Primary => None,
+            RegionRole::Mirror {
+                primary,
+                http_addrs,
+                ..
+            } => Some(Error::ReadOnlyMirror {
+                region: self.region.name.clone(),
+                primary: if primary.is_empty() {
+                    "unknown".into()
+                } else {
+                    primary
+                },
+                primary_http: http_addrs.first().cloned(),
+            }),
+        }
+    }
+
+    /// On a mirror configured for read-through: a file this region has not received yet,
+    /// fetched from the primary (its chunks are kept here; its metadata arrives with the change
+    /// log). `None` when read-through is off or the primary does not have it either.
+    pub async fn read_through(
+        &self,
+        repo: &RepoName,
+        path: &ArtifactPath,
+    ) -> Result<Option<FileAnswer>> {
+        if !self.config.read_through || !matches!(self.role(), RegionRole::Mirror { .. }) {
+            return Ok(None);
+        }
+        let Some(endpoint) = self.endpoint.clone() else {
+            return Ok(None);
+        };
+        let request = encode(&GeoQuery::File {
+            repo: repo.clone(),
+            path: path.clone(),
+        })?;
+        let mut last_error = String::from("no primary address is known");
+        for addr in self.primary_addrs() {
+            let connection = match client::connect(&endpoint, &addr).await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let answer = client::query_on(&connection, request.clone())
+                .await
+                .map_err(|e| Error::NotReady {
+                    reason: format!("read-through to the primary: {e}"),
+                })?;
+            let Some(answer): Option<FileAnswer> = decode(&answer)? else {
+                return Ok(None);
+            };
+            let mut wanted = Vec::new();
+            for chunk in &answer.blob.chunks {
+                if !self.chunks.contains(&chunk.id)? {
+                    wanted.push((arca_replication::ChunkId(chunk.id.0), chunk.len));
+                }
+            }
+            let options = MirrorOptions {
+                parallel_streams: self.config.parallel_streams,
+                ..MirrorOptions::default()
+            };
+            let store = self.chunks.clone();
+            client::fetch_chunks(&connection, wanted, &options, |chunks| {
+                let store = store.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || -> Result<()> {
+                        for (id, data) in &chunks {
+                            store.put_verified(&Blake3(id.0), data)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| arca_replication::Error::storage(e))?
+                    .map_err(arca_replication::Error::storage)
+                }
+            })
+            .await
+            .map_err(|e| Error::NotReady {
+                reason: format!("read-through to the primary: {e}"),
+            })?;
+            metrics::counter!("arca_replication_read_through_total").increment(1);
+            return Ok(Some(answer));
+        }
+        tracing::warn!(%repo, %path, error = %last_error, "read-through: the primary is unreachable");
+        Ok(None)
+    }
+
+    /// Waits until a mirror region has applied `seq` (sync replication); asks every node of this
+    /// region, since a mirror may be subscribed to any of them.
+    pub async fn wait_mirrored(&self, seq: u64) -> Result<()> {
+        let timeout = Duration::from_millis(self.config.sync_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.mirrors.subscribe();
+        loop {
+            if self.mirrors.max_acked() >= seq {
+                return Ok(());
+            }
+            for peer in self.region.peers.others() {
+                let mut request = tonic::Request::new(arca_proto::v1::MirrorsRequest {});
+                request.set_timeout(Duration::from_millis(500));
+                if let Ok(reply) = self
+                    .region
+                    .peers
+                    .cluster_client(&peer.info)
+                    .mirrors(request)
+                    .await
+                {
+                    if reply
+                        .into_inner()
+                        .mirrors
+                        .iter()
+                        .any(|m| m.acked_seq >= seq)
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::SyncReplicationTimeout { seq, timeout });
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))) => {}
+            }
+        }
+    }
+}
