@@ -13,5 +13,5 @@ pub mod wait;
 
 pub use process::{ArcaProcess, ProcessOptions};
 pub use proxy::{LinkShape, TcpProxy, UdpProxy};
-pub use region::{Region, RegionOptions};
+pub use region::{must_issue, Region, RegionOptions, RegionReplication};
 pub use wait::wait_until;

@@ -23,6 +23,8 @@ pub struct ProcessOptions {
     pub http_addr: String,
     /// gRPC address, same rules as `http_addr`.
     pub grpc_addr: String,
+    /// Replication (UDP) address, same rules; `None`: no replication endpoint.
+    pub replication_addr: Option<String>,
     /// More `arca serve` arguments.
     pub extra_args: Vec<String>,
     /// Environment variables for the process.
@@ -36,6 +38,7 @@ impl ProcessOptions {
             data_dir: data_dir.into(),
             http_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
+            replication_addr: None,
             extra_args: Vec::new(),
             env: Vec::new(),
         }
@@ -48,6 +51,7 @@ pub struct ArcaProcess {
     child: Option<Child>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    pub replication_addr: Option<SocketAddr>,
     log_path: PathBuf,
 }
 
@@ -55,21 +59,30 @@ impl ArcaProcess {
     /// Starts the process and waits until it prints its listening line.
     pub fn start(options: ProcessOptions) -> anyhow::Result<Self> {
         let log_path = options.data_dir.with_extension("log");
-        let (child, http_addr, grpc_addr) = spawn(&options, &log_path)?;
+        let (child, addrs) = spawn(&options, &log_path)?;
         let mut options = options;
-        options.http_addr = http_addr.to_string();
-        options.grpc_addr = grpc_addr.to_string();
+        options.http_addr = addrs.http.to_string();
+        options.grpc_addr = addrs.grpc.to_string();
+        if let Some(replication) = addrs.replication {
+            options.replication_addr = Some(replication.to_string());
+        }
         Ok(Self {
             options,
             child: Some(child),
-            http_addr,
-            grpc_addr,
+            http_addr: addrs.http,
+            grpc_addr: addrs.grpc,
+            replication_addr: addrs.replication,
             log_path,
         })
     }
 
     pub fn must_start(options: ProcessOptions) -> Self {
         Self::start(options).unwrap_or_else(|e| panic!("start arca: {e:#}"))
+    }
+
+    /// The options the next restart uses (ports are those of the first start).
+    pub fn options_mut(&mut self) -> &mut ProcessOptions {
+        &mut self.options
     }
 
     pub fn base_url(&self) -> String {
@@ -137,11 +150,12 @@ impl ArcaProcess {
         if self.child.is_some() {
             self.must_kill();
         }
-        let (child, http_addr, grpc_addr) =
+        let (child, addrs) =
             spawn(&self.options, &self.log_path).unwrap_or_else(|e| panic!("restart arca: {e:#}"));
         self.child = Some(child);
-        self.http_addr = http_addr;
-        self.grpc_addr = grpc_addr;
+        self.http_addr = addrs.http;
+        self.grpc_addr = addrs.grpc;
+        self.replication_addr = addrs.replication;
     }
 
     /// Resident set size now, and its high-water mark, in bytes (from `/proc`).
@@ -175,10 +189,17 @@ impl Drop for ArcaProcess {
     }
 }
 
-fn spawn(
-    options: &ProcessOptions,
-    log_path: &Path,
-) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+/// The addresses a started process reported.
+struct Bound {
+    http: SocketAddr,
+    grpc: SocketAddr,
+    replication: Option<SocketAddr>,
+}
+
+fn spawn(options: &ProcessOptions, log_path: &Path) -> anyhow::Result<(Child, Bound)> {
+    if let Some(parent) = log_path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -193,6 +214,12 @@ fn spawn(
         .arg(&options.http_addr)
         .arg("--grpc")
         .arg(&options.grpc_addr)
+        .args(
+            options
+                .replication_addr
+                .iter()
+                .flat_map(|addr| ["--replication".to_string(), addr.clone()]),
+        )
         .args(&options.extra_args)
         .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
@@ -228,5 +255,16 @@ fn spawn(
             .ok_or_else(|| anyhow!("no {key} in {line:?}"))?;
         value.parse().with_context(|| format!("parse {value}"))
     };
-    Ok((child, addr("http=")?, addr("grpc=")?))
+    let replication = match line.contains("replication=") {
+        true => Some(addr("replication=")?),
+        false => None,
+    };
+    Ok((
+        child,
+        Bound {
+            http: addr("http=")?,
+            grpc: addr("grpc=")?,
+            replication,
+        },
+    ))
 }

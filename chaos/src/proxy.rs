@@ -13,6 +13,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Queue a shaped link holds before it drops datagrams.
+const MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
+
 /// How the link behaves right now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkShape {
@@ -46,14 +49,19 @@ struct Control {
     generation: AtomicU64,
 }
 
-/// Delivers datagrams in order after their delay, spending the link's bandwidth.
+/// Delivers datagrams in order, each after the time the link needs to transmit it (bandwidth)
+/// plus the link's latency. Transmission times are computed as datagrams arrive; a second stage
+/// only waits for each delivery time, so latency is pipelined, not paid per datagram.
 fn shaper(
     control: Arc<Control>,
     socket: Arc<UdpSocket>,
     counter: fn(&Control) -> &AtomicU64,
 ) -> mpsc::UnboundedSender<(Vec<u8>, SocketAddr)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
+    let (delay_tx, mut delay_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>, SocketAddr)>();
+    let pacing = control.clone();
     tokio::spawn(async move {
+        let control = pacing;
         let mut link_free_at = Instant::now();
         while let Some((datagram, to)) = rx.recv().await {
             let shape = *control.shape.lock();
@@ -62,6 +70,11 @@ fn shaper(
             }
             let now = Instant::now();
             let start = link_free_at.max(now);
+            // A router's queue is finite: past ~50 ms of backlog, datagrams are dropped (tail
+            // drop), so congestion control sees the link's real capacity.
+            if start.saturating_duration_since(now) > MAX_QUEUE_DELAY {
+                continue;
+            }
             let transmit = match shape.bandwidth {
                 Some(rate) if rate > 0 => {
                     Duration::from_secs_f64(datagram.len() as f64 / rate as f64)
@@ -69,9 +82,19 @@ fn shaper(
                 _ => Duration::ZERO,
             };
             link_free_at = start + transmit;
-            let deliver_at = link_free_at + shape.latency;
-            if deliver_at > now {
-                tokio::time::sleep_until(deliver_at).await;
+            if delay_tx
+                .send((link_free_at + shape.latency, datagram, to))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((deliver_at, datagram, to)) = delay_rx.recv().await {
+            tokio::time::sleep_until(deliver_at).await;
+            if control.shape.lock().cut {
+                continue;
             }
             if socket.send_to(&datagram, to).await.is_ok() {
                 counter(&control).fetch_add(datagram.len() as u64, Ordering::Relaxed);
@@ -106,7 +129,7 @@ impl UdpProxy {
                     return;
                 };
                 let datagram = buffer[..len].to_vec();
-                if !upstreams.contains_key(&client) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = upstreams.entry(client) {
                     // One upstream socket per client, so replies find their way back.
                     let Ok(upstream) = UdpSocket::bind("127.0.0.1:0").await else {
                         continue;
@@ -124,7 +147,7 @@ impl UdpProxy {
                             }
                         }
                     });
-                    upstreams.insert(client, sender);
+                    slot.insert(sender);
                 }
                 if let Some(sender) = upstreams.get(&client) {
                     let _ = sender.send((datagram, target));

@@ -21,6 +21,21 @@ pub struct RegionOptions {
     pub nodes: u64,
     /// Environment for every node (configuration overrides such as `ARCA_RAFT__…`).
     pub env: Vec<(String, String)>,
+    /// Replication between regions, if any.
+    pub replication: Option<RegionReplication>,
+}
+
+/// How a region's nodes replicate with other regions.
+#[derive(Debug, Clone, Default)]
+pub struct RegionReplication {
+    /// Directory of the cluster CA (`ca.pem`, `ca.key`; created if missing); node certificates
+    /// are issued into it.
+    pub tls_dir: PathBuf,
+    /// Replication addresses of the primary region's nodes (makes this region a mirror).
+    pub primary: Vec<String>,
+    /// Replication addresses of other regions to probe.
+    pub peers: Vec<String>,
+    pub read_through: bool,
 }
 
 impl RegionOptions {
@@ -31,6 +46,7 @@ impl RegionOptions {
             region: "test".into(),
             nodes,
             env: Vec::new(),
+            replication: None,
         }
     }
 }
@@ -87,6 +103,32 @@ impl Region {
             options.extra_args.push(seed.grpc_addr.to_string());
         }
         options.env = self.options.env.clone();
+        if let Some(replication) = &self.options.replication {
+            let name = format!("{}-node-{id}", self.options.region);
+            let files = must_issue(&replication.tls_dir, &name);
+            options.replication_addr = Some("127.0.0.1:0".into());
+            options.extra_args.extend([
+                "--ca-cert".to_string(),
+                files.ca_cert.display().to_string(),
+                "--cert".to_string(),
+                files.cert.display().to_string(),
+                "--key".to_string(),
+                files.key.display().to_string(),
+            ]);
+            for primary in &replication.primary {
+                options
+                    .extra_args
+                    .extend(["--primary".to_string(), primary.clone()]);
+            }
+            for peer in &replication.peers {
+                options
+                    .extra_args
+                    .extend(["--peer".to_string(), peer.clone()]);
+            }
+            if replication.read_through {
+                options.extra_args.push("--read-through".to_string());
+            }
+        }
         options
     }
 
@@ -94,6 +136,20 @@ impl Region {
     pub fn must_add_process(&mut self, id: u64) {
         let process = ArcaProcess::must_start(self.node_options(id));
         self.nodes.insert(id, process);
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut ArcaProcess {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Replication addresses of every node (for another region's `--primary` or `--peer`).
+    pub fn replication_addrs(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter_map(|p| p.replication_addr.map(|a| a.to_string()))
+            .collect()
     }
 
     pub fn node(&self, id: u64) -> &ArcaProcess {
@@ -234,6 +290,33 @@ impl Region {
             *total.get_or_insert(0.0) += value;
         }
         Ok(total.unwrap_or(0.0))
+    }
+}
+
+/// Creates the CA in `dir` if needed and issues (or reuses) a certificate for `name`, valid for
+/// the loopback addresses tests use.
+pub fn must_issue(dir: &Path, name: &str) -> arca_replication::TlsFiles {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    if !dir.join("ca.pem").exists() {
+        arca_replication::tls::init_ca(dir, year).expect("create the test CA");
+    }
+    let out = dir.join(name);
+    let (cert, key) = if out.with_extension("pem").exists() {
+        (out.with_extension("pem"), out.with_extension("key"))
+    } else {
+        arca_replication::tls::issue(
+            dir,
+            name,
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+            &out,
+            year,
+        )
+        .expect("issue a test certificate")
+    };
+    arca_replication::TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert,
+        key,
     }
 }
 

@@ -48,7 +48,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (single-node region by default: data in ./arca-data, HTTP on 127.0.0.1:7070).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage repositories.
     #[command(subcommand)]
     Repo(repos::RepoCommand),
@@ -115,7 +115,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = cli.output;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Cluster(command) => cluster::run(&cli.admin, command, output).await,
         Command::Certs(command) => certs::run(command, output),
         command => {

@@ -129,10 +129,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let node = arca_node::start(config).await?;
     // One machine-readable line on stdout, for scripts and test harnesses.
-    println!(
-        "arca listening http={} grpc={}",
-        node.http_addr, node.grpc_addr
-    );
+    match node.replication_addr {
+        Some(replication) => println!(
+            "arca listening http={} grpc={} replication={replication}",
+            node.http_addr, node.grpc_addr
+        ),
+        None => println!(
+            "arca listening http={} grpc={}",
+            node.http_addr, node.grpc_addr
+        ),
+    }
     tracing::info!(http = %node.http_addr, grpc = %node.grpc_addr, "serving");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

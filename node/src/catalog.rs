@@ -211,7 +211,7 @@ impl Catalog {
 
     /// Every key/value pair of the repository state (not driver- or region-local keys), from
     /// one consistent view, with the change-log head of that view.
-    pub fn state_pairs(&self) -> Result<(ChangeLogHead, Vec<(Vec<u8>, Vec<u8>)>)> {
+    pub fn state_pairs(&self) -> Result<(ChangeLogHead, arca_replication::store::Pairs)> {
         let cf = self.cf()?;
         let view = self.db.snapshot();
         let head: ChangeLogHead = match view.get_cf(cf, keys::CHANGELOG_HEAD)? {

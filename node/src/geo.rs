@@ -210,7 +210,7 @@ impl Geo {
                         Ok(())
                     })
                     .await
-                    .map_err(|e| arca_replication::Error::storage(e))?
+                    .map_err(arca_replication::Error::storage)?
                     .map_err(arca_replication::Error::storage)
                 }
             })

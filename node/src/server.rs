@@ -44,6 +44,8 @@ use crate::state_machine::{
 pub struct RunningNode {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The replication (QUIC) endpoint's address, when replication is configured.
+    pub replication_addr: Option<SocketAddr>,
     pub service: Arc<ArtifactService>,
     pub applied: watch::Receiver<AppliedPosition>,
     cancel: CancellationToken,
@@ -141,6 +143,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             )
         }
         _ => None,
+    };
+    let replication_socket = match &endpoint {
+        Some(endpoint) => Some(endpoint.local_addr()?),
+        None => None,
     };
     let replication_addr = match (&config.replication.advertise_addr, &endpoint) {
         (Some(advertised), _) => advertised.clone(),
@@ -247,6 +253,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         raft.wait_for_leader(Duration::from_secs(30))
             .await
             .context("wait for a raft leader")?;
+        // A new region configured as a mirror must not take a single write as a primary, and a
+        // former primary that returns must learn it was replaced before it takes any.
+        crate::geo::fencing::adopt_configured_primary(&geo).await;
+        crate::geo::fencing::probe_peers(&geo).await;
     }
 
     tasks.push(tokio::spawn(settle(
@@ -338,6 +348,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     Ok(RunningNode {
         http_addr,
         grpc_addr,
+        replication_addr: replication_socket,
         service,
         applied: applied_rx,
         cancel,

@@ -105,9 +105,23 @@ impl ClusterService for ClusterGrpcService {
 
     async fn cluster_status(
         &self,
-        _: Request<ClusterStatusRequest>,
+        request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        Ok(Response::new(status::cluster_status(&self.region).await))
+        // Replication lag lives on the leader (it runs a mirror's subscription): ask it.
+        if let Some(leader) = self.leader_info() {
+            let forwarded = self
+                .region
+                .peers
+                .cluster_client(&leader)
+                .cluster_status(request.into_inner())
+                .await;
+            if let Ok(reply) = forwarded {
+                return Ok(reply);
+            }
+        }
+        let mut reply = status::cluster_status(&self.region).await;
+        reply.regions = crate::geo::status::regions(&self.geo).await;
+        Ok(Response::new(reply))
     }
 
     async fn add_node(

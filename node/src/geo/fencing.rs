@@ -52,7 +52,7 @@ async fn tick(geo: &Arc<Geo>) {
 /// A new region started with `replication.primary` becomes a mirror of it. A region that
 /// already holds data keeps the role its state records (a promoted mirror must not follow its
 /// old primary again just because its configuration still names it).
-async fn adopt_configured_primary(geo: &Arc<Geo>) {
+pub async fn adopt_configured_primary(geo: &Arc<Geo>) {
     if geo.config.primary.is_empty() || geo.role() != RegionRole::Primary {
         return;
     }
@@ -74,7 +74,7 @@ async fn adopt_configured_primary(geo: &Arc<Geo>) {
     }
 }
 
-async fn probe_peers(geo: &Arc<Geo>) {
+pub async fn probe_peers(geo: &Arc<Geo>) {
     let Some(endpoint) = geo.endpoint.clone() else {
         return;
     };

@@ -190,13 +190,24 @@ pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
         last_contact_seconds: lag.last_contact_seconds.unwrap_or(-1.0),
     };
     let at_risk = report.missing_entries > 0 || report.pending_bytes > 0;
-    if !force && (at_risk || reachable) {
+    // What the primary committed since it was last heard from is unknown: the figures above
+    // are then a lower bound.
+    let silent = lag.last_contact_seconds.is_none_or(|s| s > 3.0);
+    if !force && (at_risk || reachable || silent) {
         let mut reasons = Vec::new();
         if at_risk {
             reasons.push(format!(
                 "{} entries of the primary ({} bytes of chunks pending) have not been applied here and would be lost",
                 report.missing_entries, report.pending_bytes
             ));
+        }
+        if silent && !reachable {
+            reasons.push(match lag.last_contact_seconds {
+                Some(seconds) => format!(
+                    "the primary was last heard from {seconds:.1} s ago: writes it accepted since then are unknown and would be lost"
+                ),
+                None => "the primary has not been heard from since this node started: what it holds is unknown".into(),
+            });
         }
         if reachable {
             reasons.push("the primary still answers: promoting now makes two regions take writes until it learns the new epoch".into());

@@ -1,0 +1,777 @@
+//! Replication between regions with real processes: a primary region and mirror regions over
+//! QUIC with mutual TLS, links cut and shaped by the chaos proxies, failover and the return of
+//! a former primary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use arca_chaos::{wait_until, LinkShape, Region, RegionOptions, RegionReplication, UdpProxy};
+use sha2::{Digest, Sha256};
+
+const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+
+fn env() -> Vec<(String, String)> {
+    vec![
+        ("ARCA_RAFT__WRITE_TIMEOUT_MS".into(), "4000".into()),
+        ("ARCA_REPLICATION__PROBE_INTERVAL_MS".into(), "300".into()),
+        ("ARCA_REPLICATION__SYNC_TIMEOUT_MS".into(), "2500".into()),
+        ("ARCA_CLUSTER__READ_BARRIER_TIMEOUT_MS".into(), "500".into()),
+    ]
+}
+
+fn region_options(
+    root: &Path,
+    name: &str,
+    nodes: u64,
+    replication: RegionReplication,
+) -> RegionOptions {
+    let mut options = RegionOptions::new(ARCA, root.join(name), nodes);
+    options.region = name.into();
+    options.env = env();
+    options.replication = Some(replication);
+    options
+}
+
+async fn primary(root: &Path, nodes: u64) -> Region {
+    let replication = RegionReplication {
+        tls_dir: root.join("tls"),
+        ..Default::default()
+    };
+    Region::must_start(region_options(root, "us", nodes, replication)).await
+}
+
+async fn mirror(
+    root: &Path,
+    name: &str,
+    nodes: u64,
+    primary: Vec<String>,
+    read_through: bool,
+) -> Region {
+    let replication = RegionReplication {
+        tls_dir: root.join("tls"),
+        primary,
+        peers: Vec::new(),
+        read_through,
+    };
+    Region::must_start(region_options(root, name, nodes, replication)).await
+}
+
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn must_create_repo(region: &Region, node: u64, body: serde_json::Value) {
+    let response = region
+        .http()
+        .post(region.url(node, "/api/v1/repos"))
+        .json(&body)
+        .send()
+        .await
+        .expect("create repo");
+    assert_eq!(response.status(), 201, "create repo {body}");
+}
+
+async fn put(region: &Region, node: u64, path: &str, body: Vec<u8>) -> reqwest::Response {
+    region
+        .http()
+        .put(region.url(node, &format!("/files/{path}")))
+        .body(body)
+        .send()
+        .await
+        .expect("put")
+}
+
+/// The status of a PUT, without following a redirect.
+async fn put_status_no_redirect(region: &Region, node: u64, path: &str, body: Vec<u8>) -> u16 {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    match client
+        .put(region.url(node, &format!("/files/{path}")))
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `node` of `region` serves `path` with `sha`.
+async fn must_see(region: &Region, node: u64, path: &str, sha: &str, timeout: Duration) {
+    let url = region.url(node, &format!("/files/{path}"));
+    wait_until(
+        &format!("{path} on {url}"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let response = region.http().get(&url).send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            let body = response.bytes().await.ok()?;
+            (sha256_hex(&body) == sha).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", region.node(node).log()));
+}
+
+fn arca(args: &[&str]) -> Output {
+    Command::new(ARCA).args(args).output().expect("run arca")
+}
+
+fn admin(region: &Region, node: u64) -> String {
+    region.node(node).grpc_addr.to_string()
+}
+
+fn status_json(region: &Region, node: u64) -> serde_json::Value {
+    let output = arca(&[
+        "cluster",
+        "status",
+        "--output",
+        "json",
+        "--admin",
+        &admin(region, node),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+fn region_row<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["regions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 3).await;
+    let eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let mut files = Vec::new();
+    for i in 0..6u64 {
+        let data = content(i, 200_000 + i as usize * 10_000);
+        let path = format!("ci/build-{i}.tar");
+        assert_eq!(put(&us, i % 3 + 1, &path, data.clone()).await.status(), 201);
+        files.push((path, sha256_hex(&data)));
+    }
+    for (path, sha) in &files {
+        must_see(&eu, 1, path, sha, Duration::from_secs(30)).await;
+    }
+
+    // A write to the mirror is refused with the primary's location (a client that follows
+    // redirects, as reqwest does by default, lands on the primary; look at the redirect itself).
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = no_redirects
+        .put(eu.url(1, "/files/ci/at-the-mirror.bin"))
+        .body(content(99, 1000))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(response.status(), 307);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(
+        us.nodes
+            .values()
+            .any(|n| location.starts_with(&n.base_url())),
+        "{location}"
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "READ_ONLY_MIRROR");
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains("us"),
+        "{body}"
+    );
+
+    // The CLI follows the redirect.
+    let file = root.path().join("upload.bin");
+    let data = content(100, 300_000);
+    std::fs::write(&file, &data).expect("write");
+    let output = Command::new(ARCA)
+        .args([
+            "push",
+            file.to_str().expect("path"),
+            "ci/through-the-mirror.bin",
+        ])
+        .env("ARCA_SERVER", eu.node(1).base_url())
+        .output()
+        .expect("arca push");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    must_see(
+        &us,
+        2,
+        "ci/through-the-mirror.bin",
+        &sha256_hex(&data),
+        Duration::from_secs(10),
+    )
+    .await;
+    must_see(
+        &eu,
+        1,
+        "ci/through-the-mirror.bin",
+        &sha256_hex(&data),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Status shows both regions and no lag once idle.
+    wait_until(
+        "the mirror to report no lag",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let status = status_json(&eu, 1);
+            let row = region_row(&status, "eu")?;
+            (row["lag_entries"] == 0
+                && row["connected"] == true
+                && region_row(&status, "us")?["role"] == "primary")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("mirror caught up");
+    assert_eq!(
+        eu.metric(1, "arca_replication_connected", "")
+            .await
+            .expect("metric"),
+        1.0
+    );
+    assert_eq!(
+        eu.metric(1, "arca_replication_lag_entries", "")
+            .await
+            .expect("metric"),
+        0.0
+    );
+    let status = status_json(&us, 3);
+    assert_eq!(
+        region_row(&status, "eu").expect("mirror row")["role"],
+        "mirror"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_the_link_raises_lag_and_the_mirror_converges_and_verifies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    let eu = mirror(root.path(), "eu", 1, vec![proxy.addr.to_string()], false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let first = content(1, 100_000);
+    assert_eq!(
+        put(&us, 1, "ci/before.bin", first.clone()).await.status(),
+        201
+    );
+    must_see(
+        &eu,
+        1,
+        "ci/before.bin",
+        &sha256_hex(&first),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    proxy.cut();
+    let mut during = Vec::new();
+    for i in 0..5u64 {
+        let data = content(10 + i, 80_000);
+        let path = format!("ci/during-{i}.bin");
+        assert_eq!(put(&us, 1, &path, data.clone()).await.status(), 201);
+        during.push((path, sha256_hex(&data)));
+    }
+    // The mirror cannot know what it misses, but it knows how long it has not heard: lag in
+    // seconds rises; the primary sees the mirror's entries fall behind.
+    wait_until(
+        "lag to rise on the mirror",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let lag = eu
+                .metric(1, "arca_replication_lag_seconds", "")
+                .await
+                .ok()?;
+            (lag > 3.0).then_some(())
+        },
+    )
+    .await
+    .expect("lag seconds rise while the link is cut");
+    let status = status_json(&us, 1);
+    let row = region_row(&status, "eu").expect("mirror row on the primary");
+    assert!(
+        row["lag_entries"].as_u64().unwrap_or_default() >= 5,
+        "{status}"
+    );
+
+    proxy.heal();
+    for (path, sha) in &during {
+        must_see(&eu, 1, path, sha, Duration::from_secs(60)).await;
+    }
+    wait_until(
+        "lag back to zero",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let entries = eu
+                .metric(1, "arca_replication_lag_entries", "")
+                .await
+                .ok()?;
+            let seconds = eu
+                .metric(1, "arca_replication_lag_seconds", "")
+                .await
+                .ok()?;
+            (entries == 0.0 && seconds == 0.0).then_some(())
+        },
+    )
+    .await
+    .expect("caught up");
+    let verify = arca(&[
+        "cluster",
+        "verify",
+        "--output",
+        "json",
+        "--admin",
+        &admin(&eu, 1),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("json");
+    assert!(verify.status.success(), "{report}");
+    assert_eq!(report["consistent"], true, "{report}");
+    assert_eq!(report["regions"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_version_sharing_most_content_crosses_as_a_small_fraction() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let v1 = content(7, 64 << 20);
+    assert_eq!(
+        put(&us, 1, "ci/app-1.0.bin", v1.clone()).await.status(),
+        201
+    );
+    must_see(
+        &eu,
+        1,
+        "ci/app-1.0.bin",
+        &sha256_hex(&v1),
+        Duration::from_secs(120),
+    )
+    .await;
+    let before = eu
+        .metric(1, "arca_replication_bytes_total", "")
+        .await
+        .expect("metric");
+    assert!(
+        before >= (64 << 20) as f64,
+        "the first version crossed whole ({before} bytes)"
+    );
+    let skipped_before = eu
+        .metric(1, "arca_replication_chunks_skipped_total", "")
+        .await
+        .expect("metric");
+
+    let mut v2 = v1.clone();
+    v2[30 << 20..(30 << 20) + 65_536].copy_from_slice(&content(8, 65_536));
+    assert_eq!(
+        put(&us, 1, "ci/app-1.1.bin", v2.clone()).await.status(),
+        201
+    );
+    must_see(
+        &eu,
+        1,
+        "ci/app-1.1.bin",
+        &sha256_hex(&v2),
+        Duration::from_secs(120),
+    )
+    .await;
+    let crossed = eu
+        .metric(1, "arca_replication_bytes_total", "")
+        .await
+        .expect("metric")
+        - before;
+    assert!(
+        crossed < (8 << 20) as f64,
+        "a 64 KiB edit of a 64 MiB file sent {crossed} bytes"
+    );
+    let skipped = eu
+        .metric(1, "arca_replication_chunks_skipped_total", "")
+        .await
+        .expect("metric")
+        - skipped_before;
+    assert!(skipped > 40.0, "most chunks were skipped ({skipped})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_replicated_push_is_not_acknowledged_while_the_mirror_is_cut_off() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    let eu = mirror(root.path(), "eu", 1, vec![proxy.addr.to_string()], false).await;
+    must_create_repo(
+        &us,
+        1,
+        serde_json::json!({"name": "critical", "replication": "sync"}),
+    )
+    .await;
+    let first = content(1, 50_000);
+    assert_eq!(
+        put(&us, 1, "critical/a.bin", first.clone()).await.status(),
+        201
+    );
+    must_see(
+        &eu,
+        1,
+        "critical/a.bin",
+        &sha256_hex(&first),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let second = content(2, 50_000);
+    let response = put(&us, 1, "critical/b.bin", second.clone()).await;
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "SYNC_REPLICATION_TIMEOUT", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    proxy.heal();
+    // Retrying the same upload is safe and succeeds once the mirror has it.
+    wait_until(
+        "the retried push to be acknowledged",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let status = put(&us, 1, "critical/b.bin", second.clone()).await.status();
+            matches!(status.as_u16(), 200 | 201).then_some(())
+        },
+    )
+    .await
+    .expect("acknowledged after healing");
+    must_see(
+        &eu,
+        1,
+        "critical/b.bin",
+        &sha256_hex(&second),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promoting_the_mirror_and_the_old_primary_returning_as_a_mirror_with_its_divergent_writes()
+{
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut us = primary(root.path(), 1).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    let eu = mirror(root.path(), "eu", 1, vec![proxy.addr.to_string()], false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let kept = content(1, 120_000);
+    assert_eq!(put(&us, 1, "ci/kept.bin", kept.clone()).await.status(), 201);
+    must_see(
+        &eu,
+        1,
+        "ci/kept.bin",
+        &sha256_hex(&kept),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // The link drops; the primary accepts one more write, then the primary region is lost.
+    proxy.cut();
+    let lost = content(2, 60_000);
+    assert_eq!(put(&us, 1, "ci/lost.bin", lost.clone()).await.status(), 201);
+    us.must_kill(1);
+    // The mirror cannot know what it missed; once the primary has been silent for a while, it
+    // says so and wants --force.
+    wait_until(
+        "the primary to go silent",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let lag = eu
+                .metric(1, "arca_replication_lag_seconds", "")
+                .await
+                .ok()?;
+            (lag > 3.0).then_some(())
+        },
+    )
+    .await
+    .expect("silence");
+
+    // Promotion reports the risk and wants --force.
+    let refused = arca(&["cluster", "promote", "eu", "--admin", &admin(&eu, 1)]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(text.contains("--force"), "{text}");
+    let promoted = arca(&[
+        "cluster",
+        "promote",
+        "eu",
+        "--force",
+        "--output",
+        "json",
+        "--admin",
+        &admin(&eu, 1),
+    ]);
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stdout)
+    );
+    let promoted: serde_json::Value = serde_json::from_slice(&promoted.stdout).expect("json");
+    assert_eq!(promoted["promoted"], true);
+    assert_eq!(promoted["epoch"], 2);
+
+    let after = content(3, 70_000);
+    assert_eq!(
+        put(&eu, 1, "ci/after-failover.bin", after.clone())
+            .await
+            .status(),
+        201
+    );
+
+    // The old primary comes back knowing where the other region is: it learns the newer epoch,
+    // stops taking writes, records what diverged, and follows the new primary.
+    let eu_addr = eu
+        .node(1)
+        .replication_addr
+        .expect("replication addr")
+        .to_string();
+    us.node_mut(1)
+        .options_mut()
+        .extra_args
+        .extend(["--peer".to_string(), eu_addr]);
+    us.must_restart(1);
+    wait_until(
+        "the old primary to redirect writes",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let status = put_status_no_redirect(&us, 1, "ci/late.bin", content(4, 1000)).await;
+            (status == 307).then_some(())
+        },
+    )
+    .await
+    .expect("old primary demoted");
+    must_see(
+        &us,
+        1,
+        "ci/after-failover.bin",
+        &sha256_hex(&after),
+        Duration::from_secs(60),
+    )
+    .await;
+    must_see(
+        &us,
+        1,
+        "ci/kept.bin",
+        &sha256_hex(&kept),
+        Duration::from_secs(10),
+    )
+    .await;
+    let gone = us
+        .http()
+        .get(us.url(1, "/files/ci/lost.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        gone.status(),
+        404,
+        "the divergent write is not part of the new history"
+    );
+
+    let divergent = arca(&[
+        "cluster",
+        "divergent",
+        "--output",
+        "json",
+        "--admin",
+        &admin(&us, 1),
+    ]);
+    assert!(divergent.status.success());
+    let divergent: serde_json::Value = serde_json::from_slice(&divergent.stdout).expect("json");
+    let writes = divergent["divergent"].as_array().expect("list");
+    assert_eq!(writes.len(), 1, "{divergent}");
+    assert!(
+        writes[0]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ci/lost.bin"),
+        "{divergent}"
+    );
+
+    let verify = arca(&[
+        "cluster",
+        "verify",
+        "--output",
+        "json",
+        "--admin",
+        &admin(&us, 1),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("json");
+    assert_eq!(report["consistent"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_three_node_mirror_keeps_following_when_its_leader_dies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let mut eu = mirror(root.path(), "eu", 3, us.replication_addrs(), false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let mut files = Vec::new();
+    for i in 0..10u64 {
+        let data = content(i, 40_000);
+        let path = format!("ci/a-{i}.bin");
+        assert_eq!(put(&us, 1, &path, data.clone()).await.status(), 201);
+        files.push((path, sha256_hex(&data)));
+    }
+    must_see(&eu, 2, &files[9].0, &files[9].1, Duration::from_secs(30)).await;
+    let leader = eu.must_wait_leader(Duration::from_secs(20)).await;
+    eu.must_kill(leader);
+    for i in 10..20u64 {
+        let data = content(i, 40_000);
+        let path = format!("ci/a-{i}.bin");
+        assert_eq!(put(&us, 1, &path, data.clone()).await.status(), 201);
+        files.push((path, sha256_hex(&data)));
+    }
+    let survivor = eu.live()[0];
+    for (path, sha) in &files {
+        must_see(&eu, survivor, path, sha, Duration::from_secs(60)).await;
+    }
+    eu.must_restart(leader);
+    eu.must_wait_ready(leader, Duration::from_secs(60)).await;
+    let verify = arca(&[
+        "cluster",
+        "verify",
+        "--output",
+        "json",
+        "--admin",
+        &admin(&eu, survivor),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("json");
+    assert_eq!(report["consistent"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_through_mirror_serves_what_it_has_not_received_yet() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    // A slow link: the mirror falls behind a large artifact.
+    proxy.shape(LinkShape::wan(4, Duration::from_millis(20)));
+    let eu = mirror(root.path(), "eu", 1, vec![proxy.addr.to_string()], true).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    wait_until(
+        "the repository on the mirror",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let response = eu
+                .http()
+                .get(eu.url(1, "/api/v1/repos/ci"))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await
+    .expect("repository replicated");
+    assert_eq!(
+        put(&us, 1, "ci/large.bin", content(1, 16 << 20))
+            .await
+            .status(),
+        201
+    );
+    let small = content(2, 20_000);
+    assert_eq!(
+        put(&us, 1, "ci/small.bin", small.clone()).await.status(),
+        201
+    );
+    let response = eu
+        .http()
+        .get(eu.url(1, "/files/ci/small.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-arca-read-through"], "primary");
+    assert_eq!(
+        sha256_hex(&response.bytes().await.expect("body")),
+        sha256_hex(&small)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let addr = us
+        .node(1)
+        .replication_addr
+        .expect("replication addr")
+        .to_string();
+    let info = arca_replication::RegionInfo {
+        region: "rogue".into(),
+        role: arca_replication::Role::Mirror,
+        epoch: 1,
+        primary: None,
+        http_addrs: vec![],
+        replication_addrs: vec![],
+        head: Default::default(),
+        fork: None,
+    };
+    let rogue = arca_chaos::must_issue(&root.path().join("rogue-ca"), "rogue");
+    let endpoint =
+        arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &rogue).expect("endpoint");
+    let refused = arca_replication::client::hello(&endpoint, &addr, info.clone()).await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA is refused at the handshake"
+    );
+    let trusted = arca_chaos::must_issue(&root.path().join("tls"), "operator");
+    let endpoint = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &trusted)
+        .expect("endpoint");
+    let hello = arca_replication::client::hello(&endpoint, &addr, info)
+        .await
+        .expect("hello with a valid certificate");
+    assert_eq!(hello.region, "us");
+}
