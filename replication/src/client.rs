@@ -287,7 +287,11 @@ impl<K: ChangeSink> Mirror<K> {
                     self.lag.heard(primary.head, None);
                     self.sink.primary_seen(&primary);
                 }
-                Feed::Heartbeat { head, next_at_ms } => self.lag.heard(head, next_at_ms),
+                Feed::Heartbeat {
+                    head,
+                    next_at_ms,
+                    next_seq,
+                } => self.lag.heard(head, next_seq.zip(next_at_ms)),
                 Feed::Entries(entries) => {
                     let head = self.apply(&connection, entries).await?;
                     write_frame(&mut send, &Ack::Applied { seq: head.seq }).await?;
@@ -321,7 +325,7 @@ impl<K: ChangeSink> Mirror<K> {
         };
         if let Some(last) = entries.last() {
             self.lag.received(
-                first.at_ms,
+                (first.seq, first.at_ms),
                 crate::protocol::Head {
                     epoch: last.epoch,
                     seq: last.seq,

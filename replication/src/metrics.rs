@@ -33,7 +33,8 @@ struct LagState {
     connected: bool,
     primary_head: Head,
     applied: Head,
-    next_at_ms: Option<i64>,
+    /// The oldest change not yet applied here: its sequence and commit time.
+    next: Option<(u64, i64)>,
     last_contact: Option<Instant>,
     pending_bytes: u64,
 }
@@ -77,38 +78,40 @@ impl MirrorLag {
         if state.primary_head.seq < applied.seq {
             state.primary_head = applied;
         }
-        if applied.seq >= state.primary_head.seq {
-            state.next_at_ms = None;
+        if state.next.is_some_and(|(seq, _)| seq <= applied.seq) {
+            state.next = None;
         }
         drop(state);
         self.publish();
     }
 
-    /// The primary said where it stands (heartbeat or entries).
-    pub fn heard(&self, primary_head: Head, next_at_ms: Option<i64>) {
+    /// The primary said where it stands, and which change (sequence, commit time) is the first
+    /// this mirror has not acknowledged. A hint for a change already applied here (the
+    /// acknowledgement crossed the heartbeat) is stale and ignored.
+    pub fn heard(&self, primary_head: Head, next: Option<(u64, i64)>) {
         let mut state = self.state.lock();
         state.connected = true;
         state.last_contact = Some(Instant::now());
         if primary_head.seq >= state.primary_head.seq {
             state.primary_head = primary_head;
         }
-        if next_at_ms.is_some() || state.applied.seq >= state.primary_head.seq {
-            state.next_at_ms = next_at_ms;
-        }
+        let applied = state.applied.seq;
+        state.next = next.filter(|(seq, _)| *seq > applied);
         drop(state);
         self.publish();
     }
 
     /// Entries arrived: the first one's commit time is the oldest unapplied change.
-    pub fn received(&self, first_at_ms: i64, last: Head) {
+    pub fn received(&self, first: (u64, i64), last: Head) {
         let mut state = self.state.lock();
         state.connected = true;
         state.last_contact = Some(Instant::now());
         if last.seq > state.primary_head.seq {
             state.primary_head = last;
         }
-        if state.next_at_ms.is_none_or(|t| t > first_at_ms) {
-            state.next_at_ms = Some(first_at_ms);
+        let applied = state.applied.seq;
+        if first.0 > applied && state.next.is_none_or(|(seq, _)| seq > first.0) {
+            state.next = Some(first);
         }
     }
 
@@ -155,7 +158,7 @@ impl MirrorLag {
     pub fn report(&self) -> LagReport {
         let state = self.state.lock();
         let lag_entries = state.primary_head.seq.saturating_sub(state.applied.seq);
-        let behind = match (lag_entries, state.next_at_ms) {
+        let behind = match (lag_entries, state.next.map(|(_, at)| at)) {
             (0, _) | (_, None) => 0.0,
             (_, Some(at)) => ((now_ms() - at).max(0) as f64) / 1000.0,
         };
@@ -219,7 +222,7 @@ mod tests {
                 seq: 14,
                 at_ms: now_ms(),
             },
-            Some(five_seconds_ago),
+            Some((11, five_seconds_ago)),
         );
         let report = lag.report();
         assert_eq!(report.lag_entries, 4);
@@ -230,6 +233,37 @@ mod tests {
             at_ms: 0,
         });
         assert_eq!(lag.report().lag_entries, 0);
+        assert_eq!(lag.report().lag_seconds, 0.0);
+
+        // A heartbeat sent before the mirror's acknowledgement arrived names an entry that is
+        // applied by now: it must not bring back the old commit time.
+        lag.heard(
+            Head {
+                epoch: 1,
+                seq: 15,
+                at_ms: now_ms(),
+            },
+            Some((12, five_seconds_ago)),
+        );
+        let report = lag.report();
+        assert_eq!(report.lag_entries, 1);
+        assert_eq!(report.lag_seconds, 0.0, "{report:?}");
+        // Entries arrive: the first unapplied one's commit time counts.
+        let two_seconds_ago = now_ms() - 2000;
+        lag.received(
+            (15, two_seconds_ago),
+            Head {
+                epoch: 1,
+                seq: 15,
+                at_ms: two_seconds_ago,
+            },
+        );
+        assert!(lag.report().lag_seconds >= 1.9, "{:?}", lag.report());
+        lag.set_applied(Head {
+            epoch: 1,
+            seq: 15,
+            at_ms: two_seconds_ago,
+        });
         assert_eq!(lag.report().lag_seconds, 0.0);
     }
 }

@@ -138,6 +138,10 @@ pub enum Feed {
     Heartbeat {
         head: Head,
         next_at_ms: Option<i64>,
+        /// The sequence `next_at_ms` belongs to, so a mirror can tell a stale hint (for an
+        /// entry it has applied meanwhile) from a current one.
+        #[serde(default)]
+        next_seq: Option<u64>,
     },
     /// The entries after the mirror's position are no longer retained: fetch a snapshot.
     SnapshotRequired {

@@ -229,7 +229,16 @@ async fn feed<S: ChangeSource>(
             } else {
                 None
             };
-            write_frame(send, &Feed::Heartbeat { head, next_at_ms }).await?;
+            let next_seq = next_at_ms.map(|_| first_unacked);
+            write_frame(
+                send,
+                &Feed::Heartbeat {
+                    head,
+                    next_at_ms,
+                    next_seq,
+                },
+            )
+            .await?;
             head_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
