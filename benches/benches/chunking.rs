@@ -2,34 +2,13 @@
 //!
 //! `cargo bench -p arca-benches --bench chunking`
 
+use arca_benches::limits::ingest_pipeline;
 use arca_benches::random_bytes;
 use arca_node::chunker::{Chunker, ChunkerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sha2::Digest;
 
 const SIZE: usize = 64 << 20;
-
-fn ingest_pipeline(data: &[u8]) -> (usize, [u8; 32], [u8; 32]) {
-    // What the ingest worker does per upload, minus storage: cut, hash each chunk, hash the
-    // whole blob with blake3 and sha256, fed in 64 KiB frames like an HTTP body.
-    let mut chunker = Chunker::new(ChunkerConfig::default());
-    let mut sha = sha2::Sha256::new();
-    let mut whole = blake3::Hasher::new();
-    let mut chunks = 0;
-    for frame in data.chunks(64 * 1024) {
-        sha.update(frame);
-        whole.update(frame);
-        for chunk in chunker.push(frame) {
-            std::hint::black_box(blake3::hash(&chunk));
-            chunks += 1;
-        }
-    }
-    for chunk in chunker.finish() {
-        std::hint::black_box(blake3::hash(&chunk));
-        chunks += 1;
-    }
-    (chunks, sha.finalize().into(), *whole.finalize().as_bytes())
-}
 
 fn benches(c: &mut Criterion) {
     let data = random_bytes(SIZE, 1);
