@@ -210,7 +210,9 @@ async fn kill_9_mid_upload_leaves_nothing_and_acknowledged_uploads_survive() {
             .status(),
         201
     );
-    let kept = random_bytes(3_000_000, 3);
+    // Large enough that most of its chunks are written without the WAL and made durable by a
+    // flush before the 201: a kill -9 right after must not lose them.
+    let kept = random_bytes(24 << 20, 3);
     let ack = http
         .put(format!("{base}/files/ci/kept.bin"))
         .body(kept.clone())
@@ -262,7 +264,7 @@ async fn kill_9_mid_upload_leaves_nothing_and_acknowledged_uploads_survive() {
                     .nth(1)?
                     .parse()
                     .ok()?;
-                (received >= (3_000_000 + (4 << 20)) as f64).then_some(())
+                (received >= ((24 << 20) + (4 << 20)) as f64).then_some(())
             }
         },
     )
@@ -310,8 +312,8 @@ async fn kill_9_mid_upload_leaves_nothing_and_acknowledged_uploads_survive() {
         .json()
         .await
         .expect("json");
-    assert_eq!(repo["logical_bytes"], 3_000_000);
-    assert_eq!(repo["physical_bytes"], 3_000_000);
+    assert_eq!(repo["logical_bytes"], kept.len());
+    assert_eq!(repo["physical_bytes"], kept.len());
     // The interrupted upload's chunks were swept at start-up: pushing its first MiB again
     // writes new chunks instead of finding leftovers.
     let retry = http

@@ -1,17 +1,21 @@
-//! Streaming a blob (or a byte range of it) back out of the chunk store, one verified chunk at a
-//! time, so a download holds one chunk in memory however large the blob is.
+//! Streaming a blob (or a byte range of it) back out of the chunk store, verified chunk by
+//! verified chunk, so a download holds a few chunks in memory however large the blob is.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use crate::chunk_store::ChunkStore;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::ChunkRef;
+
+/// Chunks a download reads ahead of the one being sent: at most this many chunks (4 MiB each
+/// at most) are held per download beyond the one in the socket.
+const READ_AHEAD: usize = 2;
 
 /// The pieces of chunks that cover a byte range: (chunk, range within the chunk).
 fn plan(chunks: &[ChunkRef], range: &Range<u64>) -> Vec<(ChunkRef, Range<usize>)> {
@@ -74,13 +78,18 @@ pub async fn open(
         Some((chunk, within)) => Some(read_piece(source.clone(), chunk, within).await?),
         None => None,
     };
+    // Later chunks are read (and verified) ahead of the socket, READ_AHEAD at a time, so the
+    // disk read and the blake3 check of chunk N+1 overlap sending chunk N.
+    let mut rest = futures::stream::iter(pieces)
+        .map(move |(chunk, within)| read_piece(source.clone(), chunk, within))
+        .buffered(READ_AHEAD);
     Ok(async_stream::try_stream! {
         if let Some(first) = first {
             metrics::bytes_sent(first.len());
             yield first;
         }
-        for (chunk, within) in pieces {
-            let piece = match read_piece(source.clone(), chunk, within).await {
+        while let Some(piece) = rest.next().await {
+            let piece = match piece {
                 Ok(piece) => piece,
                 Err(e) => {
                     tracing::error!(error = %e, "aborting download");

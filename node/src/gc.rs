@@ -18,6 +18,10 @@ use crate::digest::ChunkId;
 use crate::error::Result;
 use crate::state_machine::FreedChunks;
 
+/// Deleted chunk bytes that make a blob garbage collection worth its compaction (the size of
+/// one blob file).
+const BLOB_GC_MIN_GARBAGE: u64 = 256 << 20;
+
 enum Job {
     Reclaim(Vec<ChunkId>),
     Sweep,
@@ -71,6 +75,18 @@ impl Collector {
         self.reclaim(&candidates)
     }
 
+    /// After deletions worth a blob file, compacts the chunk store with blob garbage collection
+    /// so the disk space comes back.
+    fn collect_blob_garbage(&self) {
+        match self.store.collect_blob_garbage(BLOB_GC_MIN_GARBAGE) {
+            Ok(true) => {
+                tracing::info!("compacted the chunk store to reclaim deleted chunks' space")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "blob garbage collection failed; will retry"),
+        }
+    }
+
     /// Runs until `cancel`: reclaims freed chunks as they come, sweeps orphans every `interval`.
     pub async fn run(
         self,
@@ -94,7 +110,9 @@ impl Collector {
             let collector = self.clone();
             let work = move || match job {
                 Job::Reclaim(ids) => collector.reclaim(&ids),
-                Job::Sweep => collector.sweep(grace),
+                Job::Sweep => collector
+                    .sweep(grace)
+                    .inspect(|_| collector.collect_blob_garbage()),
             };
             match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(0)) => {}

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use sha2::Digest as _;
 use tokio::sync::mpsc;
 
-use crate::chunk_store::{ChunkStore, PinGuard};
+use crate::chunk_store::{ChunkStore, Durability, PinGuard};
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::{Error, Result};
@@ -21,6 +21,11 @@ use crate::model::{BlobDescriptor, ChunkRef};
 
 /// Frames in flight between the body reader and the worker.
 const CHANNEL_FRAMES: usize = 32;
+
+/// An upload writes its first new chunks through the WAL (one fsync makes a small upload
+/// durable); past this many new bytes it writes unlogged and flushes once at the end, so the
+/// bulk of a large upload reaches the disk once instead of twice.
+const LOGGED_BYTES: u64 = 8 << 20;
 
 /// A blob whose chunks are durable on this node, not yet referenced by any command.
 pub struct IngestedBlob {
@@ -91,6 +96,7 @@ where
             pins: outcome.pins,
         }),
         (Some(error), _) | (None, Err(error)) => {
+            store.forget_pending(&outcome.pending);
             on_abandon(outcome.written, outcome.pins);
             Err(error)
         }
@@ -100,6 +106,8 @@ where
 struct WorkerOutcome {
     result: Result<BlobDescriptor>,
     written: Vec<ChunkId>,
+    /// Writes not yet made durable (empty once the upload succeeded).
+    pending: Vec<(ChunkId, Durability)>,
     pins: PinGuard,
 }
 
@@ -112,12 +120,16 @@ fn ingest_worker(
         store: store.clone(),
         chunks: Vec::new(),
         written: Vec::new(),
+        writes: Vec::new(),
+        reused: Vec::new(),
+        written_bytes: 0,
         pins: store.pin_guard(),
     };
     let result = state.run(&mut rx, chunking);
     WorkerOutcome {
         result,
         written: state.written,
+        pending: state.writes,
         pins: state.pins,
     }
 }
@@ -126,6 +138,11 @@ struct WorkerState {
     store: Arc<ChunkStore>,
     chunks: Vec<ChunkRef>,
     written: Vec<ChunkId>,
+    /// Each chunk write and how it was made, until made durable.
+    writes: Vec<(ChunkId, Durability)>,
+    /// Chunks found already stored.
+    reused: Vec<ChunkId>,
+    written_bytes: u64,
     pins: PinGuard,
 }
 
@@ -161,9 +178,10 @@ impl WorkerState {
         for chunk in chunker.finish() {
             self.store_chunk(&chunk)?;
         }
-        if !self.written.is_empty() {
-            self.store.sync()?;
-        }
+        // Also for reused chunks: another upload may have written one a moment ago and not
+        // made it durable yet.
+        self.store.make_durable(&self.writes, &self.reused)?;
+        self.writes.clear();
         Ok(BlobDescriptor {
             blake3: Blake3::from(blake3.finalize()),
             sha256: Sha256(sha256.finalize().into()),
@@ -179,9 +197,17 @@ impl WorkerState {
         self.pins.pin(id);
         if self.store.contains(&id)? {
             metrics::chunk_deduplicated(data.len());
+            self.reused.push(id);
         } else {
-            self.store.put(&id, data)?;
+            let durability = if self.written_bytes >= LOGGED_BYTES {
+                Durability::Unlogged
+            } else {
+                Durability::Logged
+            };
+            self.store.put_pending(&id, data, durability)?;
             self.written.push(id);
+            self.writes.push((id, durability));
+            self.written_bytes += data.len() as u64;
         }
         self.chunks.push(ChunkRef {
             id,

@@ -92,6 +92,11 @@ pub fn chunk_deduplicated(len: usize) {
     counter!("arca_storage_chunk_deduplicated_bytes_total").increment(len as u64);
 }
 
+/// A large upload flushed the chunk column families to make its unlogged chunks durable.
+pub fn chunk_flush() {
+    counter!("arca_storage_chunk_flushes_total").increment(1);
+}
+
 pub fn chunk_deleted() {
     counter!("arca_storage_chunks_deleted_total").increment(1);
 }

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
                     result.seconds
                 );
                 println!(
-                    "  {:.1} MiB/s, {:.0} req/s; latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    "  {:.1} MiB/s, {:.2} req/s; latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                     result.mib_per_s,
                     result.ops_per_s,
                     result.p50_ms,
