@@ -24,8 +24,10 @@ async fn repo_stats(http: &reqwest::Client, url: &str, repo: &str) -> serde_json
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_drives_every_workload_against_arca() {
-    let dir = tempfile::tempdir().unwrap();
-    let arca = Server::arca(Path::new(ARCA), dir.path()).await.unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arca = Server::arca(Path::new(ARCA), dir.path())
+        .await
+        .expect("bench run");
     let http = reqwest::Client::new();
     let size = 96 * 1024;
     for workload in Workload::ALL {
@@ -34,7 +36,7 @@ async fn load_generator_drives_every_workload_against_arca() {
         spec.ops = 24;
         spec.verify = true;
         let before = repo_stats(&http, &arca.url, "containers").await;
-        let result = load::run(&spec).await.unwrap();
+        let result = load::run(&spec).await.expect("bench run");
         assert_eq!(result.errors, 0, "{workload}: {:?}", result.first_error);
         assert_eq!(result.ops, 24);
         assert!(result.p50_ms > 0.0, "{result:?}");
@@ -49,24 +51,29 @@ async fn load_generator_drives_every_workload_against_arca() {
         if workload == Workload::BlobPush {
             // 24 fresh blobs really landed: the repository's stored bytes grew by them.
             let after = repo_stats(&http, &arca.url, "containers").await;
-            let grown = after["physical_bytes"].as_u64().unwrap()
-                - before["physical_bytes"].as_u64().unwrap();
+            let grown = after["physical_bytes"].as_u64().expect("json field")
+                - before["physical_bytes"].as_u64().expect("json field");
             assert!(grown >= 24 * size as u64, "{before} → {after}");
         }
     }
     let files = repo_stats(&http, &arca.url, "bench").await;
-    assert!(files["artifacts"].as_u64().unwrap() >= 24, "{files}");
+    assert!(
+        files["artifacts"].as_u64().expect("json field") >= 24,
+        "{files}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_reports_failures() {
-    let dir = tempfile::tempdir().unwrap();
-    let arca = Server::arca(Path::new(ARCA), dir.path()).await.unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arca = Server::arca(Path::new(ARCA), dir.path())
+        .await
+        .expect("bench run");
     // No OCI repository named `missing`: every push fails, and the run says so.
     let mut spec = LoadSpec::new(&arca.url, Workload::BlobPush, 4096);
     spec.image = "missing/app".into();
     spec.ops = 5;
-    let result = load::run(&spec).await.unwrap();
+    let result = load::run(&spec).await.expect("bench run");
     assert_eq!(result.errors, 5);
     assert!(
         result.first_error.as_deref().unwrap_or("").contains("404"),
@@ -84,16 +91,18 @@ async fn comparison_with_debian_docker_registry() {
         Path::new(REGISTRY).exists(),
         "{REGISTRY} is missing: scripts/setup.sh installs Debian's docker-registry"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let arca = Server::arca(Path::new(ARCA), dir.path()).await.unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arca = Server::arca(Path::new(ARCA), dir.path())
+        .await
+        .expect("bench run");
     let peer = Server::distribution(Path::new(REGISTRY), dir.path())
         .await
-        .unwrap();
+        .expect("bench run");
     let cases = compare::quick_cases();
     let mut runs = 0;
     let rows = compare::compare(&arca, &peer, &cases, 1, |_| runs += 1)
         .await
-        .unwrap();
+        .expect("bench run");
     assert_eq!(runs, 2 * cases.len());
     assert_eq!(rows.len(), cases.len());
     for row in &rows {

@@ -396,7 +396,7 @@ impl ChunkStore {
         self.pins.lock()
     }
 
-        /// Chunk values in the active memtable (not yet flushed to a blob file).
+    /// Chunk values in the active memtable (not yet flushed to a blob file).
     #[doc(hidden)]
     pub fn memtable_entries_for_test(&self) -> Result<u64> {
         Ok(self
@@ -459,66 +459,113 @@ mod tests {
         (ChunkId::of(&data), data)
     }
 
-        #[test]
+    #[test]
     fn uploads_make_exactly_what_they_rely_on_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::new(crate::storage::open_db(dir.path()).unwrap()).unwrap();
+        let dir = tempfile::tempdir().expect("chunk store operation");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("chunk store operation"))
+                .expect("chunk store operation");
         let (a, a_bytes) = chunk(1, 64 << 10);
         let (b, b_bytes) = chunk(2, 64 << 10);
         let (c, c_bytes) = chunk(3, 64 << 10);
 
         // A logged write is made durable by a WAL sync: the memtable keeps it.
-        store.put_pending(&a, &a_bytes, Durability::Logged).unwrap();
-        store.make_durable(&[(a, Durability::Logged)], &[]).unwrap();
-        assert_eq!(store.memtable_entries_for_test().unwrap(), 1);
+        store
+            .put_pending(&a, &a_bytes, Durability::Logged)
+            .expect("chunk store operation");
+        store
+            .make_durable(&[(a, Durability::Logged)], &[])
+            .expect("chunk store operation");
+        assert_eq!(
+            store
+                .memtable_entries_for_test()
+                .expect("chunk store operation"),
+            1
+        );
 
         // Upload 1 wrote `b` unlogged; upload 2 found it and relies on it before upload 1 is
         // done: upload 2's make_durable must flush it.
-        store.put_pending(&b, &b_bytes, Durability::Unlogged).unwrap();
-        assert!(store.contains(&b).unwrap());
-        store.make_durable(&[], &[b]).unwrap();
-        assert_eq!(store.memtable_entries_for_test().unwrap(), 0, "flushed");
-        store.make_durable(&[(b, Durability::Unlogged)], &[]).unwrap();
+        store
+            .put_pending(&b, &b_bytes, Durability::Unlogged)
+            .expect("chunk store operation");
+        assert!(store.contains(&b).expect("chunk store operation"));
+        store
+            .make_durable(&[], &[b])
+            .expect("chunk store operation");
+        assert_eq!(
+            store
+                .memtable_entries_for_test()
+                .expect("chunk store operation"),
+            0,
+            "flushed"
+        );
+        store
+            .make_durable(&[(b, Durability::Unlogged)], &[])
+            .expect("chunk store operation");
 
         // Once made durable (or abandoned), a chunk is no longer pending: reusing it costs
         // nothing.
-        store.put_pending(&c, &c_bytes, Durability::Unlogged).unwrap();
+        store
+            .put_pending(&c, &c_bytes, Durability::Unlogged)
+            .expect("chunk store operation");
         store.forget_pending(&[(c, Durability::Unlogged)]);
-        store.make_durable(&[], &[b, c]).unwrap();
-        assert_eq!(store.memtable_entries_for_test().unwrap(), 1, "not flushed again");
+        store
+            .make_durable(&[], &[b, c])
+            .expect("chunk store operation");
+        assert_eq!(
+            store
+                .memtable_entries_for_test()
+                .expect("chunk store operation"),
+            1,
+            "not flushed again"
+        );
         for (id, data) in [(a, a_bytes), (b, b_bytes), (c, c_bytes)] {
-            assert_eq!(store.read(&id).unwrap(), data.as_slice());
+            assert_eq!(
+                store.read(&id).expect("chunk store operation"),
+                data.as_slice()
+            );
         }
     }
 
     #[test]
     fn deleted_chunks_give_their_disk_space_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::new(crate::storage::open_db(dir.path()).unwrap()).unwrap();
+        let dir = tempfile::tempdir().expect("chunk store operation");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("chunk store operation"))
+                .expect("chunk store operation");
         let kept: Vec<_> = (0..4).map(|i| chunk(i, 1 << 20)).collect();
         let dropped: Vec<_> = (100..124).map(|i| chunk(i, 1 << 20)).collect();
         for (id, data) in kept.iter().chain(&dropped) {
-            store.put(id, data).unwrap();
+            store.put(id, data).expect("chunk store operation");
         }
-        store.flush_for_test().unwrap();
-        let before = store.blob_file_bytes().unwrap();
+        store.flush_for_test().expect("chunk store operation");
+        let before = store.blob_file_bytes().expect("chunk store operation");
         assert!(before >= 28 << 20, "{before}");
         // Nothing deleted yet: no compaction is worth it.
-        assert!(!store.collect_blob_garbage(1 << 20).unwrap());
+        assert!(!store
+            .collect_blob_garbage(1 << 20)
+            .expect("chunk store operation"));
 
         for (id, _) in &dropped {
-            assert!(store.delete_unless(id, |_| Ok(false)).unwrap());
+            assert!(store
+                .delete_unless(id, |_| Ok(false))
+                .expect("chunk store operation"));
         }
-        assert!(store.blob_garbage_bytes().unwrap() >= 24 << 20);
-        assert!(store.collect_blob_garbage(1 << 20).unwrap());
-        let after = store.blob_file_bytes().unwrap();
+        assert!(store.blob_garbage_bytes().expect("chunk store operation") >= 24 << 20);
+        assert!(store
+            .collect_blob_garbage(1 << 20)
+            .expect("chunk store operation"));
+        let after = store.blob_file_bytes().expect("chunk store operation");
         assert!(
             after < 8 << 20,
             "blob files still hold {after} bytes (from {before})"
         );
         // The live chunks survived the relocation, byte for byte.
         for (id, data) in &kept {
-            assert_eq!(store.read(id).unwrap(), data.as_slice());
+            assert_eq!(
+                store.read(id).expect("chunk store operation"),
+                data.as_slice()
+            );
         }
         for (id, _) in &dropped {
             assert!(store.read(id).is_err());
