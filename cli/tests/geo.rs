@@ -775,3 +775,31 @@ async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
         .expect("hello with a valid certificate");
     assert_eq!(hello.region, "us");
 }
+
+/// Found by `arca-chaos --scenario leader-kill --seed 1 --topology 3,1`: a new single-node
+/// mirror served its first writes as a primary until its first housekeeping tick, because it
+/// read its membership before initializing had reached the Raft metrics. A write sent the
+/// moment the mirror is ready must already be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_mirror_refuses_writes_as_soon_as_it_is_ready() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let mut replication = RegionReplication {
+        tls_dir: root.path().join("tls"),
+        primary: us.replication_addrs(),
+        ..Default::default()
+    };
+    // Probe rarely, so only the start-up path can make the region a mirror in time.
+    replication.read_through = false;
+    let mut options = region_options(root.path(), "eu", 1, replication);
+    options
+        .env
+        .retain(|(k, _)| k != "ARCA_REPLICATION__PROBE_INTERVAL_MS");
+    options
+        .env
+        .push(("ARCA_REPLICATION__PROBE_INTERVAL_MS".into(), "60000".into()));
+    let eu = Region::must_start(options).await;
+    let status = put_status_no_redirect(&eu, 1, "ci/too-early.bin", content(1, 1000)).await;
+    assert_eq!(status, 307, "a write to a fresh mirror is refused");
+}
