@@ -428,6 +428,10 @@ async fn primary_loss(
         .admin_addr(mirror)
         .ok_or_else(|| anyhow!("no live node in {}", region_name(mirror)))?;
     let name = region_name(mirror);
+    // Writes the workload sends to "a mirror" must not race the promotion and land on the new
+    // primary: take the region out of the clients' view while it changes role.
+    cluster.endpoints.set_down(mirror, true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut promoted = None;
     for _ in 0..60 {
         let (ok, reply) = cluster
@@ -442,6 +446,7 @@ async fn primary_loss(
     let promoted = promoted.ok_or_else(|| anyhow!("{name} could not be promoted"))?;
     record.notes.push(format!("promoted: {promoted}"));
     cluster.endpoints.set_primary(mirror);
+    cluster.endpoints.set_down(mirror, false);
     for region in &cluster.regions {
         for link in &region.links {
             link.heal();
