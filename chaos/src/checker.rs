@@ -108,7 +108,9 @@ fn effect(op: &Op) -> State {
 /// The final states a key may be in, given its writes.
 pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
     let writes: Vec<&&Op> = ops.iter().filter(|op| is_write(op)).collect();
-    let immutable = ops.first().is_some_and(|op| op.key.starts_with(IMMUTABLE_REPO));
+    let immutable = ops
+        .first()
+        .is_some_and(|op| op.key.starts_with(IMMUTABLE_REPO));
     if immutable {
         if let Some(first) = writes.iter().find(|op| op.outcome == Outcome::Ok) {
             return BTreeSet::from([effect(first)]);
@@ -548,6 +550,6 @@ mod tests {
             ..observations
         };
         assert!(check(&history, &excused)[0].held);
-        assert!(names_key("put mut/a-1", "mut/a") == false);
+        assert!(!names_key("put mut/a-1", "mut/a"));
     }
 }

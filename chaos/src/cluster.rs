@@ -128,7 +128,9 @@ impl Endpoints {
     /// Regions that are up.
     pub fn up(&self) -> Vec<usize> {
         let state = self.state.read();
-        (0..self.regions.len()).filter(|i| !state.down[*i]).collect()
+        (0..self.regions.len())
+            .filter(|i| !state.down[*i])
+            .collect()
     }
 }
 
@@ -163,9 +165,7 @@ impl Cluster {
                     links.push(proxy);
                 }
                 for earlier in regions.iter().skip(1) {
-                    replication
-                        .peers
-                        .extend(earlier.region.replication_addrs());
+                    replication.peers.extend(earlier.region.replication_addrs());
                 }
             }
             let mut options = RegionOptions::new(binary, root.join(&name), *nodes);

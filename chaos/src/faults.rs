@@ -93,7 +93,10 @@ impl Fault {
                 region,
                 node,
                 latency_ms,
-            } => format!("delay gRPC into {}-{node} by {latency_ms} ms", region_name(*region)),
+            } => format!(
+                "delay gRPC into {}-{node} by {latency_ms} ms",
+                region_name(*region)
+            ),
             Fault::FlakyWan {
                 region,
                 latency_ms,
@@ -318,7 +321,12 @@ async fn apply(
             Ok(())
         }
         Fault::RollingRestart { region } => {
-            let ids: Vec<u64> = cluster.regions[region].region.nodes.keys().copied().collect();
+            let ids: Vec<u64> = cluster.regions[region]
+                .region
+                .nodes
+                .keys()
+                .copied()
+                .collect();
             for id in ids {
                 let target = &mut cluster.regions[region].region;
                 target.must_stop(id, Duration::from_secs(15));
@@ -371,7 +379,11 @@ async fn pause_and_resume(
 
 /// Flips one byte in each of `count` stored chunks (chosen by `pick`) of a stopped node's
 /// database. Returns the chunk names (blake3, hex).
-pub fn corrupt_chunks(db_path: &std::path::Path, count: usize, pick: u64) -> anyhow::Result<Vec<String>> {
+pub fn corrupt_chunks(
+    db_path: &std::path::Path,
+    count: usize,
+    pick: u64,
+) -> anyhow::Result<Vec<String>> {
     use arca_node::chunk_store::CF_CHUNKS;
     let db = arca_node::storage::open_db(db_path)?;
     let cf = db
@@ -397,7 +409,8 @@ pub fn corrupt_chunks(db_path: &std::path::Path, count: usize, pick: u64) -> any
         }
         let position = rng.random_range(0..value.len());
         value[position] ^= 0xFF;
-        db.put_cf(cf, &key, &value).context("write the corrupted chunk")?;
+        db.put_cf(cf, &key, &value)
+            .context("write the corrupted chunk")?;
         corrupted.push(hex::encode(&key));
     }
     db.flush_wal(true).context("sync")?;
@@ -494,7 +507,9 @@ async fn primary_loss(
     if !demoted {
         anyhow::bail!("the old primary {old_name} did not become a mirror within 60 s");
     }
-    record.notes.push(format!("{old_name} rejoined as a mirror"));
+    record
+        .notes
+        .push(format!("{old_name} rejoined as a mirror"));
     cluster.endpoints.set_down(old, false);
     Ok(())
 }

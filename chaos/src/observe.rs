@@ -11,11 +11,7 @@ use crate::history::Op;
 use crate::workload::{http_client, IMMUTABLE_REPO, MUTABLE_REPO};
 
 /// Polls `arca cluster verify` until it reports consistency or `timeout` passes.
-pub async fn wait_converged(
-    cluster: &Cluster,
-    timeout: Duration,
-    observations: &mut Observations,
-) {
+pub async fn wait_converged(cluster: &Cluster, timeout: Duration, observations: &mut Observations) {
     let started = Instant::now();
     // Ask a mirror if there is one: its verify compares every region with the primary.
     let up = cluster.endpoints.up();
@@ -173,8 +169,7 @@ pub async fn listed_reads(cluster: &Cluster, observations: &mut Observations) {
                         let path = file["path"].as_str().unwrap_or_default();
                         let listed_sha256 = file["sha256"].as_str().unwrap_or_default().to_string();
                         let key = format!("{repo}/{path}");
-                        let (state, detail) =
-                            get_state(&http, &format!("{url}/files/{key}")).await;
+                        let (state, detail) = get_state(&http, &format!("{url}/files/{key}")).await;
                         observations.listed.push(ListedRead {
                             region: endpoint.name.clone(),
                             node: *node,
@@ -195,7 +190,12 @@ pub async fn listed_reads(cluster: &Cluster, observations: &mut Observations) {
 }
 
 /// A counter or gauge summed over a node's `/metrics` lines that contain `labels`.
-pub async fn scrape(http: &reqwest::Client, base_url: &str, name: &str, labels: &str) -> Option<f64> {
+pub async fn scrape(
+    http: &reqwest::Client,
+    base_url: &str,
+    name: &str,
+    labels: &str,
+) -> Option<f64> {
     let text = http
         .get(format!("{base_url}/metrics"))
         .timeout(Duration::from_secs(2))

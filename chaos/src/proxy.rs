@@ -128,7 +128,8 @@ fn shaper(
     tokio::spawn(async move {
         // Jitter makes delivery times non-monotonic: keep the pending datagrams ordered by
         // delivery time so a late one does not hold back the ones behind it.
-        let mut pending: std::collections::BinaryHeap<Pending> = std::collections::BinaryHeap::new();
+        let mut pending: std::collections::BinaryHeap<Pending> =
+            std::collections::BinaryHeap::new();
         let mut sequence = 0u64;
         loop {
             let next = pending.peek().map(|p| p.deliver_at);

@@ -84,7 +84,11 @@ fn op_counts(history: &[Op]) -> BTreeMap<String, BTreeMap<String, usize>> {
         if op.kind == crate::history::OpKind::Get && op.status == Some(404) {
             outcome_key.push_str(" (404)");
         }
-        *counts.entry(kind).or_default().entry(outcome_key).or_default() += 1;
+        *counts
+            .entry(kind)
+            .or_default()
+            .entry(outcome_key)
+            .or_default() += 1;
     }
     counts
 }
@@ -308,8 +312,16 @@ pub fn summary(result: &RunResult) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "scenario      {}", result.scenario);
     let _ = writeln!(text, "seed          {}", result.seed);
-    let _ = writeln!(text, "topology      {} (first region is the primary)", result.topology);
-    let _ = writeln!(text, "duration      {} s, {} clients", result.duration_s, result.clients);
+    let _ = writeln!(
+        text,
+        "topology      {} (first region is the primary)",
+        result.topology
+    );
+    let _ = writeln!(
+        text,
+        "duration      {} s, {} clients",
+        result.duration_s, result.clients
+    );
     let _ = writeln!(text, "arca          {}", result.arca);
     let _ = writeln!(text, "verdict       {}", result.verdict.to_uppercase());
     let _ = writeln!(text, "\noperations    {}", result.operations);
@@ -366,7 +378,11 @@ pub fn summary(result: &RunResult) -> String {
             text,
             "  {} {} {:<55} ({} checked)",
             invariant.number,
-            if invariant.held { "HELD    " } else { "VIOLATED" },
+            if invariant.held {
+                "HELD    "
+            } else {
+                "VIOLATED"
+            },
             invariant.name,
             invariant.checked
         );

@@ -105,7 +105,9 @@ pub fn plan(
         }
         "disk-corruption" => {
             let Some(_) = pick_multi_node_region(&mut rng, topology) else {
-                anyhow::bail!("disk-corruption needs a region of at least 2 nodes (repair reads from a peer)");
+                anyhow::bail!(
+                    "disk-corruption needs a region of at least 2 nodes (repair reads from a peer)"
+                );
             };
             while at < last {
                 let region = pick_multi_node_region(&mut rng, topology).unwrap_or(0);

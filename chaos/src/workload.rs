@@ -228,7 +228,15 @@ async fn run_client(
                     if !up.is_empty() {
                         let region = up[rng.random_range(0..up.len())];
                         let (node, url) = pick_node(&endpoints, region, &mut rng);
-                        read(&http, &history, &endpoints, client, &key, (region, node, url)).await;
+                        read(
+                            &http,
+                            &history,
+                            &endpoints,
+                            client,
+                            &key,
+                            (region, node, url),
+                        )
+                        .await;
                     }
                 }
             }
@@ -281,7 +289,11 @@ async fn write(
     let data = content(seed, key, version);
     let sha = sha256_hex(&data);
     let start_ms = history.now_ms();
-    let result = http.put(format!("{url}/files/{key}")).body(data).send().await;
+    let result = http
+        .put(format!("{url}/files/{key}"))
+        .body(data)
+        .send()
+        .await;
     let (outcome, status, detail) = match result {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -373,13 +385,23 @@ async fn read(
             let status = response.status().as_u16();
             match status {
                 200 => match response.bytes().await {
-                    Ok(body) => (Outcome::Ok, Some(status), Some(sha256_hex(&body)), String::new()),
+                    Ok(body) => (
+                        Outcome::Ok,
+                        Some(status),
+                        Some(sha256_hex(&body)),
+                        String::new(),
+                    ),
                     // A body cut short is a failed read, not a wrong one: the client sees the
                     // length mismatch.
                     Err(error) => (Outcome::Failed, Some(status), None, error.to_string()),
                 },
                 404 => (Outcome::Ok, Some(status), None, String::new()),
-                _ => (Outcome::Failed, Some(status), None, error_detail(response).await),
+                _ => (
+                    Outcome::Failed,
+                    Some(status),
+                    None,
+                    error_detail(response).await,
+                ),
             }
         }
         Err(error) => (Outcome::Failed, None, None, error.to_string()),

@@ -10,7 +10,10 @@ use arca_chaos::run::{run, summary, RunOptions};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "arca-chaos", about = "Fault-injection runs against a loopback Arca cluster")]
+#[command(
+    name = "arca-chaos",
+    about = "Fault-injection runs against a loopback Arca cluster"
+)]
 struct Args {
     /// leader-kill, region-partition, flaky-wan, disk-corruption, primary-loss-promote,
     /// rolling-restart or mixed.
