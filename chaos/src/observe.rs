@@ -87,9 +87,11 @@ async fn get_state(http: &reqwest::Client, url: &str) -> (Option<State>, String)
 
 /// Reads every key of the history on every node of every region that is up. A node that does
 /// not yet serve an acceptable state is asked again for a few seconds (followers apply a
-/// moment after the leader).
+/// moment after the leader), within an overall retry budget so a region that never converges
+/// does not stall the check.
 pub async fn final_reads(cluster: &Cluster, history: &[Op], observations: &mut Observations) {
     let http = http_client();
+    let retry_until = Instant::now() + Duration::from_secs(30);
     let mut keys: Vec<&str> = history.iter().map(|op| op.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -105,7 +107,7 @@ pub async fn final_reads(cluster: &Cluster, history: &[Op], observations: &mut O
                     let (state, detail) = get_state(&http, &target).await;
                     let fine = matches!(&state, Some(s) if acceptable.contains(s));
                     attempt += 1;
-                    if fine || attempt >= 10 {
+                    if fine || attempt >= 10 || Instant::now() > retry_until {
                         break (state, detail);
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;

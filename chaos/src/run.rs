@@ -185,13 +185,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     let mut observations = Observations::default();
     observe::wait_converged(&cluster, options.converge_timeout, &mut observations).await;
     eprintln!(
-        "arca-chaos: converged: {} ({:?} ms); reading everything back",
-        observations.verify_consistent, observations.convergence_ms
+        "arca-chaos: {:>6.1} s converged: {} ({:?} ms); reading everything back",
+        started.elapsed().as_secs_f64(),
+        observations.verify_consistent,
+        observations.convergence_ms
     );
     observe::roles_and_divergence(&cluster, &mut observations).await;
     observe::final_reads(&cluster, &ops, &mut observations).await;
     observe::listed_reads(&cluster, &mut observations).await;
     let invariants = check(&ops, &observations);
+    eprintln!(
+        "arca-chaos: {:>6.1} s checked {} final reads and {} listed files",
+        started.elapsed().as_secs_f64(),
+        observations.final_reads.len(),
+        observations.listed.len()
+    );
 
     let http = reqwest::Client::new();
     let mut chunks_repaired = 0.0;
