@@ -141,6 +141,16 @@ fn names_key(summary: &str, key: &str) -> bool {
     })
 }
 
+/// Whether `arca cluster divergent` lists a write of exactly this content to `key`: lost with
+/// the old primary's history after a forced failover, and served by the old primary until it
+/// has replaced its state.
+fn divergent_content(observations: &Observations, key: &str, sha: &str) -> bool {
+    observations
+        .divergent
+        .iter()
+        .any(|summary| names_key(summary, key) && summary.contains(sha))
+}
+
 fn show(op: &Op) -> String {
     format!(
         "op {} client {} {:?} {} v{} on {}-{} at {}..{} ms: {:?} {} {}",
@@ -361,6 +371,7 @@ fn immutable_never_changes(
     observations: &Observations,
 ) -> InvariantResult {
     let mut violations = Vec::new();
+    let mut notes = Vec::new();
     let mut checked = 0;
     let mut finals: BTreeMap<&str, Vec<&FinalRead>> = BTreeMap::new();
     for read in &observations.final_reads {
@@ -370,9 +381,14 @@ fn immutable_never_changes(
         if !key.starts_with(IMMUTABLE_REPO) {
             continue;
         }
-        let first_ok = ops
-            .iter()
-            .find(|op| op.kind == OpKind::PutImmutable && op.outcome == Outcome::Ok);
+        let divergent = |op: &&&Op| {
+            op.sha256
+                .as_deref()
+                .is_some_and(|sha| divergent_content(observations, key, sha))
+        };
+        let first_ok = ops.iter().find(|op| {
+            op.kind == OpKind::PutImmutable && op.outcome == Outcome::Ok && !divergent(op)
+        });
         if let Some(first) = first_ok {
             for later in ops.iter().filter(|op| {
                 op.kind == OpKind::PutImmutable
@@ -393,6 +409,13 @@ fn immutable_never_changes(
             .filter(|op| op.kind == OpKind::Get && op.status == Some(200))
         {
             checked += 1;
+            if divergent(&op) {
+                notes.push(format!(
+                    "{key}: read the content of a divergent write (excused): {}",
+                    show(op)
+                ));
+                continue;
+            }
             let sha = op.sha256.as_deref().unwrap_or_default();
             match seen {
                 None => seen = Some(sha),
@@ -428,7 +451,7 @@ fn immutable_never_changes(
         held: violations.is_empty(),
         checked,
         violations,
-        notes: Vec::new(),
+        notes,
     }
 }
 
@@ -551,5 +574,31 @@ mod tests {
         };
         assert!(check(&history, &excused)[0].held);
         assert!(!names_key("put mut/a-1", "mut/a"));
+    }
+
+    #[test]
+    fn reading_a_divergent_immutable_write_on_the_old_primary_is_excused() {
+        let history = vec![
+            op(
+                1,
+                OpKind::PutImmutable,
+                "imm/b",
+                Some("11"),
+                Outcome::Unknown,
+            ),
+            op(2, OpKind::PutImmutable, "imm/b", Some("22"), Outcome::Ok),
+            op(3, OpKind::Get, "imm/b", Some("11"), Outcome::Ok),
+            op(4, OpKind::Get, "imm/b", Some("22"), Outcome::Ok),
+        ];
+        let mut observations = Observations {
+            verify_consistent: true,
+            primaries: vec!["eu".into()],
+            ..Default::default()
+        };
+        assert!(!check(&history, &observations)[4].held);
+        observations.divergent = vec!["put imm/b sha256:11 (10 bytes)".into()];
+        let results = check(&history, &observations);
+        assert!(results[4].held, "{:?}", results[4]);
+        assert_eq!(results[4].notes.len(), 1);
     }
 }
