@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Bounded chaos runs for CI: a few scenarios of ~25 s each against real `arca` processes on
-# loopback (about 4 minutes in all on 2 cores, debug build: 244 s measured). Exits non-zero when any run
-# reports a violated invariant (exit 1) or cannot run (exit 2 or a timeout).
+# Bounded chaos runs for CI: four scenarios of 25 s each against real `arca` processes on
+# loopback (about 4 minutes in all on 2 cores with the debug build; 244 s measured). Exits
+# non-zero when any run reports a violated invariant (exit 1) or cannot run (exit 2, timeout).
 #
 #   scripts/chaos-ci.sh                       # debug build, fixed seed
 #   ARCA_CHAOS_PROFILE=release scripts/chaos-ci.sh
