@@ -10,33 +10,50 @@ use crate::content::sha256_hex;
 use crate::history::Op;
 use crate::workload::{http_client, IMMUTABLE_REPO, MUTABLE_REPO};
 
-/// Polls `arca cluster verify` until it reports consistency or `timeout` passes.
+/// Polls `arca cluster verify`, asked of a node of every region that is up (each region's
+/// verify covers the regions it knows of), until every answer is consistent and every region
+/// reports the same sequence and state digest, or `timeout` passes.
 pub async fn wait_converged(cluster: &Cluster, timeout: Duration, observations: &mut Observations) {
     let started = Instant::now();
-    // Ask a mirror if there is one: its verify compares every region with the primary.
-    let up = cluster.endpoints.up();
-    let primary = cluster.endpoints.primary();
-    let asked = up
-        .iter()
-        .copied()
-        .find(|i| *i != primary)
-        .unwrap_or(primary);
     while started.elapsed() < timeout {
-        if let Some(admin) = cluster.admin_addr(asked) {
+        let mut reports = Vec::new();
+        let mut all_consistent = true;
+        let mut heads = BTreeSet::new();
+        let mut covered = BTreeSet::new();
+        for index in cluster.endpoints.up() {
+            let Some(admin) = cluster.admin_addr(index) else {
+                all_consistent = false;
+                continue;
+            };
             match cluster.cli_json(&["cluster", "verify"], &admin).await {
                 Ok((ok, report)) => {
-                    let consistent = ok && report["consistent"] == true;
-                    observations.verify_report = report;
-                    if consistent {
-                        observations.verify_consistent = true;
-                        observations.convergence_ms = Some(started.elapsed().as_millis() as u64);
-                        return;
+                    all_consistent &= ok && report["consistent"] == true;
+                    for region in report["regions"].as_array().into_iter().flatten() {
+                        covered.insert(region["region"].as_str().unwrap_or_default().to_string());
+                        heads.insert((
+                            region["seq"].as_u64().unwrap_or_default(),
+                            region["digest"].as_str().unwrap_or_default().to_string(),
+                        ));
                     }
+                    reports
+                        .push(serde_json::json!({"asked": region_name(index), "report": report}));
                 }
                 Err(error) => {
-                    observations.verify_report = serde_json::json!({"error": format!("{error:#}")})
+                    all_consistent = false;
+                    reports.push(serde_json::json!({"asked": region_name(index), "error": format!("{error:#}")}));
                 }
             }
+        }
+        let every_region = cluster.endpoints.up().len() == covered.len();
+        observations.verify_report = serde_json::json!({
+            "regions_covered": covered,
+            "heads": heads.iter().map(|(seq, digest)| serde_json::json!({"seq": seq, "digest": digest})).collect::<Vec<_>>(),
+            "reports": reports,
+        });
+        if all_consistent && heads.len() == 1 && every_region {
+            observations.verify_consistent = true;
+            observations.convergence_ms = Some(started.elapsed().as_millis() as u64);
+            return;
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
