@@ -21,10 +21,13 @@ if [ "$profile" = release ]; then
 fi
 cargo build "${build_flags[@]}" -p arca-cli --bin arca
 cargo build "${build_flags[@]}" -p arca-chaos --bin arca-chaos
-bin="$CARGO_TARGET_DIR/$profile"
 
 rm -rf "$out"
-mkdir -p "$out"
+mkdir -p "$out/bin"
+# Run private copies: the target directory may be shared, and another checkout building `arca`
+# there must not swap the binary under a run (nodes restarted mid-run exec it again).
+cp "$CARGO_TARGET_DIR/$profile/arca" "$CARGO_TARGET_DIR/$profile/arca-chaos" "$out/bin/"
+bin="$out/bin"
 failed=()
 run() {
     local scenario=$1 topology=$2
