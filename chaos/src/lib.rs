@@ -5,13 +5,29 @@
 //! Fault proxies (UDP and TCP) cut, heal and shape the links between nodes and regions.
 //!
 //! Helpers named `must_*` panic on failure; they are meant for tests.
+//!
+//! The `arca-chaos` binary builds on them: a cluster of regions ([`cluster`]), a seeded fault
+//! plan per named scenario ([`scenario`], [`faults`]), a workload whose every operation is
+//! recorded ([`workload`], [`history`], [`content`]), and a checker of the design's invariants
+//! over that history and the healed cluster ([`observe`], [`checker`]), reported by [`run`]
+//! with a [`timeline`].
 
+pub mod checker;
+pub mod cluster;
+pub mod content;
+pub mod faults;
+pub mod history;
+pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod region;
+pub mod run;
+pub mod scenario;
+pub mod timeline;
 pub mod wait;
+pub mod workload;
 
 pub use process::{ArcaProcess, ProcessOptions};
-pub use proxy::{LinkShape, TcpProxy, UdpProxy};
+pub use proxy::{Direction, LinkShape, TcpProxy, UdpProxy};
 pub use region::{must_issue, Region, RegionOptions, RegionReplication};
 pub use wait::wait_until;

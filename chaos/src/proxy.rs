@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,11 @@ pub struct LinkShape {
     pub cut: bool,
     /// One-way delay added to every datagram.
     pub latency: Duration,
+    /// Extra delay per datagram, uniform in `0..jitter` (UDP; datagrams may reorder, as on a
+    /// real WAN).
+    pub jitter: Duration,
+    /// Datagrams dropped at random, per mille (UDP only).
+    pub loss_per_mille: u16,
     /// Bytes per second in each direction; `None` for unlimited.
     pub bandwidth: Option<u64>,
 }
@@ -33,9 +38,20 @@ impl LinkShape {
         Self {
             cut: false,
             latency: rtt / 2,
+            jitter: Duration::ZERO,
+            loss_per_mille: 0,
             bandwidth: Some(mbit * 1_000_000 / 8),
         }
     }
+}
+
+/// Which way of a link a one-way cut drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the proxy's clients toward its target.
+    Upstream,
+    /// From the target back to the clients.
+    Downstream,
 }
 
 /// Shared state of a proxy.
@@ -47,6 +63,18 @@ struct Control {
     downstream_bytes: AtomicU64,
     /// Bumped on every cut, so TCP pumps started before it stop.
     generation: AtomicU64,
+    /// One-way cuts (UDP): drop datagrams going toward the target / back from it.
+    drop_upstream: AtomicBool,
+    drop_downstream: AtomicBool,
+}
+
+impl Control {
+    fn dropped(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Upstream => self.drop_upstream.load(Ordering::Relaxed),
+            Direction::Downstream => self.drop_downstream.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Delivers datagrams in order, each after the time the link needs to transmit it (bandwidth)
@@ -55,7 +83,7 @@ struct Control {
 fn shaper(
     control: Arc<Control>,
     socket: Arc<UdpSocket>,
-    counter: fn(&Control) -> &AtomicU64,
+    direction: Direction,
 ) -> mpsc::UnboundedSender<(Vec<u8>, SocketAddr)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
     let (delay_tx, mut delay_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>, SocketAddr)>();
@@ -65,7 +93,10 @@ fn shaper(
         let mut link_free_at = Instant::now();
         while let Some((datagram, to)) = rx.recv().await {
             let shape = *control.shape.lock();
-            if shape.cut {
+            if shape.cut || control.dropped(direction) {
+                continue;
+            }
+            if shape.loss_per_mille > 0 && rand::random_range(0..1000u16) < shape.loss_per_mille {
                 continue;
             }
             let now = Instant::now();
@@ -82,8 +113,12 @@ fn shaper(
                 _ => Duration::ZERO,
             };
             link_free_at = start + transmit;
+            let jitter = match shape.jitter.as_micros() {
+                0 => Duration::ZERO,
+                max => Duration::from_micros(rand::random_range(0..max as u64)),
+            };
             if delay_tx
-                .send((link_free_at + shape.latency, datagram, to))
+                .send((link_free_at + shape.latency + jitter, datagram, to))
                 .is_err()
             {
                 return;
@@ -91,17 +126,72 @@ fn shaper(
         }
     });
     tokio::spawn(async move {
-        while let Some((deliver_at, datagram, to)) = delay_rx.recv().await {
-            tokio::time::sleep_until(deliver_at).await;
-            if control.shape.lock().cut {
+        // Jitter makes delivery times non-monotonic: keep the pending datagrams ordered by
+        // delivery time so a late one does not hold back the ones behind it.
+        let mut pending: std::collections::BinaryHeap<Pending> =
+            std::collections::BinaryHeap::new();
+        let mut sequence = 0u64;
+        loop {
+            let next = pending.peek().map(|p| p.deliver_at);
+            tokio::select! {
+                received = delay_rx.recv() => {
+                    let Some((deliver_at, datagram, to)) = received else { return };
+                    sequence += 1;
+                    pending.push(Pending { deliver_at, sequence, datagram, to });
+                    continue;
+                }
+                _ = sleep_until_or_forever(next) => {}
+            }
+            let Some(due) = pending.pop() else { continue };
+            if control.shape.lock().cut || control.dropped(direction) {
                 continue;
             }
-            if socket.send_to(&datagram, to).await.is_ok() {
-                counter(&control).fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            if socket.send_to(&due.datagram, due.to).await.is_ok() {
+                let counter = match direction {
+                    Direction::Upstream => &control.upstream_bytes,
+                    Direction::Downstream => &control.downstream_bytes,
+                };
+                counter.fetch_add(due.datagram.len() as u64, Ordering::Relaxed);
             }
         }
     });
     tx
+}
+
+/// A datagram waiting for its delivery time (earliest first, then in arrival order).
+struct Pending {
+    deliver_at: Instant,
+    sequence: u64,
+    datagram: Vec<u8>,
+    to: SocketAddr,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deliver_at, self.sequence) == (other.deliver_at, other.sequence)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // BinaryHeap is a max-heap: reverse so the earliest delivery is on top.
+        (other.deliver_at, other.sequence).cmp(&(self.deliver_at, self.sequence))
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A UDP proxy on loopback in front of `target`.
@@ -118,9 +208,7 @@ impl UdpProxy {
         let control = Arc::new(Control::default());
         let task_control = control.clone();
         let task = tokio::spawn(async move {
-            let to_clients = shaper(task_control.clone(), listen.clone(), |c| {
-                &c.downstream_bytes
-            });
+            let to_clients = shaper(task_control.clone(), listen.clone(), Direction::Downstream);
             let mut upstreams: HashMap<SocketAddr, mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>> =
                 HashMap::new();
             let mut buffer = vec![0u8; 65_536];
@@ -135,9 +223,8 @@ impl UdpProxy {
                         continue;
                     };
                     let upstream = Arc::new(upstream);
-                    let sender = shaper(task_control.clone(), upstream.clone(), |c| {
-                        &c.upstream_bytes
-                    });
+                    let sender =
+                        shaper(task_control.clone(), upstream.clone(), Direction::Upstream);
                     let back = to_clients.clone();
                     tokio::spawn(async move {
                         let mut buffer = vec![0u8; 65_536];
@@ -165,8 +252,19 @@ impl UdpProxy {
         self.control.shape.lock().cut = true;
     }
 
+    /// Heals a cut, both ways, and any one-way cut.
     pub fn heal(&self) {
         self.control.shape.lock().cut = false;
+        self.control.drop_upstream.store(false, Ordering::Relaxed);
+        self.control.drop_downstream.store(false, Ordering::Relaxed);
+    }
+
+    /// Drops datagrams one way only (the other way keeps flowing).
+    pub fn cut_one_way(&self, direction: Direction) {
+        match direction {
+            Direction::Upstream => self.control.drop_upstream.store(true, Ordering::Relaxed),
+            Direction::Downstream => self.control.drop_downstream.store(true, Ordering::Relaxed),
+        }
     }
 
     pub fn shape(&self, shape: LinkShape) {
@@ -248,6 +346,11 @@ impl TcpProxy {
 
     pub fn heal(&self) {
         self.control.shape.lock().cut = false;
+    }
+
+    /// Adds `latency` to every read forwarded either way (0 to stop).
+    pub fn set_latency(&self, latency: Duration) {
+        self.control.shape.lock().latency = latency;
     }
 
     pub fn bytes(&self) -> (u64, u64) {

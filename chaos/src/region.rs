@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::process::{ArcaProcess, ProcessOptions};
+use crate::proxy::TcpProxy;
 use crate::wait::wait_until;
 
 /// How to start a region.
@@ -23,6 +24,9 @@ pub struct RegionOptions {
     pub env: Vec<(String, String)>,
     /// Replication between regions, if any.
     pub replication: Option<RegionReplication>,
+    /// Put a [`TcpProxy`] in front of every node's gRPC port and advertise the proxy, so the
+    /// region's Raft and chunk traffic into a node crosses it and can be cut or delayed.
+    pub grpc_proxies: bool,
 }
 
 /// How a region's nodes replicate with other regions.
@@ -47,6 +51,7 @@ impl RegionOptions {
             nodes,
             env: Vec::new(),
             replication: None,
+            grpc_proxies: false,
         }
     }
 }
@@ -57,6 +62,11 @@ pub struct Region {
     pub nodes: BTreeMap<u64, ArcaProcess>,
     /// Nodes currently paused with SIGSTOP.
     paused: Vec<u64>,
+    /// The proxy in front of each node's gRPC port (inbound traffic), with
+    /// [`RegionOptions::grpc_proxies`].
+    pub grpc_proxies: BTreeMap<u64, TcpProxy>,
+    /// The port each proxy forwards to (the node's real gRPC address).
+    proxy_targets: BTreeMap<u64, std::net::SocketAddr>,
     http: reqwest::Client,
 }
 
@@ -67,12 +77,17 @@ impl Region {
             options: options.clone(),
             nodes: BTreeMap::new(),
             paused: Vec::new(),
+            grpc_proxies: BTreeMap::new(),
+            proxy_targets: BTreeMap::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
         };
         for id in 1..=options.nodes {
+            if options.grpc_proxies {
+                region.must_add_grpc_proxy(id).await;
+            }
             region.must_add_process(id);
         }
         let ids: Vec<u64> = region.nodes.keys().copied().collect();
@@ -99,8 +114,20 @@ impl Region {
                 .get(&1)
                 .or_else(|| self.nodes.values().next())
                 .expect("a running node to join");
+            let seed_addr = match self.grpc_proxies.get(&1) {
+                Some(proxy) => proxy.addr,
+                None => seed.grpc_addr,
+            };
             options.extra_args.push("--join".into());
-            options.extra_args.push(seed.grpc_addr.to_string());
+            options.extra_args.push(seed_addr.to_string());
+        }
+        if let Some(proxy) = self.grpc_proxies.get(&id) {
+            // The proxy forwards to a port picked now; the node binds it and advertises the
+            // proxy, so its peers reach it only through the proxy.
+            options.grpc_addr = self.proxy_targets[&id].to_string();
+            options
+                .extra_args
+                .extend(["--advertise-grpc".to_string(), proxy.addr.to_string()]);
         }
         options.env = self.options.env.clone();
         if let Some(replication) = &self.options.replication {
@@ -130,6 +157,16 @@ impl Region {
             }
         }
         options
+    }
+
+    /// Picks a free loopback port for node `id`'s gRPC server and starts a proxy in front of it.
+    async fn must_add_grpc_proxy(&mut self, id: u64) {
+        let target = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a free port");
+        let proxy = TcpProxy::start(target).await.expect("start a grpc proxy");
+        self.proxy_targets.insert(id, target);
+        self.grpc_proxies.insert(id, proxy);
     }
 
     /// Starts node `id` as a process; ids above 1 join the region through an existing node.
@@ -250,8 +287,17 @@ impl Region {
         self.nodes.get_mut(&id).expect("node").must_kill();
     }
 
+    /// Graceful stop (`SIGTERM`, then `SIGKILL` after `timeout`).
+    pub fn must_stop(&mut self, id: u64, timeout: Duration) {
+        self.nodes.get_mut(&id).expect("node").must_stop(timeout);
+    }
+
     pub fn must_restart(&mut self, id: u64) {
         self.nodes.get_mut(&id).expect("node").must_restart();
+    }
+
+    pub fn is_paused(&self, id: u64) -> bool {
+        self.paused.contains(&id)
     }
 
     pub fn must_pause(&mut self, id: u64) {

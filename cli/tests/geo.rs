@@ -775,3 +775,72 @@ async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
         .expect("hello with a valid certificate");
     assert_eq!(hello.region, "us");
 }
+
+/// Found by `arca-chaos --scenario leader-kill --seed 1 --topology 3,1`: a new single-node
+/// mirror served its first writes as a primary until its first housekeeping tick, because it
+/// read its membership before initializing had reached the Raft metrics. A write sent the
+/// moment the mirror is ready must already be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_mirror_refuses_writes_as_soon_as_it_is_ready() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let mut replication = RegionReplication {
+        tls_dir: root.path().join("tls"),
+        primary: us.replication_addrs(),
+        ..Default::default()
+    };
+    // Probe rarely, so only the start-up path can make the region a mirror in time.
+    replication.read_through = false;
+    let mut options = region_options(root.path(), "eu", 1, replication);
+    options
+        .env
+        .retain(|(k, _)| k != "ARCA_REPLICATION__PROBE_INTERVAL_MS");
+    options
+        .env
+        .push(("ARCA_REPLICATION__PROBE_INTERVAL_MS".into(), "60000".into()));
+    let eu = Region::must_start(options).await;
+    let status = put_status_no_redirect(&eu, 1, "ci/too-early.bin", content(1, 1000)).await;
+    assert_eq!(status, 307, "a write to a fresh mirror is refused");
+}
+
+/// Found by `scripts/chaos-ci.sh` (`primary-loss-promote`, seed 20261128, topology 3,1): a
+/// mirror that fell behind replays change-log entries whose chunks the primary has already
+/// reclaimed (a later entry overwrote the artifact), got `CHUNK_UNAVAILABLE` on every attempt and
+/// never caught up. It must catch up from a snapshot instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mirror_behind_an_overwrite_whose_chunks_were_reclaimed_still_catches_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    let eu = mirror(root.path(), "eu", 1, vec![proxy.addr.to_string()], false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let first = content(1, 200_000);
+    assert_eq!(put(&us, 1, "ci/app.bin", first.clone()).await.status(), 201);
+    must_see(
+        &eu,
+        1,
+        "ci/app.bin",
+        &sha256_hex(&first),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    proxy.cut();
+    // The second version's chunks are reclaimed on the primary as soon as the third replaces it.
+    let second = content(2, 200_000);
+    assert_eq!(put(&us, 1, "ci/app.bin", second).await.status(), 201);
+    let third = content(3, 200_000);
+    assert_eq!(put(&us, 1, "ci/app.bin", third.clone()).await.status(), 201);
+    proxy.heal();
+    must_see(
+        &eu,
+        1,
+        "ci/app.bin",
+        &sha256_hex(&third),
+        Duration::from_secs(30),
+    )
+    .await;
+}

@@ -233,6 +233,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     }));
 
+    let mut initialized_now = false;
     if config.join.is_none() {
         let mut members = BTreeMap::new();
         members.insert(config.node_id, self_info.clone());
@@ -241,10 +242,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             .await
             .context("initialize raft group")?
         {
+            initialized_now = true;
             tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new single-node region");
         }
     }
-    let sole_voter = {
+    // Right after initializing, the Raft metrics may not show the new membership yet: a region
+    // this node just created has it as its sole voter whatever the metrics say.
+    let sole_voter = initialized_now || {
         let membership = raft.membership();
         membership.voters.len() == 1 && membership.voters.contains(&config.node_id)
     };

@@ -293,7 +293,24 @@ impl<K: ChangeSink> Mirror<K> {
                     next_seq,
                 } => self.lag.heard(head, next_seq.zip(next_at_ms)),
                 Feed::Entries(entries) => {
-                    let head = self.apply(&connection, entries).await?;
+                    let head = match self.apply(&connection, entries).await {
+                        Ok(head) => head,
+                        Err(Error::ChunkUnavailable { chunk }) => {
+                            // The primary reclaims a chunk as soon as a later entry drops the
+                            // last reference to it (an overwrite or delete), so entries this
+                            // region missed may name chunks that exist nowhere any more:
+                            // replaying them can never succeed, but the primary's current state
+                            // only references chunks it has.
+                            tracing::warn!(
+                                chunk,
+                                applied = self.sink.applied().seq,
+                                "an entry names a chunk the primary no longer holds; catching up from a snapshot"
+                            );
+                            self.catch_up_from_snapshot(&connection).await?;
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    };
                     write_frame(&mut send, &Ack::Applied { seq: head.seq }).await?;
                 }
                 Feed::SnapshotRequired { oldest_seq } => {

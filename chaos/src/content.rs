@@ -1,0 +1,43 @@
+//! Artifact content derived from the run's seed: the bytes of version `v` of `key` are a pure
+//! function of `(seed, key, v)`, so the workload never stores what it wrote; it keeps only the
+//! sha256 of each version it sent, and any read is checked against those.
+
+use sha2::{Digest, Sha256};
+
+/// Sizes span one to several chunks at the chaos cluster's chunking (16–128 KiB).
+const MIN_LEN: u64 = 1_000;
+const MAX_LEN: u64 = 300_000;
+
+/// The bytes of `version` of `key`.
+pub fn content(seed: u64, key: &str, version: u64) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(&version.to_le_bytes());
+    hasher.update(key.as_bytes());
+    let mut reader = hasher.finalize_xof();
+    let mut len_bytes = [0u8; 8];
+    reader.fill(&mut len_bytes);
+    let len = MIN_LEN + u64::from_le_bytes(len_bytes) % (MAX_LEN - MIN_LEN);
+    let mut out = vec![0u8; len as usize];
+    reader.fill(&mut out);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_a_function_of_seed_key_and_version() {
+        assert_eq!(content(1, "a/b", 1), content(1, "a/b", 1));
+        assert_ne!(content(1, "a/b", 1), content(1, "a/b", 2));
+        assert_ne!(content(1, "a/b", 1), content(2, "a/b", 1));
+        assert_ne!(content(1, "a/b", 1), content(1, "a/c", 1));
+        let len = content(7, "x", 3).len() as u64;
+        assert!((MIN_LEN..MAX_LEN).contains(&len));
+    }
+}

@@ -1,0 +1,515 @@
+//! Faults the harness injects, and how each is applied to and healed on a running [`Cluster`].
+//!
+//! A fault is applied, held for its duration, then healed before the next one starts, so fault
+//! windows never overlap and the report can shade each one. Targets named by role ("the
+//! leader") are resolved when the fault starts; everything else comes from the seeded plan.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::cluster::{region_name, Cluster};
+use crate::history::History;
+use crate::proxy::{Direction, LinkShape};
+
+/// Which way a region partition drops traffic.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Way {
+    Both,
+    /// The mirror's datagrams toward the primary are dropped (acks, subscriptions).
+    MirrorToPrimary,
+    /// The primary's datagrams toward the mirror are dropped (the change stream).
+    PrimaryToMirror,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    /// `kill -9` the region's Raft leader, restart it after the hold.
+    KillLeader { region: usize },
+    /// `kill -9` a node, restart it after the hold.
+    KillNode { region: usize, node: u64 },
+    /// `SIGSTOP` the region's leader, `SIGCONT` after the hold.
+    PauseLeader { region: usize },
+    /// `SIGSTOP` a node, `SIGCONT` after the hold.
+    PauseNode { region: usize, node: u64 },
+    /// Cut a mirror region's QUIC links to the primary (one way or both).
+    PartitionRegion { region: usize, way: Way },
+    /// Cut every inbound gRPC connection to a node (Raft and chunk RPCs from its peers); its
+    /// own requests to peers still flow, so this is a one-way partition of the node.
+    IsolateNodeInbound { region: usize, node: u64 },
+    /// Delay every gRPC read into a node.
+    SlowNodeGrpc {
+        region: usize,
+        node: u64,
+        latency_ms: u64,
+    },
+    /// Shape a mirror region's links like a bad WAN: delay, jitter, loss, bandwidth.
+    FlakyWan {
+        region: usize,
+        latency_ms: u64,
+        jitter_ms: u64,
+        loss_per_mille: u16,
+        mbit: u64,
+    },
+    /// Stop a node (SIGTERM), flip bytes in `count` stored chunks in its RocksDB, restart it.
+    CorruptChunks {
+        region: usize,
+        node: u64,
+        count: usize,
+        pick: u64,
+    },
+    /// Restart every node of a region in turn (SIGTERM, start, wait ready).
+    RollingRestart { region: usize },
+    /// Kill every node of the primary region, force-promote `mirror`, and after the hold bring
+    /// the old primary back (it must demote itself and list its divergent writes).
+    PrimaryLossPromote { mirror: usize },
+}
+
+impl Fault {
+    pub fn describe(&self) -> String {
+        match self {
+            Fault::KillLeader { region } => format!("kill -9 leader of {}", region_name(*region)),
+            Fault::KillNode { region, node } => {
+                format!("kill -9 {}-{node}", region_name(*region))
+            }
+            Fault::PauseLeader { region } => {
+                format!("SIGSTOP leader of {}", region_name(*region))
+            }
+            Fault::PauseNode { region, node } => {
+                format!("SIGSTOP {}-{node}", region_name(*region))
+            }
+            Fault::PartitionRegion { region, way } => {
+                format!("partition {} from primary ({way:?})", region_name(*region))
+            }
+            Fault::IsolateNodeInbound { region, node } => {
+                format!("cut gRPC into {}-{node}", region_name(*region))
+            }
+            Fault::SlowNodeGrpc {
+                region,
+                node,
+                latency_ms,
+            } => format!(
+                "delay gRPC into {}-{node} by {latency_ms} ms",
+                region_name(*region)
+            ),
+            Fault::FlakyWan {
+                region,
+                latency_ms,
+                jitter_ms,
+                loss_per_mille,
+                mbit,
+            } => format!(
+                "WAN {}: {latency_ms}±{jitter_ms} ms, {}.{}% loss, {mbit} Mbit/s",
+                region_name(*region),
+                loss_per_mille / 10,
+                loss_per_mille % 10
+            ),
+            Fault::CorruptChunks {
+                region,
+                node,
+                count,
+                ..
+            } => format!("corrupt {count} chunks on {}-{node}", region_name(*region)),
+            Fault::RollingRestart { region } => {
+                format!("rolling restart of {}", region_name(*region))
+            }
+            Fault::PrimaryLossPromote { mirror } => format!(
+                "lose primary region, force-promote {}",
+                region_name(*mirror)
+            ),
+        }
+    }
+}
+
+/// A fault in the plan: when it starts (from the run's start) and how long it is held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub at_ms: u64,
+    pub hold_ms: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// What happened when a fault ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub description: String,
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// The node a role-named target resolved to, if any.
+    pub resolved_node: Option<u64>,
+    pub start_ms: u64,
+    /// When the fault was healed and the affected nodes were ready again.
+    pub end_ms: u64,
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// The current leader of region `index` as its live nodes report it, waiting up to `timeout`.
+pub async fn leader_of(cluster: &Cluster, index: usize, timeout: Duration) -> Option<u64> {
+    let region = &cluster.regions[index].region;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let live = region.live();
+        for id in &live {
+            if let Some(ready) = region.readyz(*id).await {
+                if ready["role"] == "leader" {
+                    return Some(*id);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Waits until every node of region `index` answers `/readyz`, up to `timeout`.
+async fn wait_region_ready(cluster: &Cluster, index: usize, timeout: Duration) -> bool {
+    let region = &cluster.regions[index].region;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ids: Vec<u64> = region.nodes.keys().copied().collect();
+    for id in ids {
+        loop {
+            if region.readyz(id).await.is_some() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    true
+}
+
+/// Applies `planned`, holds it, heals it; returns what happened.
+pub async fn run(cluster: &mut Cluster, planned: &Planned, history: &History) -> FaultRecord {
+    let mut record = FaultRecord {
+        description: planned.fault.describe(),
+        fault: planned.fault.clone(),
+        resolved_node: None,
+        start_ms: history.now_ms(),
+        end_ms: 0,
+        notes: Vec::new(),
+        error: None,
+    };
+    let hold = Duration::from_millis(planned.hold_ms);
+    if let Err(error) = apply(cluster, &planned.fault, hold, &mut record).await {
+        record.error = Some(format!("{error:#}"));
+        // Leave nothing broken behind a fault that failed half-way.
+        cluster.heal_network();
+        cluster.heal_processes().await;
+    }
+    record.end_ms = history.now_ms();
+    record
+}
+
+async fn apply(
+    cluster: &mut Cluster,
+    fault: &Fault,
+    hold: Duration,
+    record: &mut FaultRecord,
+) -> anyhow::Result<()> {
+    match fault.clone() {
+        Fault::KillLeader { region } => {
+            let leader = leader_of(cluster, region, Duration::from_secs(20))
+                .await
+                .ok_or_else(|| anyhow!("no leader in {}", region_name(region)))?;
+            record.resolved_node = Some(leader);
+            kill_and_restart(cluster, region, leader, hold).await
+        }
+        Fault::KillNode { region, node } => kill_and_restart(cluster, region, node, hold).await,
+        Fault::PauseLeader { region } => {
+            let leader = leader_of(cluster, region, Duration::from_secs(20))
+                .await
+                .ok_or_else(|| anyhow!("no leader in {}", region_name(region)))?;
+            record.resolved_node = Some(leader);
+            pause_and_resume(cluster, region, leader, hold).await
+        }
+        Fault::PauseNode { region, node } => pause_and_resume(cluster, region, node, hold).await,
+        Fault::PartitionRegion { region, way } => {
+            for link in &cluster.regions[region].links {
+                match way {
+                    Way::Both => link.cut(),
+                    Way::MirrorToPrimary => link.cut_one_way(Direction::Upstream),
+                    Way::PrimaryToMirror => link.cut_one_way(Direction::Downstream),
+                }
+            }
+            tokio::time::sleep(hold).await;
+            for link in &cluster.regions[region].links {
+                link.heal();
+            }
+            Ok(())
+        }
+        Fault::IsolateNodeInbound { region, node } => {
+            let proxy = cluster.regions[region]
+                .region
+                .grpc_proxies
+                .get(&node)
+                .ok_or_else(|| anyhow!("no gRPC proxy for node {node}"))?;
+            proxy.cut();
+            tokio::time::sleep(hold).await;
+            proxy.heal();
+            Ok(())
+        }
+        Fault::SlowNodeGrpc {
+            region,
+            node,
+            latency_ms,
+        } => {
+            let proxy = cluster.regions[region]
+                .region
+                .grpc_proxies
+                .get(&node)
+                .ok_or_else(|| anyhow!("no gRPC proxy for node {node}"))?;
+            proxy.set_latency(Duration::from_millis(latency_ms));
+            tokio::time::sleep(hold).await;
+            proxy.set_latency(Duration::ZERO);
+            Ok(())
+        }
+        Fault::FlakyWan {
+            region,
+            latency_ms,
+            jitter_ms,
+            loss_per_mille,
+            mbit,
+        } => {
+            let shape = LinkShape {
+                cut: false,
+                latency: Duration::from_millis(latency_ms),
+                jitter: Duration::from_millis(jitter_ms),
+                loss_per_mille,
+                bandwidth: Some(mbit * 1_000_000 / 8),
+            };
+            for link in &cluster.regions[region].links {
+                link.shape(shape);
+            }
+            tokio::time::sleep(hold).await;
+            for link in &cluster.regions[region].links {
+                link.shape(LinkShape::default());
+            }
+            Ok(())
+        }
+        Fault::CorruptChunks {
+            region,
+            node,
+            count,
+            pick,
+        } => {
+            let target = &mut cluster.regions[region].region;
+            target.must_stop(node, Duration::from_secs(15));
+            let db_path = target.data_dir(node).join("db");
+            let corrupted =
+                tokio::task::spawn_blocking(move || corrupt_chunks(&db_path, count, pick))
+                    .await
+                    .context("corrupting task")?;
+            target.must_restart(node);
+            let ready = wait_region_ready(cluster, region, Duration::from_secs(60)).await;
+            let corrupted = corrupted?;
+            record
+                .notes
+                .push(format!("corrupted chunks: {}", corrupted.join(", ")));
+            if !ready {
+                anyhow::bail!("node did not come back after corruption");
+            }
+            tokio::time::sleep(hold).await;
+            Ok(())
+        }
+        Fault::RollingRestart { region } => {
+            let ids: Vec<u64> = cluster.regions[region]
+                .region
+                .nodes
+                .keys()
+                .copied()
+                .collect();
+            for id in ids {
+                let target = &mut cluster.regions[region].region;
+                target.must_stop(id, Duration::from_secs(15));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                target.must_restart(id);
+                if !wait_region_ready(cluster, region, Duration::from_secs(60)).await {
+                    anyhow::bail!("node {id} did not come back");
+                }
+                leader_of(cluster, region, Duration::from_secs(20))
+                    .await
+                    .ok_or_else(|| anyhow!("no leader after restarting node {id}"))?;
+                record.notes.push(format!("restarted node {id}"));
+            }
+            tokio::time::sleep(hold).await;
+            Ok(())
+        }
+        Fault::PrimaryLossPromote { mirror } => primary_loss(cluster, mirror, hold, record).await,
+    }
+}
+
+async fn kill_and_restart(
+    cluster: &mut Cluster,
+    region: usize,
+    node: u64,
+    hold: Duration,
+) -> anyhow::Result<()> {
+    cluster.regions[region].region.must_kill(node);
+    tokio::time::sleep(hold).await;
+    cluster.regions[region].region.must_restart(node);
+    if !wait_region_ready(cluster, region, Duration::from_secs(60)).await {
+        anyhow::bail!("node {node} did not come back");
+    }
+    Ok(())
+}
+
+async fn pause_and_resume(
+    cluster: &mut Cluster,
+    region: usize,
+    node: u64,
+    hold: Duration,
+) -> anyhow::Result<()> {
+    cluster.regions[region].region.must_pause(node);
+    tokio::time::sleep(hold).await;
+    cluster.regions[region].region.must_resume(node);
+    if !wait_region_ready(cluster, region, Duration::from_secs(60)).await {
+        anyhow::bail!("node {node} did not answer after SIGCONT");
+    }
+    Ok(())
+}
+
+/// Flips one byte in each of `count` stored chunks (chosen by `pick`) of a stopped node's
+/// database. Returns the chunk names (blake3, hex).
+pub fn corrupt_chunks(
+    db_path: &std::path::Path,
+    count: usize,
+    pick: u64,
+) -> anyhow::Result<Vec<String>> {
+    use arca_node::chunk_store::CF_CHUNKS;
+    let db = arca_node::storage::open_db(db_path)?;
+    let cf = db
+        .cf_handle(CF_CHUNKS)
+        .ok_or_else(|| anyhow!("no {CF_CHUNKS} column family"))?;
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, _) = item.context("iterate chunks")?;
+        keys.push(key.to_vec());
+        if keys.len() >= 20_000 {
+            break;
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(pick);
+    let mut corrupted = Vec::new();
+    for _ in 0..count.min(keys.len()) {
+        let key = keys.swap_remove(rng.random_range(0..keys.len()));
+        let Some(mut value) = db.get_cf(cf, &key).context("read a chunk")? else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        let position = rng.random_range(0..value.len());
+        value[position] ^= 0xFF;
+        db.put_cf(cf, &key, &value)
+            .context("write the corrupted chunk")?;
+        corrupted.push(hex::encode(&key));
+    }
+    db.flush_wal(true).context("sync")?;
+    Ok(corrupted)
+}
+
+/// The primary region is lost: its nodes are killed and its links cut, a mirror is promoted
+/// with `--force`, clients move to it; after `hold` the old primary comes back knowing the
+/// other regions (`--peer`) and must demote itself.
+async fn primary_loss(
+    cluster: &mut Cluster,
+    mirror: usize,
+    hold: Duration,
+    record: &mut FaultRecord,
+) -> anyhow::Result<()> {
+    let old = cluster.endpoints.primary();
+    for region in &cluster.regions {
+        for link in &region.links {
+            link.cut();
+        }
+    }
+    cluster.endpoints.set_down(old, true);
+    let ids: Vec<u64> = cluster.regions[old].region.nodes.keys().copied().collect();
+    for id in &ids {
+        cluster.regions[old].region.must_kill(*id);
+    }
+    let admin = cluster
+        .admin_addr(mirror)
+        .ok_or_else(|| anyhow!("no live node in {}", region_name(mirror)))?;
+    let name = region_name(mirror);
+    // Writes the workload sends to "a mirror" must not race the promotion and land on the new
+    // primary: take the region out of the clients' view while it changes role.
+    cluster.endpoints.set_down(mirror, true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut promoted = None;
+    for _ in 0..60 {
+        let (ok, reply) = cluster
+            .cli_json(&["cluster", "promote", name, "--force"], &admin)
+            .await?;
+        if ok && reply["promoted"] == true {
+            promoted = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let promoted = promoted.ok_or_else(|| anyhow!("{name} could not be promoted"))?;
+    record.notes.push(format!("promoted: {promoted}"));
+    cluster.endpoints.set_primary(mirror);
+    cluster.endpoints.set_down(mirror, false);
+    for region in &cluster.regions {
+        for link in &region.links {
+            link.heal();
+        }
+    }
+    tokio::time::sleep(hold).await;
+
+    // The old primary returns and learns of the newer epoch from its peers.
+    let mut peers = Vec::new();
+    for (index, region) in cluster.regions.iter().enumerate() {
+        if index != old {
+            peers.extend(region.region.replication_addrs());
+        }
+    }
+    for id in &ids {
+        let node = cluster.regions[old].region.node_mut(*id);
+        for peer in &peers {
+            node.options_mut()
+                .extra_args
+                .extend(["--peer".to_string(), peer.clone()]);
+        }
+        node.must_restart();
+    }
+    if !wait_region_ready(cluster, old, Duration::from_secs(60)).await {
+        anyhow::bail!("the old primary did not come back");
+    }
+    let old_name = region_name(old);
+    let mut demoted = false;
+    for _ in 0..120 {
+        if let Some(admin) = cluster.admin_addr(old) {
+            if let Ok((true, status)) = cluster.cli_json(&["cluster", "status"], &admin).await {
+                let role = status["regions"].as_array().and_then(|rows| {
+                    rows.iter()
+                        .find(|r| r["name"] == old_name)
+                        .map(|r| r["role"].clone())
+                });
+                if role == Some(serde_json::json!("mirror")) {
+                    demoted = true;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !demoted {
+        anyhow::bail!("the old primary {old_name} did not become a mirror within 60 s");
+    }
+    record
+        .notes
+        .push(format!("{old_name} rejoined as a mirror"));
+    cluster.endpoints.set_down(old, false);
+    Ok(())
+}

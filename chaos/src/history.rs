@@ -1,0 +1,93 @@
+//! The record of every client operation of a run, with its outcome as the client saw it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// PUT of a new version to a mutable repository.
+    Put,
+    /// DELETE from a mutable repository.
+    Delete,
+    /// GET from any node of any region.
+    Get,
+    /// PUT to an immutable repository (first version, a retry, or an overwrite attempt).
+    PutImmutable,
+    /// PUT sent to a mirror region, which must refuse it.
+    MirrorWrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged (2xx; a GET's 200 or 404 is an ok read).
+    Ok,
+    /// Definitely not applied: refused with a 3xx/4xx, or the connection was never made.
+    Failed,
+    /// Sent, but no definite answer (timeout, reset, 5xx): it may or may not have applied.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Op {
+    pub id: u64,
+    pub client: u32,
+    pub kind: OpKind,
+    /// `repo/path`.
+    pub key: String,
+    /// The version written (writes only).
+    pub version: Option<u64>,
+    /// sha256 of the bytes written, or of the bytes a GET returned.
+    pub sha256: Option<String>,
+    pub region: String,
+    pub node: u64,
+    /// Milliseconds since the run started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    /// Error code or message, when there is one.
+    pub detail: String,
+}
+
+/// The shared, append-only history.
+#[derive(Clone)]
+pub struct History {
+    started: Instant,
+    ops: Arc<Mutex<Vec<Op>>>,
+}
+
+impl History {
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            ops: Arc::default(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn push(&self, mut op: Op) {
+        let mut ops = self.ops.lock();
+        op.id = ops.len() as u64;
+        ops.push(op);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<Op> {
+        self.ops.lock().clone()
+    }
+}

@@ -1,0 +1,429 @@
+//! Concurrent clients pushing, overwriting, deleting and pulling generic files, and now and then
+//! writing to a mirror, recording every operation in the [`History`].
+//!
+//! Each key has exactly one writer (client `c` owns the keys named `c{c}-…`), so the writes to
+//! a key form a sequence and the checker needs no linearizability search; reads go to any key
+//! from any client, any region and any node.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::Endpoints;
+use crate::content::{content, sha256_hex};
+use crate::history::{History, Op, OpKind, Outcome};
+
+/// The mutable repository.
+pub const MUTABLE_REPO: &str = "mut";
+/// The immutable repository.
+pub const IMMUTABLE_REPO: &str = "imm";
+/// Keys written to mirrors start with this (they must never exist anywhere).
+pub const MIRROR_PROBE_PREFIX: &str = "mut/mirror-probe-";
+/// Mutable keys per client (small, so keys are overwritten and deleted often).
+const MUTABLE_KEYS: u64 = 6;
+
+/// Workload settings.
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    pub seed: u64,
+    pub clients: u32,
+    /// Think time between a client's operations, uniformly in this range (ms).
+    pub think_ms: (u64, u64),
+}
+
+/// An HTTP client that never follows redirects: a 307 from a mirror is an answer to record.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client")
+}
+
+/// Creates the two repositories on the primary, retrying while the region settles.
+pub async fn create_repos(endpoints: &Endpoints) -> anyhow::Result<()> {
+    let http = http_client();
+    let primary = &endpoints.regions[endpoints.primary()];
+    for (name, immutable) in [(MUTABLE_REPO, false), (IMMUTABLE_REPO, true)] {
+        let mut created = false;
+        for attempt in 0..50 {
+            let (_, url) = &primary.nodes[attempt % primary.nodes.len()];
+            let response = http
+                .post(format!("{url}/api/v1/repos"))
+                .json(&serde_json::json!({"name": name, "immutable": immutable}))
+                .send()
+                .await;
+            if let Ok(response) = response {
+                if matches!(response.status().as_u16(), 201 | 409) {
+                    created = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !created {
+            anyhow::bail!("could not create repository {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Keys any client may read (every key some client has tried to write).
+#[derive(Clone, Default)]
+pub struct KeyRegistry(Arc<Mutex<Vec<String>>>);
+
+impl KeyRegistry {
+    fn add(&self, key: &str) {
+        let mut keys = self.0.lock();
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        }
+    }
+
+    fn pick(&self, rng: &mut StdRng) -> Option<String> {
+        let keys = self.0.lock();
+        if keys.is_empty() {
+            return None;
+        }
+        Some(keys[rng.random_range(0..keys.len())].clone())
+    }
+}
+
+/// One immutable key a client owns.
+struct ImmutableKey {
+    key: String,
+    next_version: u64,
+    acknowledged: bool,
+}
+
+/// Runs `options.clients` clients until `stop` is set.
+pub async fn run(
+    options: WorkloadOptions,
+    endpoints: Arc<Endpoints>,
+    history: History,
+    stop: Arc<AtomicBool>,
+) {
+    let keys = KeyRegistry::default();
+    let mut tasks = Vec::new();
+    for client in 0..options.clients {
+        let endpoints = endpoints.clone();
+        let history = history.clone();
+        let stop = stop.clone();
+        let keys = keys.clone();
+        let options = options.clone();
+        tasks.push(tokio::spawn(async move {
+            run_client(client, options, endpoints, history, stop, keys).await
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn run_client(
+    client: u32,
+    options: WorkloadOptions,
+    endpoints: Arc<Endpoints>,
+    history: History,
+    stop: Arc<AtomicBool>,
+    keys: KeyRegistry,
+) {
+    let mut rng = StdRng::seed_from_u64(
+        options
+            .seed
+            .wrapping_add(u64::from(client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    );
+    let http = http_client();
+    let mut mutable_versions = vec![0u64; MUTABLE_KEYS as usize];
+    let mut immutables: Vec<ImmutableKey> = Vec::new();
+    let mut probes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let roll = rng.random_range(0..100u32);
+        let has_mirror = !endpoints.mirrors().is_empty();
+        match roll {
+            0..35 => {
+                let index = rng.random_range(0..MUTABLE_KEYS) as usize;
+                mutable_versions[index] += 1;
+                let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
+                keys.add(&key);
+                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
+                write(
+                    &http,
+                    &history,
+                    options.seed,
+                    client,
+                    OpKind::Put,
+                    &key,
+                    mutable_versions[index],
+                    (region, node, url),
+                )
+                .await;
+            }
+            35..43 => {
+                let index = rng.random_range(0..MUTABLE_KEYS) as usize;
+                let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
+                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
+                delete(&http, &history, client, &key, (region, node, url)).await;
+            }
+            43..53 => {
+                // A new key most of the time; otherwise retry one whose first write was not
+                // acknowledged, or try to overwrite one that was (which must be refused).
+                let reuse = !immutables.is_empty() && rng.random_range(0..3u32) == 0;
+                let index = if reuse {
+                    rng.random_range(0..immutables.len())
+                } else {
+                    immutables.push(ImmutableKey {
+                        key: format!("{IMMUTABLE_REPO}/c{client}-i{}", immutables.len()),
+                        next_version: 1,
+                        acknowledged: false,
+                    });
+                    immutables.len() - 1
+                };
+                let entry = &mut immutables[index];
+                keys.add(&entry.key);
+                let version = entry.next_version;
+                entry.next_version += 1;
+                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
+                let outcome = write(
+                    &http,
+                    &history,
+                    options.seed,
+                    client,
+                    OpKind::PutImmutable,
+                    &entry.key,
+                    version,
+                    (region, node, url),
+                )
+                .await;
+                if outcome == Outcome::Ok {
+                    entry.acknowledged = true;
+                }
+            }
+            53..56 if has_mirror => {
+                let mirrors = endpoints.mirrors();
+                let region = mirrors[rng.random_range(0..mirrors.len())];
+                let (node, url) = pick_node(&endpoints, region, &mut rng);
+                probes += 1;
+                let key = format!("{MIRROR_PROBE_PREFIX}c{client}-{probes}");
+                write(
+                    &http,
+                    &history,
+                    options.seed,
+                    client,
+                    OpKind::MirrorWrite,
+                    &key,
+                    1,
+                    (region, node, url),
+                )
+                .await;
+            }
+            _ => {
+                if let Some(key) = keys.pick(&mut rng) {
+                    let up = endpoints.up();
+                    if !up.is_empty() {
+                        let region = up[rng.random_range(0..up.len())];
+                        let (node, url) = pick_node(&endpoints, region, &mut rng);
+                        read(
+                            &http,
+                            &history,
+                            &endpoints,
+                            client,
+                            &key,
+                            (region, node, url),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        let think = rng.random_range(options.think_ms.0..=options.think_ms.1);
+        tokio::time::sleep(Duration::from_millis(think)).await;
+    }
+}
+
+fn pick_node(endpoints: &Endpoints, region: usize, rng: &mut StdRng) -> (u64, String) {
+    let nodes = &endpoints.regions[region].nodes;
+    nodes[rng.random_range(0..nodes.len())].clone()
+}
+
+fn pick_primary_node(endpoints: &Endpoints, rng: &mut StdRng) -> (usize, u64, String) {
+    let region = endpoints.primary();
+    let (node, url) = pick_node(endpoints, region, rng);
+    (region, node, url)
+}
+
+/// The error code of a JSON error body, or the start of the body.
+async fn error_detail(response: reqwest::Response) -> String {
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(body) if body["code"].is_string() => body["code"].as_str().unwrap_or_default().into(),
+        _ => text.chars().take(120).collect(),
+    }
+}
+
+/// How a transport error is classified: no connection means the request was never sent.
+fn transport_outcome(error: &reqwest::Error) -> Outcome {
+    if error.is_connect() {
+        Outcome::Failed
+    } else {
+        Outcome::Unknown
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    http: &reqwest::Client,
+    history: &History,
+    seed: u64,
+    client: u32,
+    kind: OpKind,
+    key: &str,
+    version: u64,
+    (region, node, url): (usize, u64, String),
+) -> Outcome {
+    let data = content(seed, key, version);
+    let sha = sha256_hex(&data);
+    let start_ms = history.now_ms();
+    let result = http
+        .put(format!("{url}/files/{key}"))
+        .body(data)
+        .send()
+        .await;
+    let (outcome, status, detail) = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let outcome = match status {
+                200..=299 => Outcome::Ok,
+                500..=599 => Outcome::Unknown,
+                _ => Outcome::Failed,
+            };
+            let detail = match outcome {
+                Outcome::Ok => String::new(),
+                _ => error_detail(response).await,
+            };
+            (outcome, Some(status), detail)
+        }
+        Err(error) => (transport_outcome(&error), None, error.to_string()),
+    };
+    history.push(Op {
+        id: 0,
+        client,
+        kind,
+        key: key.to_string(),
+        version: Some(version),
+        sha256: Some(sha),
+        region: region_name(region),
+        node,
+        start_ms,
+        end_ms: history.now_ms(),
+        outcome,
+        status,
+        detail,
+    });
+    outcome
+}
+
+async fn delete(
+    http: &reqwest::Client,
+    history: &History,
+    client: u32,
+    key: &str,
+    (region, node, url): (usize, u64, String),
+) {
+    let start_ms = history.now_ms();
+    let result = http.delete(format!("{url}/files/{key}")).send().await;
+    let (outcome, status, detail) = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let outcome = match status {
+                200..=299 => Outcome::Ok,
+                500..=599 => Outcome::Unknown,
+                _ => Outcome::Failed,
+            };
+            let detail = match outcome {
+                Outcome::Ok => String::new(),
+                _ => error_detail(response).await,
+            };
+            (outcome, Some(status), detail)
+        }
+        Err(error) => (transport_outcome(&error), None, error.to_string()),
+    };
+    history.push(Op {
+        id: 0,
+        client,
+        kind: OpKind::Delete,
+        key: key.to_string(),
+        version: None,
+        sha256: None,
+        region: region_name(region),
+        node,
+        start_ms,
+        end_ms: history.now_ms(),
+        outcome,
+        status,
+        detail,
+    });
+}
+
+async fn read(
+    http: &reqwest::Client,
+    history: &History,
+    _endpoints: &Endpoints,
+    client: u32,
+    key: &str,
+    (region, node, url): (usize, u64, String),
+) {
+    let start_ms = history.now_ms();
+    let result = http.get(format!("{url}/files/{key}")).send().await;
+    let (outcome, status, sha, detail) = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match status {
+                200 => match response.bytes().await {
+                    Ok(body) => (
+                        Outcome::Ok,
+                        Some(status),
+                        Some(sha256_hex(&body)),
+                        String::new(),
+                    ),
+                    // A body cut short is a failed read, not a wrong one: the client sees the
+                    // length mismatch.
+                    Err(error) => (Outcome::Failed, Some(status), None, error.to_string()),
+                },
+                404 => (Outcome::Ok, Some(status), None, String::new()),
+                _ => (
+                    Outcome::Failed,
+                    Some(status),
+                    None,
+                    error_detail(response).await,
+                ),
+            }
+        }
+        Err(error) => (Outcome::Failed, None, None, error.to_string()),
+    };
+    history.push(Op {
+        id: 0,
+        client,
+        kind: OpKind::Get,
+        key: key.to_string(),
+        version: None,
+        sha256: sha,
+        region: region_name(region),
+        node,
+        start_ms,
+        end_ms: history.now_ms(),
+        outcome,
+        status,
+        detail,
+    });
+}
+
+/// Region names are positional (see the cluster); kept as strings in the history.
+fn region_name(index: usize) -> String {
+    crate::cluster::region_name(index).to_string()
+}
