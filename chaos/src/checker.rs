@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::history::{Op, OpKind, Outcome};
-use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_MIRROR_PROBE_PREFIX};
+use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX, OCI_MIRROR_PROBE_PREFIX};
 use crate::workload::{IMMUTABLE_REPO, MIRROR_PROBE_PREFIX};
 
 /// Keys only ever written to mirrors.
@@ -155,8 +155,11 @@ pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
     unknown
 }
 
-/// Whether a divergent-write summary names `key` (not merely a key it is a prefix of).
+/// Whether a divergent-write summary names `key` (not merely a key it is a prefix of). The node
+/// names a tag `img/<image>:<tag>` (`oci manifest img/c0:t1@sha256:…`, `oci delete tag
+/// img/c0:t1`), the key without its `oci:` prefix.
 fn names_key(summary: &str, key: &str) -> bool {
+    let key = key.strip_prefix(OCI_KEY_PREFIX).unwrap_or(key);
     summary.match_indices(key).any(|(at, _)| {
         summary[at + key.len()..]
             .chars()
@@ -735,6 +738,14 @@ mod tests {
         assert!(
             !check(&history, &observations)[0].held,
             "a deleted tag came back"
+        );
+        let mut excused = observations.clone();
+        excused.divergent = vec!["oci manifest img/c0:t0@sha256:aa".into()];
+        assert!(check(&history, &excused)[0].held, "a divergent push");
+        excused.divergent = vec!["oci manifest img/c0:t00@sha256:aa".into()];
+        assert!(
+            !check(&history, &excused)[0].held,
+            "another tag's divergent push"
         );
 
         let mut bad = history.clone();
