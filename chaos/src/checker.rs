@@ -21,14 +21,31 @@
 //!    immutable key returns one content, the acknowledged one if any was; no second content is
 //!    ever acknowledged.
 //! 6. **No artifact references a chunk its region cannot produce.** Every file listed on every
-//!    node of every region reads back in full with the listed sha256.
+//!    node of every region reads back in full with the listed sha256. For OCI: every tag in
+//!    `GET /v2/<name>/tags/list` on every node resolves to a manifest whose bytes have the
+//!    digest the node names (`Docker-Content-Digest`), and every blob it references (config
+//!    and layer) reads back by digest with that digest; every tag a node serves at the end is
+//!    in its listing.
+//!
+//! OCI tags are keys `oci:img/<image>:<tag>` whose content is the manifest's sha256, so 1, 2
+//! and 4 apply to them as to files: a push is a write of the manifest (its outcome is the
+//! manifest PUT's), a tag delete is a delete, a pull is a read, and a pull that read a blob
+//! whose bytes lack its digest violates 2. A push to a mirror must be refused at its first
+//! request (the config blob's upload) with `403 DENIED` naming `READ_ONLY_MIRROR` (registry
+//! clients do not follow redirects on writes).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::history::{Op, OpKind, Outcome};
+use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX, OCI_MIRROR_PROBE_PREFIX};
 use crate::workload::{IMMUTABLE_REPO, MIRROR_PROBE_PREFIX};
+
+/// Keys only ever written to mirrors.
+fn is_mirror_probe(key: &str) -> bool {
+    key.starts_with(MIRROR_PROBE_PREFIX) || key.starts_with(OCI_MIRROR_PROBE_PREFIX)
+}
 
 /// A key's content at the end: `None` is absent, `Some(sha256)` is that content.
 pub type State = Option<String>;
@@ -95,12 +112,19 @@ fn by_key(history: &[Op]) -> BTreeMap<&str, Vec<&Op>> {
 }
 
 fn is_write(op: &Op) -> bool {
-    matches!(op.kind, OpKind::Put | OpKind::PutImmutable | OpKind::Delete)
+    matches!(
+        op.kind,
+        OpKind::Put | OpKind::PutImmutable | OpKind::Delete | OpKind::OciPush | OpKind::OciDelete
+    )
+}
+
+fn is_read(op: &Op) -> bool {
+    matches!(op.kind, OpKind::Get | OpKind::OciPull)
 }
 
 fn effect(op: &Op) -> State {
     match op.kind {
-        OpKind::Delete => None,
+        OpKind::Delete | OpKind::OciDelete => None,
         _ => op.sha256.clone(),
     }
 }
@@ -131,8 +155,11 @@ pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
     unknown
 }
 
-/// Whether a divergent-write summary names `key` (not merely a key it is a prefix of).
+/// Whether a divergent-write summary names `key` (not merely a key it is a prefix of). The node
+/// names a tag `img/<image>:<tag>` (`oci manifest img/c0:t1@sha256:…`, `oci delete tag
+/// img/c0:t1`), the key without its `oci:` prefix.
 fn names_key(summary: &str, key: &str) -> bool {
+    let key = key.strip_prefix(OCI_KEY_PREFIX).unwrap_or(key);
     summary.match_indices(key).any(|(at, _)| {
         summary[at + key.len()..]
             .chars()
@@ -195,7 +222,7 @@ fn no_lost_writes(keys: &BTreeMap<&str, Vec<&Op>>, observations: &Observations) 
     let mut checked = 0;
     let mut unanswered = 0;
     for read in &observations.final_reads {
-        if read.key.starts_with(MIRROR_PROBE_PREFIX) {
+        if is_mirror_probe(&read.key) {
             continue;
         }
         let Some(ops) = keys.get(read.key.as_str()) else {
@@ -256,7 +283,9 @@ fn no_lost_writes(keys: &BTreeMap<&str, Vec<&Op>>, observations: &Observations) 
 
 fn reads_match_written(keys: &BTreeMap<&str, Vec<&Op>>) -> InvariantResult {
     let mut violations = Vec::new();
+    let mut notes = Vec::new();
     let mut checked = 0;
+    let mut blobs_unread = 0;
     for ops in keys.values() {
         let written: BTreeSet<&str> = ops
             .iter()
@@ -264,12 +293,18 @@ fn reads_match_written(keys: &BTreeMap<&str, Vec<&Op>>) -> InvariantResult {
             .filter_map(|op| op.sha256.as_deref())
             .collect();
         for op in ops {
-            if op.kind != OpKind::Get || op.status != Some(200) {
+            if let Some(mismatch) = &op.blob_mismatch {
+                violations.push(format!("{}: {mismatch}", show(op)));
+            }
+            if !is_read(op) || op.status != Some(200) {
                 continue;
             }
             let Some(sha) = op.sha256.as_deref() else {
                 continue;
             };
+            if op.kind == OpKind::OciPull && op.outcome == Outcome::Failed {
+                blobs_unread += 1;
+            }
             checked += 1;
             if !written.contains(sha) {
                 violations.push(format!(
@@ -280,13 +315,19 @@ fn reads_match_written(keys: &BTreeMap<&str, Vec<&Op>>) -> InvariantResult {
             }
         }
     }
+    if blobs_unread > 0 {
+        notes.push(format!(
+            "{blobs_unread} OCI pulls got the manifest but could not read a blob it references \
+             (not judged here: the read-back after healing checks every tagged image's blobs)"
+        ));
+    }
     InvariantResult {
         number: 2,
         name: "no read returns bytes that were not written",
         held: violations.is_empty(),
         checked,
         violations,
-        notes: Vec::new(),
+        notes,
     }
 }
 
@@ -322,17 +363,23 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
     for op in history.iter().filter(|op| op.kind == OpKind::MirrorWrite) {
         match (op.outcome, op.status) {
             (Outcome::Ok, _) => violations.push(format!("a mirror accepted a write: {}", show(op))),
-            (_, Some(307)) if op.detail == "READ_ONLY_MIRROR" => checked += 1,
+            (_, Some(307)) if op.detail == "READ_ONLY_MIRROR" && !is_oci_key(&op.key) => {
+                checked += 1
+            }
+            // The registry refuses (clients do not follow redirects on writes): `403 DENIED`
+            // naming `READ_ONLY_MIRROR` in its detail.
+            (_, Some(403)) if op.detail == MIRROR_REFUSAL && is_oci_key(&op.key) => checked += 1,
             (_, Some(status)) if status >= 500 => unanswered += 1,
             (_, None) => unanswered += 1,
             _ => violations.push(format!(
-                "a write to a mirror was not refused with 307 READ_ONLY_MIRROR: {}",
+                "a write to a mirror was not refused with READ_ONLY_MIRROR (307 for files, 403 \
+                 for /v2/): {}",
                 show(op)
             )),
         }
     }
     for read in &observations.final_reads {
-        if read.key.starts_with(MIRROR_PROBE_PREFIX) {
+        if is_mirror_probe(&read.key) {
             checked += 1;
             if let Some(Some(sha)) = &read.state {
                 violations.push(format!(
@@ -475,6 +522,27 @@ fn listed_artifacts_readable(observations: &Observations) -> InvariantResult {
             ));
         }
     }
+    // Every tag a node serves must be in its tag listing (which is how its blobs were read).
+    for read in &observations.final_reads {
+        let Some(Some(sha)) = &read.state else {
+            continue;
+        };
+        if !is_oci_key(&read.key) || is_mirror_probe(&read.key) {
+            continue;
+        }
+        let listed = observations.listed.iter().any(|listed| {
+            listed.key == read.key && listed.region == read.region && listed.node == read.node
+        });
+        if !listed {
+            violations.push(format!(
+                "{} resolves to {} on {}-{} but is not in that node's tag listing",
+                read.key,
+                &sha[..12.min(sha.len())],
+                read.region,
+                read.node
+            ));
+        }
+    }
     // The largest count any verify answer gives (each region's verify sees every region it
     // knows of, so the same node is counted by several answers).
     let mut missing = 0;
@@ -525,8 +593,13 @@ mod tests {
             start_ms: id,
             end_ms: id,
             outcome,
-            status: Some(if kind == OpKind::Get { 200 } else { 201 }),
+            status: Some(if matches!(kind, OpKind::Get | OpKind::OciPull) {
+                200
+            } else {
+                201
+            }),
             detail: String::new(),
+            blob_mismatch: None,
         }
     }
 
@@ -608,5 +681,85 @@ mod tests {
         let results = check(&history, &observations);
         assert!(results[4].held, "{:?}", results[4]);
         assert_eq!(results[4].notes.len(), 1);
+    }
+
+    #[test]
+    fn oci_tags_are_checked_like_files() {
+        let tag = "oci:img/c0:t0";
+        let mut mismatched = op(5, OpKind::OciPull, tag, Some("aa"), Outcome::Ok);
+        mismatched.blob_mismatch = Some("blob sha256:11 read back with sha256:22".into());
+        let mut probe = op(
+            6,
+            OpKind::MirrorWrite,
+            "oci:img/mirror-probe-c0:p1",
+            Some("ee"),
+            Outcome::Failed,
+        );
+        probe.status = Some(403);
+        probe.detail = MIRROR_REFUSAL.into();
+        let history = vec![
+            op(1, OpKind::OciPush, tag, Some("aa"), Outcome::Ok),
+            op(2, OpKind::OciPull, tag, Some("aa"), Outcome::Ok),
+            op(3, OpKind::OciDelete, tag, None, Outcome::Ok),
+            op(4, OpKind::OciPush, tag, Some("bb"), Outcome::Unknown),
+            probe.clone(),
+        ];
+        let refs: Vec<&Op> = history.iter().filter(|op| op.key == tag).collect();
+        assert_eq!(
+            acceptable_final(&refs),
+            BTreeSet::from([None, Some("bb".to_string())])
+        );
+        let final_read = |state: State| FinalRead {
+            region: "eu".into(),
+            node: 1,
+            key: tag.into(),
+            state: Some(state),
+            detail: String::new(),
+        };
+        let mut observations = Observations {
+            verify_consistent: true,
+            primaries: vec!["us".into()],
+            final_reads: vec![final_read(Some("bb".into()))],
+            ..Default::default()
+        };
+        let results = check(&history, &observations);
+        assert!(results[0].held && results[1].held && results[3].held);
+        assert!(!results[5].held, "a served tag missing from the listing");
+        observations.listed.push(ListedRead {
+            region: "eu".into(),
+            node: 1,
+            key: tag.into(),
+            listed_sha256: "bb".into(),
+            read_sha256: Some("bb".into()),
+            detail: String::new(),
+        });
+        assert!(check(&history, &observations)[5].held);
+        observations.final_reads = vec![final_read(Some("aa".into()))];
+        assert!(
+            !check(&history, &observations)[0].held,
+            "a deleted tag came back"
+        );
+        let mut excused = observations.clone();
+        excused.divergent = vec!["oci manifest img/c0:t0@sha256:aa".into()];
+        assert!(check(&history, &excused)[0].held, "a divergent push");
+        excused.divergent = vec!["oci manifest img/c0:t00@sha256:aa".into()];
+        assert!(
+            !check(&history, &excused)[0].held,
+            "another tag's divergent push"
+        );
+
+        let mut bad = history.clone();
+        bad.push(mismatched);
+        assert!(
+            !check(&bad, &observations)[1].held,
+            "a blob with the wrong bytes"
+        );
+        let mut accepted = probe;
+        accepted.status = Some(307);
+        bad = vec![accepted];
+        assert!(
+            !check(&bad, &observations)[3].held,
+            "an OCI probe answered like a file"
+        );
     }
 }

@@ -17,8 +17,15 @@ pub enum OpKind {
     Get,
     /// PUT to an immutable repository (first version, a retry, or an overwrite attempt).
     PutImmutable,
-    /// PUT sent to a mirror region, which must refuse it.
+    /// PUT sent to a mirror region, which must refuse it (a file PUT, or an image push to
+    /// `/v2/` for an OCI key).
     MirrorWrite,
+    /// Image push of a tag (config and layer blobs, then the manifest under the tag).
+    OciPush,
+    /// DELETE of a tag.
+    OciDelete,
+    /// GET of a tag's manifest from any node of any region, then of the blobs it references.
+    OciPull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -37,11 +44,11 @@ pub struct Op {
     pub id: u64,
     pub client: u32,
     pub kind: OpKind,
-    /// `repo/path`.
+    /// `repo/path` for files, `oci:<repo>/<image>:<tag>` for OCI tags.
     pub key: String,
     /// The version written (writes only).
     pub version: Option<u64>,
-    /// sha256 of the bytes written, or of the bytes a GET returned.
+    /// sha256 of the bytes written, or of the bytes a GET returned (for OCI, of the manifest).
     pub sha256: Option<String>,
     pub region: String,
     pub node: u64,
@@ -52,6 +59,9 @@ pub struct Op {
     pub status: Option<u16>,
     /// Error code or message, when there is one.
     pub detail: String,
+    /// An OCI pull read a blob whose bytes do not have the digest it was asked by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob_mismatch: Option<String>,
 }
 
 /// The shared, append-only history.

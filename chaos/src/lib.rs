@@ -18,6 +18,7 @@ pub mod content;
 pub mod faults;
 pub mod history;
 pub mod observe;
+pub mod oci;
 pub mod process;
 pub mod proxy;
 pub mod region;

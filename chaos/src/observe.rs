@@ -8,6 +8,7 @@ use crate::checker::{acceptable_final, FinalRead, ListedRead, Observations, Stat
 use crate::cluster::{region_name, Cluster};
 use crate::content::sha256_hex;
 use crate::history::Op;
+use crate::oci::{self, BlobRead, OCI_KEY_PREFIX, OCI_REPO};
 use crate::workload::{http_client, IMMUTABLE_REPO, MUTABLE_REPO};
 
 /// Polls `arca cluster verify`, asked of a node of every region that is up (each region's
@@ -85,8 +86,8 @@ pub async fn roles_and_divergence(cluster: &Cluster, observations: &mut Observat
     observations.primaries = primaries.into_iter().collect();
 }
 
-async fn get_state(http: &reqwest::Client, url: &str) -> (Option<State>, String) {
-    match http.get(url).send().await {
+async fn get_state(request: reqwest::RequestBuilder) -> (Option<State>, String) {
+    match request.send().await {
         Ok(response) => match response.status().as_u16() {
             200 => match response.bytes().await {
                 Ok(body) => (Some(Some(sha256_hex(&body))), String::new()),
@@ -118,10 +119,18 @@ pub async fn final_reads(cluster: &Cluster, history: &[Op], observations: &mut O
             for key in &keys {
                 let ops: Vec<&Op> = history.iter().filter(|op| op.key == *key).collect();
                 let acceptable = acceptable_final(&ops);
-                let target = format!("{url}/files/{key}");
+                let request = match oci::parse_key(key) {
+                    Some((name, tag)) => http
+                        .get(format!("{url}/v2/{name}/manifests/{tag}"))
+                        .header(reqwest::header::ACCEPT, oci::MANIFEST_TYPE),
+                    None => http.get(format!("{url}/files/{key}")),
+                };
                 let mut attempt = 0;
                 let (state, detail) = loop {
-                    let (state, detail) = get_state(&http, &target).await;
+                    let Some(request) = request.try_clone() else {
+                        break (None, "request cannot be repeated".into());
+                    };
+                    let (state, detail) = get_state(request).await;
                     let fine = matches!(&state, Some(s) if acceptable.contains(s));
                     attempt += 1;
                     if fine || attempt >= 10 || Instant::now() > retry_until {
@@ -188,7 +197,8 @@ pub async fn listed_reads(cluster: &Cluster, observations: &mut Observations) {
                         let path = file["path"].as_str().unwrap_or_default();
                         let listed_sha256 = file["sha256"].as_str().unwrap_or_default().to_string();
                         let key = format!("{repo}/{path}");
-                        let (state, detail) = get_state(&http, &format!("{url}/files/{key}")).await;
+                        let (state, detail) =
+                            get_state(http.get(format!("{url}/files/{key}"))).await;
                         observations.listed.push(ListedRead {
                             region: endpoint.name.clone(),
                             node: *node,
@@ -201,6 +211,151 @@ pub async fn listed_reads(cluster: &Cluster, observations: &mut Observations) {
                     match page["next"].as_str() {
                         Some(next) => after = Some(next.to_string()),
                         None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lists the tags of every image on every node of every region that is up (the images of the
+/// history and of `/v2/_catalog`), reads every listed tag's manifest and every blob it
+/// references back by digest.
+pub async fn listed_oci_reads(cluster: &Cluster, history: &[Op], observations: &mut Observations) {
+    let http = http_client();
+    let mut history_images: BTreeSet<String> = history
+        .iter()
+        .filter_map(|op| oci::parse_key(&op.key))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    history_images.retain(|name| name.starts_with(&format!("{OCI_REPO}/")));
+    for index in cluster.endpoints.up() {
+        let endpoint = &cluster.endpoints.regions[index];
+        for (node, url) in &endpoint.nodes {
+            let mut listed = |key: String, listed_sha256: String, read_sha256, detail| {
+                observations.listed.push(ListedRead {
+                    region: endpoint.name.clone(),
+                    node: *node,
+                    key,
+                    listed_sha256,
+                    read_sha256,
+                    detail,
+                })
+            };
+            let mut images = history_images.clone();
+            match http
+                .get(format!("{url}/v2/_catalog"))
+                .query(&[("n", "1000")])
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => {
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    for name in body["repositories"].as_array().into_iter().flatten() {
+                        if let Some(name) = name.as_str() {
+                            if name.starts_with(&format!("{OCI_REPO}/")) {
+                                images.insert(name.to_string());
+                            }
+                        }
+                    }
+                }
+                Ok(response) => listed(
+                    format!("{OCI_KEY_PREFIX}_catalog"),
+                    "(listing)".into(),
+                    None,
+                    format!("catalog failed with {}", response.status()),
+                ),
+                Err(error) => listed(
+                    format!("{OCI_KEY_PREFIX}_catalog"),
+                    "(listing)".into(),
+                    None,
+                    format!("catalog failed: {error}"),
+                ),
+            }
+            for name in &images {
+                let tags: Vec<String> = match http
+                    .get(format!("{url}/v2/{name}/tags/list"))
+                    .query(&[("n", "1000")])
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status().is_success() => {
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        body["tags"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|tag| tag.as_str().map(str::to_string))
+                            .collect()
+                    }
+                    // An image with no content at all (never pushed there, or only refused).
+                    Ok(response) if response.status().as_u16() == 404 => Vec::new(),
+                    Ok(response) => {
+                        listed(
+                            format!("{OCI_KEY_PREFIX}{name}:*"),
+                            "(listing)".into(),
+                            None,
+                            format!("tags/list failed with {}", response.status()),
+                        );
+                        continue;
+                    }
+                    Err(error) => {
+                        listed(
+                            format!("{OCI_KEY_PREFIX}{name}:*"),
+                            "(listing)".into(),
+                            None,
+                            format!("tags/list failed: {error}"),
+                        );
+                        continue;
+                    }
+                };
+                for tag in tags {
+                    let key = format!("{OCI_KEY_PREFIX}{name}:{tag}");
+                    let response = match oci::get_manifest(&http, url, name, &tag).await {
+                        Ok(response) if response.status().as_u16() == 200 => response,
+                        Ok(response) => {
+                            let status = response.status();
+                            listed(key, "(tagged)".into(), None, format!("manifest: {status}"));
+                            continue;
+                        }
+                        Err(error) => {
+                            listed(key, "(tagged)".into(), None, format!("manifest: {error}"));
+                            continue;
+                        }
+                    };
+                    let named = response
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.strip_prefix("sha256:"))
+                        .unwrap_or("(no Docker-Content-Digest)")
+                        .to_string();
+                    let body = match response.bytes().await {
+                        Ok(body) => body,
+                        Err(error) => {
+                            listed(key, named, None, format!("manifest body: {error}"));
+                            continue;
+                        }
+                    };
+                    listed(key.clone(), named, Some(sha256_hex(&body)), String::new());
+                    let Some(blobs) = oci::referenced_blobs(&body) else {
+                        listed(
+                            key,
+                            "(manifest)".into(),
+                            None,
+                            "the manifest does not parse".into(),
+                        );
+                        continue;
+                    };
+                    for blob in blobs {
+                        let blob_key = format!("{OCI_KEY_PREFIX}{name}@{blob}");
+                        let expected = blob.strip_prefix("sha256:").unwrap_or(&blob).to_string();
+                        match oci::read_blob(&http, url, name, &blob).await {
+                            BlobRead::Read(sha) => {
+                                listed(blob_key, expected, Some(sha), String::new())
+                            }
+                            BlobRead::Failed(error) => listed(blob_key, expected, None, error),
+                        }
                     }
                 }
             }

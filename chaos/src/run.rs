@@ -81,7 +81,11 @@ fn op_counts(history: &[Op]) -> BTreeMap<String, BTreeMap<String, usize>> {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let mut outcome_key = outcome;
-        if op.kind == crate::history::OpKind::Get && op.status == Some(404) {
+        if matches!(
+            op.kind,
+            crate::history::OpKind::Get | crate::history::OpKind::OciPull
+        ) && op.status == Some(404)
+        {
             outcome_key.push_str(" (404)");
         }
         *counts
@@ -193,6 +197,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     observe::roles_and_divergence(&cluster, &mut observations).await;
     observe::final_reads(&cluster, &ops, &mut observations).await;
     observe::listed_reads(&cluster, &mut observations).await;
+    observe::listed_oci_reads(&cluster, &ops, &mut observations).await;
     let invariants = check(&ops, &observations);
     eprintln!(
         "arca-chaos: {:>6.1} s checked {} final reads and {} listed files",

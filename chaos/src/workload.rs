@@ -1,9 +1,14 @@
-//! Concurrent clients pushing, overwriting, deleting and pulling generic files, and now and then
-//! writing to a mirror, recording every operation in the [`History`].
+//! Concurrent clients pushing, overwriting, deleting and pulling generic files and OCI image
+//! tags (see [`crate::oci`]), and now and then writing to a mirror, recording every operation
+//! in the [`History`].
 //!
-//! Each key has exactly one writer (client `c` owns the keys named `c{c}-…`), so the writes to
-//! a key form a sequence and the checker needs no linearizability search; reads go to any key
-//! from any client, any region and any node.
+//! Each key has exactly one writer (client `c` owns the file keys named `c{c}-…` and the tags
+//! of image `img/c{c}`), so the writes to a key form a sequence and the checker needs no
+//! linearizability search; reads go to any key from any client, any region and any node.
+//!
+//! The mix, per client operation: 25 % file PUT, 6 % file DELETE, 7 % immutable PUT, 2 % file
+//! PUT to a mirror, 13 % image push, 4 % tag delete, 1 % image push to a mirror, 13 % tag pull,
+//! 29 % file GET (the mirror shares go to reads when no region is a mirror): about 30 % OCI.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use crate::cluster::Endpoints;
 use crate::content::{content, sha256_hex};
 use crate::history::{History, Op, OpKind, Outcome};
+use crate::oci::{self, OCI_MIRROR_PROBE_PREFIX, OCI_REPO};
 
 /// The mutable repository.
 pub const MUTABLE_REPO: &str = "mut";
@@ -25,6 +31,8 @@ pub const IMMUTABLE_REPO: &str = "imm";
 pub const MIRROR_PROBE_PREFIX: &str = "mut/mirror-probe-";
 /// Mutable keys per client (small, so keys are overwritten and deleted often).
 const MUTABLE_KEYS: u64 = 6;
+/// Tags of its image per client.
+const OCI_TAGS: u64 = 4;
 
 /// Workload settings.
 #[derive(Debug, Clone)]
@@ -45,17 +53,21 @@ pub fn http_client() -> reqwest::Client {
         .expect("http client")
 }
 
-/// Creates the two repositories on the primary, retrying while the region settles.
+/// Creates the three repositories on the primary, retrying while the region settles.
 pub async fn create_repos(endpoints: &Endpoints) -> anyhow::Result<()> {
     let http = http_client();
     let primary = &endpoints.regions[endpoints.primary()];
-    for (name, immutable) in [(MUTABLE_REPO, false), (IMMUTABLE_REPO, true)] {
+    for (name, immutable, format) in [
+        (MUTABLE_REPO, false, "generic"),
+        (IMMUTABLE_REPO, true, "generic"),
+        (OCI_REPO, false, "oci"),
+    ] {
         let mut created = false;
         for attempt in 0..50 {
             let (_, url) = &primary.nodes[attempt % primary.nodes.len()];
             let response = http
                 .post(format!("{url}/api/v1/repos"))
-                .json(&serde_json::json!({"name": name, "immutable": immutable}))
+                .json(&serde_json::json!({"name": name, "immutable": immutable, "format": format}))
                 .send()
                 .await;
             if let Ok(response) = response {
@@ -109,15 +121,16 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) {
     let keys = KeyRegistry::default();
+    let oci_keys = KeyRegistry::default();
     let mut tasks = Vec::new();
     for client in 0..options.clients {
         let endpoints = endpoints.clone();
         let history = history.clone();
         let stop = stop.clone();
-        let keys = keys.clone();
+        let registries = (keys.clone(), oci_keys.clone());
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
-            run_client(client, options, endpoints, history, stop, keys).await
+            run_client(client, options, endpoints, history, stop, registries).await
         }));
     }
     for task in tasks {
@@ -131,7 +144,7 @@ async fn run_client(
     endpoints: Arc<Endpoints>,
     history: History,
     stop: Arc<AtomicBool>,
-    keys: KeyRegistry,
+    (keys, oci_keys): (KeyRegistry, KeyRegistry),
 ) {
     let mut rng = StdRng::seed_from_u64(
         options
@@ -141,12 +154,14 @@ async fn run_client(
     let http = http_client();
     let mut mutable_versions = vec![0u64; MUTABLE_KEYS as usize];
     let mut immutables: Vec<ImmutableKey> = Vec::new();
+    let mut oci_versions = vec![0u64; OCI_TAGS as usize];
+    let image = format!("c{client}");
     let mut probes = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let roll = rng.random_range(0..100u32);
         let has_mirror = !endpoints.mirrors().is_empty();
         match roll {
-            0..35 => {
+            0..25 => {
                 let index = rng.random_range(0..MUTABLE_KEYS) as usize;
                 mutable_versions[index] += 1;
                 let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
@@ -164,13 +179,13 @@ async fn run_client(
                 )
                 .await;
             }
-            35..43 => {
+            25..31 => {
                 let index = rng.random_range(0..MUTABLE_KEYS) as usize;
                 let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
                 let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
                 delete(&http, &history, client, &key, (region, node, url)).await;
             }
-            43..53 => {
+            31..38 => {
                 // A new key most of the time; otherwise retry one whose first write was not
                 // acknowledged, or try to overwrite one that was (which must be refused).
                 let reuse = !immutables.is_empty() && rng.random_range(0..3u32) == 0;
@@ -204,7 +219,7 @@ async fn run_client(
                     entry.acknowledged = true;
                 }
             }
-            53..56 if has_mirror => {
+            38..40 if has_mirror => {
                 let mirrors = endpoints.mirrors();
                 let region = mirrors[rng.random_range(0..mirrors.len())];
                 let (node, url) = pick_node(&endpoints, region, &mut rng);
@@ -221,6 +236,61 @@ async fn run_client(
                     (region, node, url),
                 )
                 .await;
+            }
+            40..53 => {
+                let index = rng.random_range(0..OCI_TAGS) as usize;
+                oci_versions[index] += 1;
+                let key = oci::key(&image, &format!("t{index}"));
+                oci_keys.add(&key);
+                oci::record_push(
+                    &http,
+                    &history,
+                    options.seed,
+                    client,
+                    OpKind::OciPush,
+                    &key,
+                    oci_versions[index],
+                    pick_primary_node(&endpoints, &mut rng),
+                )
+                .await;
+            }
+            53..57 => {
+                let index = rng.random_range(0..OCI_TAGS);
+                let key = oci::key(&image, &format!("t{index}"));
+                oci::record_delete(
+                    &http,
+                    &history,
+                    client,
+                    &key,
+                    pick_primary_node(&endpoints, &mut rng),
+                )
+                .await;
+            }
+            57..58 if has_mirror => {
+                let mirrors = endpoints.mirrors();
+                let region = mirrors[rng.random_range(0..mirrors.len())];
+                let (node, url) = pick_node(&endpoints, region, &mut rng);
+                probes += 1;
+                let key = format!("{OCI_MIRROR_PROBE_PREFIX}c{client}:p{probes}");
+                oci::record_push(
+                    &http,
+                    &history,
+                    options.seed,
+                    client,
+                    OpKind::MirrorWrite,
+                    &key,
+                    1,
+                    (region, node, url),
+                )
+                .await;
+            }
+            58..71 => {
+                let up = endpoints.up();
+                if let (Some(key), false) = (oci_keys.pick(&mut rng), up.is_empty()) {
+                    let region = up[rng.random_range(0..up.len())];
+                    let (node, url) = pick_node(&endpoints, region, &mut rng);
+                    oci::record_pull(&http, &history, client, &key, (region, node, url)).await;
+                }
             }
             _ => {
                 if let Some(key) = keys.pick(&mut rng) {
@@ -267,7 +337,7 @@ async fn error_detail(response: reqwest::Response) -> String {
 }
 
 /// How a transport error is classified: no connection means the request was never sent.
-fn transport_outcome(error: &reqwest::Error) -> Outcome {
+pub(crate) fn transport_outcome(error: &reqwest::Error) -> Outcome {
     if error.is_connect() {
         Outcome::Failed
     } else {
@@ -324,6 +394,7 @@ async fn write(
         outcome,
         status,
         detail,
+        blob_mismatch: None,
     });
     outcome
 }
@@ -367,6 +438,7 @@ async fn delete(
         outcome,
         status,
         detail,
+        blob_mismatch: None,
     });
 }
 
@@ -420,10 +492,11 @@ async fn read(
         outcome,
         status,
         detail,
+        blob_mismatch: None,
     });
 }
 
 /// Region names are positional (see the cluster); kept as strings in the history.
-fn region_name(index: usize) -> String {
+pub(crate) fn region_name(index: usize) -> String {
     crate::cluster::region_name(index).to_string()
 }
