@@ -15,6 +15,21 @@ use crate::cluster::{region_name, Cluster};
 use crate::history::History;
 use crate::proxy::{Direction, LinkShape};
 
+/// Bandwidth of a slowed gRPC link into a node.
+const SLOW_GRPC_MBIT: u64 = 50;
+
+/// A slowed gRPC link into a node: the scenario's latency, half of it again as jitter, and a
+/// bandwidth cap. Derived from the latency alone, so a seed's schedule does not change.
+fn slow_grpc_shape(latency_ms: u64) -> LinkShape {
+    LinkShape {
+        cut: false,
+        latency: Duration::from_millis(latency_ms),
+        jitter: Duration::from_millis(latency_ms / 2),
+        loss_per_mille: 0,
+        bandwidth: Some(SLOW_GRPC_MBIT * 1_000_000 / 8),
+    }
+}
+
 /// Which way a region partition drops traffic.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -93,9 +108,10 @@ impl Fault {
                 region,
                 node,
                 latency_ms,
-            } => format!(
-                "delay gRPC into {}-{node} by {latency_ms} ms",
-                region_name(*region)
+                        } => format!(
+                "slow gRPC into {}-{node}: {latency_ms} ms + up to {} ms jitter, {SLOW_GRPC_MBIT} Mbit/s",
+                region_name(*region),
+                latency_ms / 2
             ),
             Fault::FlakyWan {
                 region,
@@ -267,9 +283,9 @@ async fn apply(
                 .grpc_proxies
                 .get(&node)
                 .ok_or_else(|| anyhow!("no gRPC proxy for node {node}"))?;
-            proxy.set_latency(Duration::from_millis(latency_ms));
+            proxy.shape(slow_grpc_shape(latency_ms));
             tokio::time::sleep(hold).await;
-            proxy.set_latency(Duration::ZERO);
+            proxy.shape(LinkShape::default());
             Ok(())
         }
         Fault::FlakyWan {

@@ -325,9 +325,12 @@ impl TcpProxy {
                         generation,
                         false,
                     );
+                    // A clean end of one direction (a half-close) is passed on and the other
+                    // direction keeps going; an error or a cut ends both.
+                    tokio::pin!(up, down);
                     tokio::select! {
-                        _ = up => {}
-                        _ = down => {}
+                        clean = &mut up => if clean { down.await; },
+                        clean = &mut down => if clean { up.await; },
                     }
                 });
             }
@@ -353,6 +356,18 @@ impl TcpProxy {
         self.control.shape.lock().latency = latency;
     }
 
+    /// Shapes every connection, both ways: each forwarded read waits the latency plus a uniform
+    /// share of the jitter (order is kept: TCP is a stream), and each direction is paced to the
+    /// bandwidth. Loss does not apply to a byte stream (TCP would retransmit it); a cut does.
+    pub fn shape(&self, shape: LinkShape) {
+        let mut current = self.control.shape.lock();
+        *current = LinkShape {
+            cut: current.cut,
+            loss_per_mille: 0,
+            ..shape
+        };
+    }
+
     pub fn bytes(&self) -> (u64, u64) {
         (
             self.control.upstream_bytes.load(Ordering::Relaxed),
@@ -373,29 +388,44 @@ async fn pump(
     control: Arc<Control>,
     generation: u64,
     upstream: bool,
-) {
+) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 64 * 1024];
+    // When this direction's link has finished sending what it forwarded so far.
+    let mut link_free_at = Instant::now();
     loop {
         let read = tokio::select! {
             read = from.read(&mut buffer) => read,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if control.generation.load(Ordering::SeqCst) != generation {
-                    return;
+                                if control.generation.load(Ordering::SeqCst) != generation {
+                    return false;
                 }
                 continue;
             }
         };
-        let Ok(n) = read else { return };
-        if n == 0 || control.generation.load(Ordering::SeqCst) != generation {
-            return;
+        let Ok(n) = read else { return false };
+        if control.generation.load(Ordering::SeqCst) != generation {
+            return false;
         }
-        let latency = control.shape.lock().latency;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+        if n == 0 {
+            return to.shutdown().await.is_ok();
+        }
+        let shape = *control.shape.lock();
+        let mut delay = shape.latency;
+        if !shape.jitter.is_zero() {
+            delay += shape.jitter.mul_f64(rand::random::<f64>());
+        }
+        if let Some(bytes_per_second) = shape.bandwidth.filter(|b| *b > 0) {
+            let now = Instant::now();
+            link_free_at =
+                link_free_at.max(now) + Duration::from_secs_f64(n as f64 / bytes_per_second as f64);
+            delay += link_free_at - now;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
-            return;
+            return false;
         }
         let counter = if upstream {
             &control.upstream_bytes
@@ -403,5 +433,73 @@ async fn pump(
             &control.downstream_bytes
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that reads everything and answers with the byte count.
+    async fn counting_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut total = 0u64;
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        total += n as u64;
+                    }
+                    let _ = socket.write_all(&total.to_le_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn send_through(proxy: &TcpProxy, bytes: usize) -> (u64, Duration) {
+        let started = std::time::Instant::now();
+        let mut socket = TcpStream::connect(proxy.addr).await.expect("connect");
+        socket.write_all(&vec![7u8; bytes]).await.expect("write");
+        socket.shutdown().await.expect("shutdown");
+        let mut answer = [0u8; 8];
+        socket.read_exact(&mut answer).await.expect("answer");
+        (u64::from_le_bytes(answer), started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn tcp_shaping_paces_bandwidth_and_adds_latency() {
+        let proxy = TcpProxy::start(counting_server().await)
+            .await
+            .expect("proxy");
+        let (received, unshaped) = send_through(&proxy, 1 << 20).await;
+        assert_eq!(received, 1 << 20);
+        assert!(unshaped < Duration::from_millis(400), "{unshaped:?}");
+
+        // 2 MB/s: a MiB needs at least half a second; 50 ms (+ up to 20 ms) per forwarded read
+        // on top.
+        proxy.shape(LinkShape {
+            cut: false,
+            latency: Duration::from_millis(50),
+            jitter: Duration::from_millis(20),
+            loss_per_mille: 500,
+            bandwidth: Some(2_000_000),
+        });
+        let (received, shaped) = send_through(&proxy, 1 << 20).await;
+        assert_eq!(received, 1 << 20, "nothing is lost on a stream");
+        assert!(shaped >= Duration::from_millis(520), "{shaped:?}");
+        assert!(shaped < Duration::from_secs(10), "{shaped:?}");
+
+        proxy.shape(LinkShape::default());
+        let (received, healed) = send_through(&proxy, 1 << 20).await;
+        assert_eq!(received, 1 << 20);
+        assert!(healed < Duration::from_millis(400), "{healed:?}");
+        assert_eq!(proxy.bytes().0, 3 << 20);
     }
 }

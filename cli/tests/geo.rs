@@ -207,6 +207,22 @@ async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
         "{body}"
     );
 
+    // A client still sending a large body reads the redirect, not a reset connection: the
+    // mirror drains what it refuses (up to 16 MiB). Streamed, as the CLI sends files.
+    for attempt in 0..3u64 {
+        let frames: Vec<Result<Vec<u8>, std::io::Error>> = (0..8)
+            .map(|i| Ok(content(200 + attempt * 8 + i, 1 << 20)))
+            .collect();
+        let response = no_redirects
+            .put(eu.url(1, "/files/ci/large-at-the-mirror.bin"))
+            .header("content-length", 8u64 << 20)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(frames)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e:#}"));
+        assert_eq!(response.status(), 307, "attempt {attempt}");
+    }
+
     // The CLI follows the redirect.
     let file = root.path().join("upload.bin");
     let data = content(100, 300_000);

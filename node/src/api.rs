@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
@@ -47,9 +48,16 @@ async fn read_barrier(State(state): State<AppState>, request: Request, next: Nex
     response
 }
 
-/// Refuses writes while this region is a read-only mirror, before any body is read: `/v2/`
+/// A refused write's body is read and discarded up to this much (and for at most
+/// [`MIRROR_DRAIN_TIME`]) before the refusal is sent: a client still sending its body would
+/// otherwise meet a closed connection ("broken pipe") instead of the redirect.
+const MIRROR_DRAIN_BYTES: usize = 16 << 20;
+const MIRROR_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refuses writes while this region is a read-only mirror, without storing anything: `/v2/`
 /// gets the registry's `DENIED`, everything else a `307` to the same path on the primary with
-/// a `READ_ONLY_MIRROR` body (the CLI follows it).
+/// a `READ_ONLY_MIRROR` body (the CLI follows it). Bodies up to 16 MiB are drained first so the
+/// client reads the answer; a larger one gets the answer and a closed connection.
 async fn mirror_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if matches!(
         *request.method(),
@@ -72,6 +80,17 @@ async fn mirror_writes(State(state): State<AppState>, request: Request, next: Ne
         } => Some(format!("http://{http}{path}")),
         _ => None,
     };
+    let drain = async {
+        let mut body = request.into_body().into_data_stream();
+        let mut drained = 0usize;
+        while let Some(Ok(frame)) = body.next().await {
+            drained += frame.len();
+            if drained > MIRROR_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MIRROR_DRAIN_TIME, drain).await;
     let mut response = if path.starts_with("/v2") {
         crate::oci::error::OciError::Node(error).into_response()
     } else {
