@@ -98,24 +98,21 @@ async fn killing_the_leader_during_concurrent_pushes_loses_no_acknowledged_write
                 let seed = writer * 1000 + i;
                 let data = content(seed, 40_000 + (seed as usize % 7) * 9_000);
                 let path = format!("ci/w{writer}/file-{i}.bin");
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut node = (writer + i) % 3 + 1;
-                loop {
-                    let status = {
+                let node = std::sync::atomic::AtomicU64::new((writer + i) % 3);
+                arca_chaos::wait_until(
+                    &format!("{path} to be acknowledged by some node"),
+                    Duration::from_secs(30),
+                    Duration::from_millis(50),
+                    || async {
+                        let id = node.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 + 1;
                         let region = region.read().await;
-                        put(&region, node, &path, data.clone()).await
-                    };
-                    if status == 201 || status == 200 {
-                        acknowledged.lock().insert(path.clone(), sha256_hex(&data));
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{path} never succeeded (last status {status})"
-                    );
-                    node = node % 3 + 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                        let status = put(&region, id, &path, data.clone()).await;
+                        matches!(status, 200 | 201).then_some(())
+                    },
+                )
+                .await
+                .expect("push");
+                acknowledged.lock().insert(path.clone(), sha256_hex(&data));
             }
         }));
     }
@@ -295,18 +292,17 @@ async fn an_isolated_node_accepts_no_writes() {
     }
     region.must_wait_leader(Duration::from_secs(20)).await;
     let writer = others[0];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = put(&region, writer, "ci/healed.bin", content(5, 20_000)).await;
-        if status == 201 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writes resume after the partition heals (last {status})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    arca_chaos::wait_until(
+        "writes to resume after the partition heals",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let status = put(&region, writer, "ci/healed.bin", content(5, 20_000)).await;
+            (status == 201).then_some(())
+        },
+    )
+    .await
+    .expect("write after healing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
