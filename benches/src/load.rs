@@ -351,7 +351,7 @@ async fn prepare(http: &reqwest::Client, spec: &LoadSpec) -> anyhow::Result<Plan
     match spec.workload {
         Workload::BlobPush | Workload::FilePush => {
             if spec.workload == Workload::FilePush {
-                ensure_generic_repo(http, spec).await?;
+                create_arca_repo(http, &spec.target, &spec.repo, "generic").await?;
             }
             Ok(Plan::Blobs(fresh_blobs(spec, spec.ops, salt)?))
         }
@@ -362,7 +362,7 @@ async fn prepare(http: &reqwest::Client, spec: &LoadSpec) -> anyhow::Result<Plan
                 .min((PULL_BYTES / spec.size.max(1) as u64).max(1));
             let blobs = fresh_blobs(spec, count, 0)?;
             if spec.workload == Workload::FilePull {
-                ensure_generic_repo(http, spec).await?;
+                create_arca_repo(http, &spec.target, &spec.repo, "generic").await?;
             }
             for (i, blob) in blobs.iter().enumerate() {
                 match spec.workload {
@@ -551,10 +551,6 @@ async fn push_file(
     expect_status(response.status(), &[200, 201], "PUT", &url)
 }
 
-async fn ensure_generic_repo(http: &reqwest::Client, spec: &LoadSpec) -> anyhow::Result<()> {
-    create_arca_repo(http, &spec.target, &spec.repo, "generic").await
-}
-
 /// Creates an Arca repository unless it exists.
 pub async fn create_arca_repo(
     http: &reqwest::Client,
@@ -580,11 +576,8 @@ pub struct RssSampler {
 }
 
 /// Resident set size of `pid` in bytes, from `/proc`.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+fn rss_bytes(pid: u32) -> Option<u64> {
+    arca_chaos::process::memory_of(pid).ok().map(|(rss, _)| rss)
 }
 
 impl RssSampler {

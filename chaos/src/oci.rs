@@ -9,7 +9,7 @@
 
 use crate::content::{content, sha256_hex};
 use crate::history::{History, Op, OpKind, Outcome};
-use crate::workload::{region_name, transport_outcome};
+use crate::workload::{classify_write, region_name, transport_outcome};
 
 /// The `oci` repository.
 pub const OCI_REPO: &str = "img";
@@ -183,30 +183,13 @@ pub async fn push(
         .body(image.manifest.clone())
         .send()
         .await;
-    match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let outcome = match status {
-                200..=299 => Outcome::Ok,
-                500..=599 => Outcome::Unknown,
-                _ => Outcome::Failed,
-            };
-            let detail = match outcome {
-                Outcome::Ok => String::new(),
-                _ => error_detail(response).await,
-            };
-            let detail = match outcome {
-                Outcome::Ok => detail,
-                _ => format!("manifest: {detail} (after the {accepted:?} blobs were accepted)"),
-            };
-            (outcome, Some(status), detail)
-        }
-        Err(error) => (
-            transport_outcome(&error),
-            None,
-            format!("manifest: {error}"),
-        ),
-    }
+    let (outcome, status, detail) = classify_write(result, error_detail).await;
+    let detail = match (outcome, status) {
+        (Outcome::Ok, _) => detail,
+        (_, Some(_)) => format!("manifest: {detail} (after the {accepted:?} blobs were accepted)"),
+        (_, None) => format!("manifest: {detail}"),
+    };
+    (outcome, status, detail)
 }
 
 /// The detail of a push a mirror refused as it must: at its first step.
@@ -269,22 +252,7 @@ pub async fn record_delete(
         .delete(format!("{url}/v2/{name}/manifests/{tag}"))
         .send()
         .await;
-    let (outcome, status, detail) = match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let outcome = match status {
-                200..=299 => Outcome::Ok,
-                500..=599 => Outcome::Unknown,
-                _ => Outcome::Failed,
-            };
-            let detail = match outcome {
-                Outcome::Ok => String::new(),
-                _ => error_detail(response).await,
-            };
-            (outcome, Some(status), detail)
-        }
-        Err(error) => (transport_outcome(&error), None, error.to_string()),
-    };
+    let (outcome, status, detail) = classify_write(result, error_detail).await;
     history.push(Op {
         id: 0,
         client,

@@ -163,21 +163,26 @@ impl ArcaProcess {
         let pid = self
             .pid()
             .ok_or_else(|| anyhow!("process is not running"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))?;
-            let kib: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .ok_or_else(|| anyhow!("malformed {name}"))?
-                .parse()?;
-            Ok(kib * 1024)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        memory_of(pid)
     }
+}
+
+/// A process's resident set size now, and its high-water mark, in bytes (from `/proc`).
+pub fn memory_of(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .ok_or_else(|| anyhow!("malformed {name}"))?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 impl Drop for ArcaProcess {

@@ -336,6 +336,34 @@ async fn error_detail(response: reqwest::Response) -> String {
     }
 }
 
+/// Classifies a write's answer: 2xx is ok, 5xx unknown (it may have applied), any other status
+/// failed, a transport error as [`transport_outcome`] says; with `detail` of the answer when it
+/// is not ok.
+pub(crate) async fn classify_write<Fut>(
+    result: reqwest::Result<reqwest::Response>,
+    detail: impl FnOnce(reqwest::Response) -> Fut,
+) -> (Outcome, Option<u16>, String)
+where
+    Fut: std::future::Future<Output = String>,
+{
+    match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let outcome = match status {
+                200..=299 => Outcome::Ok,
+                500..=599 => Outcome::Unknown,
+                _ => Outcome::Failed,
+            };
+            let detail = match outcome {
+                Outcome::Ok => String::new(),
+                _ => detail(response).await,
+            };
+            (outcome, Some(status), detail)
+        }
+        Err(error) => (transport_outcome(&error), None, error.to_string()),
+    }
+}
+
 /// How a transport error is classified: no connection means the request was never sent.
 pub(crate) fn transport_outcome(error: &reqwest::Error) -> Outcome {
     if error.is_connect() {
@@ -364,22 +392,7 @@ async fn write(
         .body(data)
         .send()
         .await;
-    let (outcome, status, detail) = match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let outcome = match status {
-                200..=299 => Outcome::Ok,
-                500..=599 => Outcome::Unknown,
-                _ => Outcome::Failed,
-            };
-            let detail = match outcome {
-                Outcome::Ok => String::new(),
-                _ => error_detail(response).await,
-            };
-            (outcome, Some(status), detail)
-        }
-        Err(error) => (transport_outcome(&error), None, error.to_string()),
-    };
+    let (outcome, status, detail) = classify_write(result, error_detail).await;
     history.push(Op {
         id: 0,
         client,
@@ -408,22 +421,7 @@ async fn delete(
 ) {
     let start_ms = history.now_ms();
     let result = http.delete(format!("{url}/files/{key}")).send().await;
-    let (outcome, status, detail) = match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let outcome = match status {
-                200..=299 => Outcome::Ok,
-                500..=599 => Outcome::Unknown,
-                _ => Outcome::Failed,
-            };
-            let detail = match outcome {
-                Outcome::Ok => String::new(),
-                _ => error_detail(response).await,
-            };
-            (outcome, Some(status), detail)
-        }
-        Err(error) => (transport_outcome(&error), None, error.to_string()),
-    };
+    let (outcome, status, detail) = classify_write(result, error_detail).await;
     history.push(Op {
         id: 0,
         client,

@@ -119,17 +119,22 @@ fn ingest_worker(
     let mut state = WorkerState {
         store: store.clone(),
         chunks: Vec::new(),
-        written: Vec::new(),
         writes: Vec::new(),
+        durable: false,
         reused: Vec::new(),
         written_bytes: 0,
         pins: store.pin_guard(),
     };
     let result = state.run(&mut rx, chunking);
+    let written = state.writes.iter().map(|(id, _)| *id).collect();
     WorkerOutcome {
         result,
-        written: state.written,
-        pending: state.writes,
+        written,
+        pending: if state.durable {
+            Vec::new()
+        } else {
+            state.writes
+        },
         pins: state.pins,
     }
 }
@@ -137,9 +142,10 @@ fn ingest_worker(
 struct WorkerState {
     store: Arc<ChunkStore>,
     chunks: Vec<ChunkRef>,
-    written: Vec<ChunkId>,
-    /// Each chunk write and how it was made, until made durable.
+    /// Each chunk this upload wrote, and how.
     writes: Vec<(ChunkId, Durability)>,
+    /// Whether `writes` were made durable (no longer pending in the store).
+    durable: bool,
     /// Chunks found already stored.
     reused: Vec<ChunkId>,
     written_bytes: u64,
@@ -181,7 +187,7 @@ impl WorkerState {
         // Also for reused chunks: another upload may have written one a moment ago and not
         // made it durable yet.
         self.store.make_durable(&self.writes, &self.reused)?;
-        self.writes.clear();
+        self.durable = true;
         Ok(BlobDescriptor {
             blake3: Blake3::from(blake3.finalize()),
             sha256: Sha256(sha256.finalize().into()),
@@ -205,7 +211,6 @@ impl WorkerState {
                 Durability::Logged
             };
             self.store.put_pending(&id, data, durability)?;
-            self.written.push(id);
             self.writes.push((id, durability));
             self.written_bytes += data.len() as u64;
         }
