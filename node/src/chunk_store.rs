@@ -528,6 +528,143 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_reused_from_an_abandoned_upload_is_still_made_durable() {
+        // Audit D1, scenario A: upload 1 writes a chunk unlogged, upload 2 finds it and
+        // reuses it, upload 1 gives up. Upload 2 relies on the chunk, so its make_durable must
+        // still flush it: abandoning an upload must not drop the flush obligation.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let (b, b_bytes) = chunk(2, 64 << 10);
+        store
+            .put_pending(&b, &b_bytes, Durability::Unlogged)
+            .expect("upload 1 writes");
+        assert!(store.contains(&b).expect("contains"), "upload 2 finds it");
+        store.forget_pending(&[(b, Durability::Unlogged)]); // upload 1 abandons
+        store
+            .make_durable(&[], &[b])
+            .expect("upload 2 makes its chunks durable");
+        assert_eq!(
+            store.memtable_entries_for_test().expect("memtable"),
+            0,
+            "the reused chunk sits unflushed in the memtable, a kill -9 away from loss"
+        );
+    }
+
+    /// A child process of the test binary: writes chunks without the WAL until RocksDB flushes
+    /// the index column family on its own, then dies without closing the database (the same
+    /// as `kill -9`: RocksDB gets no chance to flush what is left in its memtables).
+    #[test]
+    fn crash_child_writes_unlogged_chunks_until_rocksdb_flushes_on_its_own() {
+        let Ok(path) = std::env::var("ARCA_TEST_CRASH_DB") else {
+            return; // only runs as the child of the test below
+        };
+        let store =
+            ChunkStore::new(crate::storage::open_db(std::path::Path::new(&path)).expect("open"))
+                .expect("store");
+        let index = store.cf(CF_CHUNK_INDEX).expect("cf");
+        let active = |store: &ChunkStore| {
+            store
+                .db
+                .property_int_value_cf(index, "rocksdb.num-entries-active-mem-table")
+                .expect("property")
+                .unwrap_or(0)
+        };
+        // Bounded: the index memtable (64 MiB) holds about 1M entries; 3M writes of 100 bytes
+        // (300 MB) cover it twice over.
+        for seed in 0..3_000_000u64 {
+            let (id, data) = chunk(seed, 100);
+            let before = active(&store);
+            store
+                .put_pending(&id, &data, Durability::Unlogged)
+                .expect("write");
+            if active(&store) >= before {
+                continue;
+            }
+            // RocksDB switched the index memtable and flushes it: stop writing (so the chunks
+            // written since the chunk bytes' last flush stay in their memtable), let that one
+            // flush finish, then die.
+            for _ in 0..3000 {
+                let pending = store
+                    .db
+                    .property_int_value_cf(index, "rocksdb.mem-table-flush-pending")
+                    .expect("property")
+                    .unwrap_or(1);
+                let running = store
+                    .db
+                    .property_int_value("rocksdb.num-running-flushes")
+                    .expect("property")
+                    .unwrap_or(1);
+                if pending == 0 && running == 0 {
+                    std::process::abort();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("the index flush did not finish");
+        }
+        panic!("rocksdb never flushed the chunk index on its own");
+    }
+
+    #[test]
+    fn a_crash_after_rocksdb_flushed_one_column_family_leaves_no_ghost_chunk() {
+        // Audit D2: chunk bytes and their index entry are written in one WAL-less batch but
+        // flushed as two column families. If RocksDB flushes the index on its own and the node
+        // dies before the bytes are flushed, the index says "present" for a chunk that is gone:
+        // uploads reuse it, peers count it, resync never fetches it.
+        if std::env::var("ARCA_TEST_CRASH_DB").is_ok() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("db");
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "chunk_store::tests::crash_child_writes_unlogged_chunks_until_rocksdb_flushes_on_its_own",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ARCA_TEST_CRASH_DB", &db_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the crashing child");
+        assert!(!status.success(), "the child crashed as planned");
+        let store =
+            ChunkStore::new(crate::storage::open_db(&db_path).expect("reopen")).expect("store");
+        let mut ghosts = 0;
+        let entries = store.entries().expect("entries");
+        assert!(!entries.is_empty(), "some chunks survived the crash");
+        for (id, _) in &entries {
+            if matches!(store.read(id), Err(Error::MissingChunk { .. })) {
+                ghosts += 1;
+            }
+        }
+        assert_eq!(
+            ghosts,
+            0,
+            "{ghosts} of {} index entries name chunks whose bytes are gone",
+            entries.len()
+        );
+    }
+
+    #[test]
+    fn leases_are_bounded_and_expire_without_scanning_every_lease() {
+        // Audit L1: every HasChunks ran `retain` over all leases under the global pin lock, and
+        // the map had no bound (an unauthenticated caller could add a million at a time).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let ids: Vec<ChunkId> = (0..1_200_000u64)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
+        for batch in ids.chunks(100_000) {
+            store.lease(batch, std::time::Duration::from_secs(600));
+        }
+        let held = store.pins.lock().leases.len();
+        assert!(held <= 1 << 20, "{held} leases held");
+    }
+
+    #[test]
     fn deleted_chunks_give_their_disk_space_back() {
         let dir = tempfile::tempdir().expect("chunk store operation");
         let store =

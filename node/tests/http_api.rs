@@ -639,3 +639,24 @@ async fn operational_endpoints_report_health_and_metrics() {
         "route label is the template"
     );
 }
+
+#[tokio::test]
+async fn metric_labels_come_from_a_closed_set() {
+    // Audit L4: hyper accepts any token as a method, and the request metrics were labelled
+    // with it, so a client could grow the number of series without bound.
+    let node = TestNode::start().await;
+    for method in ["FOOBAR", "BREW", "PROPFIND-X"] {
+        let request =
+            format!("{method} /files/x/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (status, _) = node.raw(request.as_bytes()).await;
+        assert!(status >= 400, "{method}: {status}");
+    }
+    let metrics = node.get("/metrics").await.text().await.expect("metrics");
+    for method in ["FOOBAR", "BREW", "PROPFIND-X"] {
+        assert!(
+            !metrics.contains(method),
+            "the method {method} became a metric label"
+        );
+    }
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}

@@ -118,3 +118,41 @@ impl ChunkService for ChunkGrpcService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_store::Durability;
+
+    #[tokio::test]
+    async fn a_chunk_that_is_not_durable_here_is_not_reported_as_held() {
+        // Audit D1, scenario B: a peer asking whether this node holds a chunk counts a "yes"
+        // toward the majority that must hold it durably before its command commits. A chunk
+        // that sits unflushed in the memtable (another upload on this node wrote it without the
+        // WAL a moment ago) is lost on kill -9, so it must be made durable before the answer,
+        // or be reported as missing.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let data = vec![7u8; 64 << 10];
+        let id = ChunkId::of(&data);
+        store
+            .put_pending(&id, &data, Durability::Unlogged)
+            .expect("an upload on this node writes it");
+        let service = ChunkGrpcService::new(store.clone());
+        let reply = service
+            .has_chunks(Request::new(HasChunksRequest {
+                ids: vec![id.as_bytes().to_vec()],
+                lease_seconds: 60,
+            }))
+            .await
+            .expect("has_chunks")
+            .into_inner();
+        let reported_missing = reply.missing.iter().any(|raw| raw == id.as_bytes());
+        let flushed = store.memtable_entries_for_test().expect("memtable") == 0;
+        assert!(
+            reported_missing || flushed,
+            "the chunk was reported as held while only in the memtable"
+        );
+    }
+}
