@@ -6,12 +6,21 @@
 //! Deletion ([`ChunkStore::delete_unless`]) holds the pin lock while it checks both, and an
 //! upload pins a chunk before it looks for it, so a chunk is never deleted under an upload that
 //! decided to reuse it.
+//!
+//! Presence is not durability: a chunk written a moment ago without the WAL is visible at once
+//! and lost on `kill -9` until its memtable is flushed. [`durability::Tracker`] knows which
+//! writes have reached the disk; [`ChunkStore::make_durable`] and [`ChunkStore::is_durable`] are
+//! what uploads and peers rely on. The database flushes column families atomically, so a chunk's
+//! bytes and its index entry are never persisted one without the other.
 
-use std::collections::HashMap;
+pub mod durability;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch, DB,
 };
@@ -19,6 +28,8 @@ use rocksdb::{
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
 use crate::metrics;
+pub use durability::Durability;
+use durability::Tracker;
 
 /// Chunk bytes, keyed by the 32-byte blake3 name. Values go to BlobDB blob files.
 pub const CF_CHUNKS: &str = "chunks";
@@ -78,48 +89,89 @@ pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
     ]
 }
 
-/// The node's chunks, with the pin table of uploads in progress.
+/// Most leases held at once. A lease is 72 bytes or so, so this bounds the table near 75 MiB;
+/// past it, `HasChunks` is refused (the writer retries or fails over to another peer).
+pub const MAX_LEASES: usize = 1 << 20;
+
+/// Chunks pending durability past this many trigger a flush and a sync on the next write, so an
+/// abandoned upload cannot grow the tracker without bound.
+const MAX_PENDING_CHUNKS: usize = 1 << 20;
+
+/// How many times [`ChunkStore::make_durable`] re-checks chunks another thread was still
+/// writing when it looked.
+const DURABLE_ROUNDS: usize = 4;
+
+/// The node's chunks, with the pin table of uploads in progress and the lease table of peers'
+/// writes in flight.
 pub struct ChunkStore {
     db: Arc<DB>,
-    pins: Mutex<Pins>,
+    pins: Mutex<HashMap<ChunkId, u32>>,
+    leases: Mutex<Leases>,
     /// Bytes of chunks deleted since the last blob garbage collection.
     deleted_bytes: std::sync::atomic::AtomicU64,
-    /// Chunk writes not yet known to be durable, per chunk: (logged, unlogged) writes.
-    pending: Mutex<HashMap<ChunkId, (u32, u32)>>,
+    /// Which writes are known to be on disk.
+    tracker: Mutex<Tracker>,
 }
 
-/// How a chunk write reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Through RocksDB's write-ahead log; made durable by one WAL fsync. Each byte is written
-    /// twice (WAL, then blob file at flush): the right trade for small uploads.
-    Logged,
-    /// Straight into the memtable, no WAL; made durable by flushing the chunk column families,
-    /// which writes each byte once, into a blob file. For the bulk of large uploads.
-    Unlogged,
-}
-
-/// Chunks the collector must keep: pinned by uploads on this node (counted), or leased to a
-/// peer whose write is in flight (until a deadline).
+/// Chunks leased to peers whose writes rely on this node keeping them, each until a deadline.
+/// Expired leases are dropped from the front of the deadline order, so granting a lease costs
+/// the leases it expires, never a scan of all of them.
 #[derive(Default)]
-struct Pins {
-    local: HashMap<ChunkId, u32>,
-    leases: HashMap<ChunkId, std::time::Instant>,
+struct Leases {
+    until: HashMap<ChunkId, Instant>,
+    by_deadline: BTreeSet<(Instant, ChunkId)>,
 }
 
-impl Pins {
-    fn holds(&mut self, id: &ChunkId) -> bool {
-        if self.local.contains_key(id) {
-            return true;
-        }
-        match self.leases.get(id) {
-            Some(until) if *until > std::time::Instant::now() => true,
-            Some(_) => {
-                self.leases.remove(id);
-                false
+/// The lease table is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasesExhausted;
+
+impl Leases {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.by_deadline.first() {
+            if deadline > now {
+                break;
             }
-            None => false,
+            self.by_deadline.pop_first();
+            if self.until.get(&id) == Some(&deadline) {
+                self.until.remove(&id);
+            }
         }
+    }
+
+    fn grant(&mut self, ids: &[ChunkId], ttl: Duration) -> Result<(), LeasesExhausted> {
+        let now = Instant::now();
+        self.expire(now);
+        let fresh = ids.iter().filter(|id| !self.until.contains_key(id)).count();
+        if self.until.len() + fresh > MAX_LEASES {
+            return Err(LeasesExhausted);
+        }
+        let deadline = now + ttl;
+        for id in ids {
+            match self.until.insert(*id, deadline) {
+                Some(old) if old > deadline => {
+                    // Never shorten a lease someone else holds.
+                    self.until.insert(*id, old);
+                    continue;
+                }
+                Some(old) => {
+                    self.by_deadline.remove(&(old, *id));
+                }
+                None => {}
+            }
+            self.by_deadline.insert((deadline, *id));
+        }
+        Ok(())
+    }
+
+    fn holds(&self, id: &ChunkId) -> bool {
+        self.until
+            .get(id)
+            .is_some_and(|deadline| *deadline > Instant::now())
+    }
+
+    fn len(&self) -> usize {
+        self.until.len()
     }
 }
 
@@ -132,9 +184,10 @@ impl ChunkStore {
         }
         Ok(Arc::new(Self {
             db,
-            pins: Mutex::new(Pins::default()),
+            pins: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases::default()),
             deleted_bytes: Default::default(),
-            pending: Mutex::new(HashMap::new()),
+            tracker: Mutex::new(Tracker::default()),
         }))
     }
 
@@ -144,7 +197,7 @@ impl ChunkStore {
             .ok_or_else(|| Error::Internal(format!("column family {name} is missing")))
     }
 
-    /// Whether this node holds the chunk.
+    /// Whether this node holds the chunk (durably or not: see [`ChunkStore::is_durable`]).
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
         Ok(self
             .db
@@ -159,75 +212,76 @@ impl ChunkStore {
         Ok(raw.and_then(|r| ChunkEntry::decode(&r)))
     }
 
-    /// Stores a chunk. Not synced: call [`ChunkStore::sync`] before relying on durability.
+    /// Stores a chunk through the WAL. Not synced: call [`ChunkStore::sync`] or
+    /// [`ChunkStore::make_durable`] before relying on it.
     pub fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
-        self.write_chunk(id, data, true)
+        self.write(id, data, Durability::Logged)
     }
 
-    /// Stores a chunk for an upload, which must then call [`ChunkStore::make_durable`] with
-    /// every chunk it wrote or reused before it relies on them (or
-    /// [`ChunkStore::forget_pending`] with the ones it wrote, if it gives up).
-    pub fn put_pending(&self, id: &ChunkId, data: &[u8], durability: Durability) -> Result<()> {
-        {
-            let mut pending = self.pending.lock();
-            let entry = pending.entry(*id).or_default();
-            match durability {
-                Durability::Logged => entry.0 += 1,
-                Durability::Unlogged => entry.1 += 1,
-            }
+    /// Stores a chunk, through the WAL or not. Whoever relies on it must call
+    /// [`ChunkStore::make_durable`] first; giving up needs nothing (the write stays pending
+    /// until a sync or a flush covers it, whoever else relies on it meanwhile).
+    pub fn write(&self, id: &ChunkId, data: &[u8], how: Durability) -> Result<()> {
+        let too_many = {
+            let mut tracker = self.tracker.lock();
+            tracker.begin(*id, how);
+            tracker.len() > MAX_PENDING_CHUNKS
+        };
+        let result = self.write_chunk(id, data, how == Durability::Logged);
+        self.tracker.lock().complete(*id, how);
+        result?;
+        if too_many {
+            self.flush_and_sync()?;
         }
-        let result = self.write_chunk(id, data, durability == Durability::Logged);
-        if result.is_err() {
-            self.forget_pending(&[(*id, durability)]);
-        }
-        result
-    }
-
-    /// Makes the chunks of an upload durable: `written` are the writes this upload made,
-    /// `reused` the chunks it found already here (another upload may have written them a moment
-    /// ago, not yet durably). Flushes the chunk column families if any of them sits unlogged in
-    /// the memtable, else syncs the WAL if any of them is only in the WAL, else does nothing.
-    pub fn make_durable(
-        &self,
-        written: &[(ChunkId, Durability)],
-        reused: &[ChunkId],
-    ) -> Result<()> {
-        let (mut flush, mut sync) = (false, false);
-        {
-            let pending = self.pending.lock();
-            let ids = written.iter().map(|(id, _)| id).chain(reused);
-            for (logged, unlogged) in ids.filter_map(|id| pending.get(id)) {
-                flush |= *unlogged > 0;
-                sync |= *logged > 0;
-            }
-        }
-        if flush {
-            // Chunk bytes first, then the index: an index entry never outlives its chunk.
-            let options = rocksdb::FlushOptions::default();
-            self.db.flush_cf_opt(self.cf(CF_CHUNKS)?, &options)?;
-            self.db.flush_cf_opt(self.cf(CF_CHUNK_INDEX)?, &options)?;
-            metrics::chunk_flush();
-        } else if sync {
-            self.sync()?;
-        }
-        self.forget_pending(written);
         Ok(())
     }
 
-    /// Drops the pending marks of these writes (made durable, or abandoned).
-    pub fn forget_pending(&self, written: &[(ChunkId, Durability)]) {
-        let mut pending = self.pending.lock();
-        for (id, durability) in written {
-            if let Some(entry) = pending.get_mut(id) {
-                match durability {
-                    Durability::Logged => entry.0 = entry.0.saturating_sub(1),
-                    Durability::Unlogged => entry.1 = entry.1.saturating_sub(1),
-                }
-                if *entry == (0, 0) {
-                    pending.remove(id);
-                }
+    /// Whether every write of the chunk this node made is on disk (a chunk this node did not
+    /// write since it started, or never held, counts as durable: check presence separately).
+    pub fn is_durable(&self, id: &ChunkId) -> bool {
+        self.tracker.lock().is_durable(id)
+    }
+
+    /// Makes `ids` durable here: flushes the chunk column families if one of them was written
+    /// only without the WAL, else syncs the WAL if one was written through it, else does
+    /// nothing. Covers chunks other uploads wrote a moment ago as well as this one's.
+    pub fn make_durable(&self, ids: &[ChunkId]) -> Result<()> {
+        for _ in 0..DURABLE_ROUNDS {
+            let needs = self.tracker.lock().needs(ids);
+            if needs.flush {
+                self.flush()?;
+            } else if needs.sync {
+                self.sync()?;
             }
+            if !needs.in_flight {
+                return Ok(());
+            }
+            // Another thread was still writing one of them: its write completes in
+            // microseconds; cover it with the next round.
+            std::thread::yield_now();
         }
+        let needs = self.tracker.lock().needs(ids);
+        if needs == durability::Needs::default() {
+            return Ok(());
+        }
+        self.flush_and_sync()
+    }
+
+    /// Flushes the chunk column families, both in one atomic flush (an index entry is never
+    /// persisted without its bytes, nor the bytes without the entry).
+    fn flush(&self) -> Result<()> {
+        let horizon = self.tracker.lock().horizon();
+        let options = rocksdb::FlushOptions::default();
+        self.db
+            .flush_cfs_opt(&[self.cf(CF_CHUNKS)?, self.cf(CF_CHUNK_INDEX)?], &options)?;
+        self.tracker.lock().flushed(horizon);
+        metrics::chunk_flush();
+        Ok(())
+    }
+
+    fn flush_and_sync(&self) -> Result<()> {
+        self.flush()?;
+        self.sync()
     }
 
     fn write_chunk(&self, id: &ChunkId, data: &[u8], logged: bool) -> Result<()> {
@@ -254,9 +308,12 @@ impl ChunkStore {
         self.put(id, data)
     }
 
-    /// Makes every earlier chunk write durable (one WAL fsync).
+    /// Makes every earlier logged chunk write durable (one WAL fsync).
     pub fn sync(&self) -> Result<()> {
-        Ok(self.db.flush_wal(true)?)
+        let horizon = self.tracker.lock().horizon();
+        self.db.flush_wal(true)?;
+        self.tracker.lock().synced(horizon);
+        Ok(())
     }
 
     /// Reads a chunk and checks it against its name. A chunk whose bytes do not hash to its name
@@ -289,15 +346,17 @@ impl ChunkStore {
         }
     }
 
-    /// Deletes the chunk unless it is pinned or `referenced` says it is still in use. The pin
-    /// lock is held across the check and the delete. Returns whether it deleted.
+    /// Deletes the chunk unless it is pinned, leased, or `referenced` says it is still in use.
+    /// The pin and lease locks are held across the check and the delete. Returns whether it
+    /// deleted.
     pub fn delete_unless(
         &self,
         id: &ChunkId,
         referenced: impl FnOnce(&ChunkId) -> Result<bool>,
     ) -> Result<bool> {
-        let mut pins = self.pins.lock();
-        if pins.holds(id) || referenced(id)? {
+        let pins = self.pins.lock();
+        let leases = self.leases.lock();
+        if pins.contains_key(id) || leases.holds(id) || referenced(id)? {
             return Ok(false);
         }
         let len = self.entry(id)?.map_or(0, |e| u64::from(e.len));
@@ -305,6 +364,8 @@ impl ChunkStore {
         batch.delete_cf(self.cf(CF_CHUNKS)?, id.as_bytes());
         batch.delete_cf(self.cf(CF_CHUNK_INDEX)?, id.as_bytes());
         self.db.write(batch)?;
+        self.tracker.lock().forget(id);
+        drop(leases);
         drop(pins);
         self.deleted_bytes
             .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
@@ -381,19 +442,18 @@ impl ChunkStore {
     }
 
     /// Keeps these chunks from collection for `ttl`, present or not: a peer is about to rely
-    /// on this node holding them.
-    pub fn lease(&self, ids: &[ChunkId], ttl: std::time::Duration) {
-        let until = std::time::Instant::now() + ttl;
-        let mut pins = self.pins.lock();
-        let now = std::time::Instant::now();
-        pins.leases.retain(|_, deadline| *deadline > now);
-        for id in ids {
-            pins.leases.insert(*id, until);
-        }
+    /// on this node holding them. Refused when the lease table is full.
+    pub fn lease(
+        &self,
+        ids: &[ChunkId],
+        ttl: Duration,
+    ) -> std::result::Result<(), LeasesExhausted> {
+        self.leases.lock().grant(ids, ttl)
     }
 
-    fn lock_pins(&self) -> MutexGuard<'_, Pins> {
-        self.pins.lock()
+    /// Leases held now (expired ones may still be counted until the next grant).
+    pub fn lease_count(&self) -> usize {
+        self.leases.lock().len()
     }
 
     /// Chunk values in the active memtable (not yet flushed to a blob file).
@@ -427,19 +487,19 @@ pub struct PinGuard {
 
 impl PinGuard {
     pub fn pin(&mut self, id: ChunkId) {
-        *self.store.lock_pins().local.entry(id).or_insert(0) += 1;
+        *self.store.pins.lock().entry(id).or_insert(0) += 1;
         self.ids.push(id);
     }
 }
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        let mut pins = self.store.lock_pins();
+        let mut pins = self.store.pins.lock();
         for id in &self.ids {
-            if let Some(count) = pins.local.get_mut(id) {
+            if let Some(count) = pins.get_mut(id) {
                 *count -= 1;
                 if *count == 0 {
-                    pins.local.remove(id);
+                    pins.remove(id);
                 }
             }
         }
@@ -471,11 +531,11 @@ mod tests {
 
         // A logged write is made durable by a WAL sync: the memtable keeps it.
         store
-            .put_pending(&a, &a_bytes, Durability::Logged)
+            .write(&a, &a_bytes, Durability::Logged)
             .expect("chunk store operation");
-        store
-            .make_durable(&[(a, Durability::Logged)], &[])
-            .expect("chunk store operation");
+        assert!(!store.is_durable(&a));
+        store.make_durable(&[a]).expect("chunk store operation");
+        assert!(store.is_durable(&a));
         assert_eq!(
             store
                 .memtable_entries_for_test()
@@ -486,12 +546,11 @@ mod tests {
         // Upload 1 wrote `b` unlogged; upload 2 found it and relies on it before upload 1 is
         // done: upload 2's make_durable must flush it.
         store
-            .put_pending(&b, &b_bytes, Durability::Unlogged)
+            .write(&b, &b_bytes, Durability::Unlogged)
             .expect("chunk store operation");
         assert!(store.contains(&b).expect("chunk store operation"));
-        store
-            .make_durable(&[], &[b])
-            .expect("chunk store operation");
+        assert!(!store.is_durable(&b));
+        store.make_durable(&[b]).expect("chunk store operation");
         assert_eq!(
             store
                 .memtable_entries_for_test()
@@ -499,24 +558,28 @@ mod tests {
             0,
             "flushed"
         );
-        store
-            .make_durable(&[(b, Durability::Unlogged)], &[])
-            .expect("chunk store operation");
+        assert!(store.is_durable(&b));
 
-        // Once made durable (or abandoned), a chunk is no longer pending: reusing it costs
-        // nothing.
+        // Once durable, a chunk costs nothing to rely on again.
         store
-            .put_pending(&c, &c_bytes, Durability::Unlogged)
+            .write(&c, &c_bytes, Durability::Unlogged)
             .expect("chunk store operation");
-        store.forget_pending(&[(c, Durability::Unlogged)]);
+        store.make_durable(&[c]).expect("chunk store operation");
         store
-            .make_durable(&[], &[b, c])
+            .write(&a, &a_bytes, Durability::Logged)
+            .expect("chunk store operation");
+        store.sync().expect("chunk store operation");
+        let flushes = store
+            .memtable_entries_for_test()
+            .expect("chunk store operation");
+        store
+            .make_durable(&[a, b, c])
             .expect("chunk store operation");
         assert_eq!(
             store
                 .memtable_entries_for_test()
                 .expect("chunk store operation"),
-            1,
+            flushes,
             "not flushed again"
         );
         for (id, data) in [(a, a_bytes), (b, b_bytes), (c, c_bytes)] {
@@ -537,12 +600,12 @@ mod tests {
             ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
         let (b, b_bytes) = chunk(2, 64 << 10);
         store
-            .put_pending(&b, &b_bytes, Durability::Unlogged)
+            .write(&b, &b_bytes, Durability::Unlogged)
             .expect("upload 1 writes");
         assert!(store.contains(&b).expect("contains"), "upload 2 finds it");
-        store.forget_pending(&[(b, Durability::Unlogged)]); // upload 1 abandons
+        // Upload 1 abandons: there is nothing to undo; the write stays pending until a flush.
         store
-            .make_durable(&[], &[b])
+            .make_durable(&[b])
             .expect("upload 2 makes its chunks durable");
         assert_eq!(
             store.memtable_entries_for_test().expect("memtable"),
@@ -576,7 +639,7 @@ mod tests {
             let (id, data) = chunk(seed, 100);
             let before = active(&store);
             store
-                .put_pending(&id, &data, Durability::Unlogged)
+                .write(&id, &data, Durability::Unlogged)
                 .expect("write");
             if active(&store) >= before {
                 continue;
@@ -657,11 +720,26 @@ mod tests {
         let ids: Vec<ChunkId> = (0..1_200_000u64)
             .map(|i| ChunkId::of(&i.to_le_bytes()))
             .collect();
+        let mut refused = 0;
         for batch in ids.chunks(100_000) {
-            store.lease(batch, std::time::Duration::from_secs(600));
+            if store
+                .lease(batch, std::time::Duration::from_secs(600))
+                .is_err()
+            {
+                refused += 1;
+            }
         }
-        let held = store.pins.lock().leases.len();
-        assert!(held <= 1 << 20, "{held} leases held");
+        let held = store.lease_count();
+        assert!(held <= MAX_LEASES, "{held} leases held");
+        assert!(refused > 0, "leasing past the bound is refused");
+        // Expired leases go without a scan of the live ones.
+        let short: Vec<ChunkId> = (0..10u64).map(|i| ChunkId::of(&[i as u8, 0xee])).collect();
+        let mut leases = Leases::default();
+        leases
+            .grant(&short, std::time::Duration::ZERO)
+            .expect("grant");
+        leases.grant(&[], std::time::Duration::ZERO).expect("grant");
+        assert_eq!(leases.len(), 0, "expired leases were dropped");
     }
 
     #[test]

@@ -96,7 +96,6 @@ where
             pins: outcome.pins,
         }),
         (Some(error), _) | (None, Err(error)) => {
-            store.forget_pending(&outcome.pending);
             on_abandon(outcome.written, outcome.pins);
             Err(error)
         }
@@ -106,8 +105,6 @@ where
 struct WorkerOutcome {
     result: Result<BlobDescriptor>,
     written: Vec<ChunkId>,
-    /// Writes not yet made durable (empty once the upload succeeded).
-    pending: Vec<(ChunkId, Durability)>,
     pins: PinGuard,
 }
 
@@ -120,21 +117,13 @@ fn ingest_worker(
         store: store.clone(),
         chunks: Vec::new(),
         writes: Vec::new(),
-        durable: false,
-        reused: Vec::new(),
         written_bytes: 0,
         pins: store.pin_guard(),
     };
     let result = state.run(&mut rx, chunking);
-    let written = state.writes.iter().map(|(id, _)| *id).collect();
     WorkerOutcome {
         result,
-        written,
-        pending: if state.durable {
-            Vec::new()
-        } else {
-            state.writes
-        },
+        written: state.writes,
         pins: state.pins,
     }
 }
@@ -142,12 +131,8 @@ fn ingest_worker(
 struct WorkerState {
     store: Arc<ChunkStore>,
     chunks: Vec<ChunkRef>,
-    /// Each chunk this upload wrote, and how.
-    writes: Vec<(ChunkId, Durability)>,
-    /// Whether `writes` were made durable (no longer pending in the store).
-    durable: bool,
-    /// Chunks found already stored.
-    reused: Vec<ChunkId>,
+    /// Each chunk this upload wrote (the others were already stored).
+    writes: Vec<ChunkId>,
     written_bytes: u64,
     pins: PinGuard,
 }
@@ -184,10 +169,10 @@ impl WorkerState {
         for chunk in chunker.finish() {
             self.store_chunk(&chunk)?;
         }
-        // Also for reused chunks: another upload may have written one a moment ago and not
-        // made it durable yet.
-        self.store.make_durable(&self.writes, &self.reused)?;
-        self.durable = true;
+        // Every chunk, reused ones too: another upload may have written one a moment ago
+        // without making it durable yet (and may have given up since).
+        let ids: Vec<ChunkId> = self.chunks.iter().map(|c| c.id).collect();
+        self.store.make_durable(&ids)?;
         Ok(BlobDescriptor {
             blake3: Blake3::from(blake3.finalize()),
             sha256: Sha256(sha256.finalize().into()),
@@ -203,15 +188,14 @@ impl WorkerState {
         self.pins.pin(id);
         if self.store.contains(&id)? {
             metrics::chunk_deduplicated(data.len());
-            self.reused.push(id);
         } else {
             let durability = if self.written_bytes >= LOGGED_BYTES {
                 Durability::Unlogged
             } else {
                 Durability::Logged
             };
-            self.store.put_pending(&id, data, durability)?;
-            self.writes.push((id, durability));
+            self.store.write(&id, data, durability)?;
+            self.writes.push(id);
             self.written_bytes += data.len() as u64;
         }
         self.chunks.push(ChunkRef {

@@ -16,6 +16,10 @@ pub fn open_db(path: &Path) -> anyhow::Result<Arc<DB>> {
     // The WAL is shared by every column family; cap it so a quiet column family cannot pin
     // gigabytes of old WAL files.
     options.set_max_total_wal_size(256 << 20);
+    // Chunk bytes and their index entries are written together, most of them without the WAL;
+    // flushing column families atomically means RocksDB never persists one without the other
+    // (an index entry for bytes a crash lost would make the node claim a chunk it cannot read).
+    options.set_atomic_flush(true);
     let mut families = arca_raft::storage::column_families();
     families.extend(crate::chunk_store::column_families());
     families.extend(crate::cluster::resync::column_families());

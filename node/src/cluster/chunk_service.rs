@@ -37,6 +37,7 @@ fn to_status(e: Error) -> Status {
         Error::CorruptChunk { chunk } => {
             Status::data_loss(format!("chunk {chunk} does not match its name"))
         }
+        Error::NotReady { reason } => Status::resource_exhausted(reason),
         other => Status::internal(other.to_string()),
     }
 }
@@ -67,13 +68,23 @@ impl ChunkService for ChunkGrpcService {
         let missing = blocking(move || {
             // Lease first: a chunk present now must still be here when the caller's command
             // applies, and a chunk about to arrive must not be swept as an orphan.
-            store.lease(&ids, lease);
+            if store.lease(&ids, lease).is_err() {
+                return Err(Error::NotReady {
+                    reason: "this node holds the most chunk leases it allows".into(),
+                });
+            }
             let mut missing = Vec::new();
+            let mut present = Vec::new();
             for id in ids {
-                if !store.contains(&id)? {
+                if store.contains(&id)? {
+                    present.push(id);
+                } else {
                     missing.push(id.as_bytes().to_vec());
                 }
             }
+            // The caller counts a "held" toward the majority that must hold the chunks
+            // *durably*: one written here a moment ago without the WAL is flushed first.
+            store.make_durable(&present)?;
             Ok(missing)
         })
         .await?;
@@ -137,7 +148,7 @@ mod tests {
         let data = vec![7u8; 64 << 10];
         let id = ChunkId::of(&data);
         store
-            .put_pending(&id, &data, Durability::Unlogged)
+            .write(&id, &data, Durability::Unlogged)
             .expect("an upload on this node writes it");
         let service = ChunkGrpcService::new(store.clone());
         let reply = service
