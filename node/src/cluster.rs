@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arca_proto::v1::{ProposeRequest, ReadIndexRequest};
+use arca_proto::v1::{NodeStatusRequest, ProposeRequest, ReadIndexRequest};
 use arca_raft::{Applied, ConsensusError, NodeId, NodeInfo, RaftGroup};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -26,7 +26,7 @@ use crate::config::ClusterConfig;
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
 use crate::model::ChunkRef;
-use crate::model::{Command, Outcome};
+use crate::model::{Command, Outcome, BASE_COMMAND_VERSION, COMMAND_VERSION, MAX_COMMAND_BYTES};
 use peers::Peers;
 use resync::Resync;
 
@@ -62,7 +62,32 @@ pub struct Region {
     pub config: ClusterConfig,
     /// Set once this node has been fully caught up since it started (see `status::readiness`).
     pub caught_up: AtomicBool,
+    /// The command versions voters reported (see [`Region::require_version`]).
+    voter_versions: parking_lot::Mutex<std::collections::HashMap<NodeId, u32>>,
     write_timeout: Duration,
+}
+
+/// Encodes a command, refusing one larger than [`MAX_COMMAND_BYTES`].
+fn encode_bounded(command: &Command) -> Result<Vec<u8>> {
+    let bytes = encode(command)?;
+    if bytes.len() > MAX_COMMAND_BYTES {
+        return Err(Error::TooLarge {
+            limit: MAX_COMMAND_BYTES as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The first voter whose command version is below `required`; a voter whose version could
+/// not be learned counts as the base version.
+pub fn first_unsupported(
+    required: u32,
+    versions: &[(NodeId, Option<u32>)],
+) -> Option<(NodeId, u32)> {
+    versions.iter().find_map(|(id, version)| {
+        let version = version.unwrap_or(BASE_COMMAND_VERSION);
+        (version < required).then_some((*id, version))
+    })
 }
 
 impl Region {
@@ -86,6 +111,7 @@ impl Region {
             resync,
             config,
             caught_up: AtomicBool::new(false),
+            voter_versions: Default::default(),
             write_timeout,
         }
     }
@@ -163,10 +189,84 @@ impl Region {
         })
     }
 
-    /// Proposes a typed command (see [`Region::propose`]) and decodes what applying it did.
+    /// Proposes a client write (see [`Region::propose`]) and decodes what applying it did.
     pub async fn propose_command(&self, command: &Command) -> Result<Outcome> {
-        let applied = self.propose(encode(command)?).await?;
+        if !command.is_client_write() {
+            return Err(Error::Internal(format!(
+                "{} is not a client write; it is proposed with propose_local",
+                command.kind()
+            )));
+        }
+        let bytes = encode_bounded(command)?;
+        self.require_version(command.required_version()).await?;
+        let applied = self.propose(bytes).await?;
         decode(&applied.response)
+    }
+
+    /// Proposes one of this node's own commands (role changes, promotion, replicated batches,
+    /// snapshot staging, retention): only on the leader, never forwarded, so a node that lost
+    /// leadership mid-way fails with `NO_QUORUM` instead of having a deposed leader's work
+    /// applied through the new one.
+    pub async fn propose_local(&self, command: &Command) -> Result<Outcome> {
+        let bytes = encode_bounded(command)?;
+        if self.leader().map(|(id, _)| id) != Some(self.node_id) {
+            return Err(Error::NoQuorum {
+                reason: format!(
+                    "this node no longer leads the region; {} is proposed by the leader",
+                    command.kind()
+                ),
+            });
+        }
+        self.require_version(command.required_version()).await?;
+        let applied = self.raft.write(bytes).await?;
+        decode(&applied.response)
+    }
+
+    /// Refuses a command kind some voter of the region is too old to apply. Voters' versions
+    /// are asked once and remembered (a node is upgraded, not downgraded, in place).
+    pub async fn require_version(&self, required: u32) -> Result<()> {
+        if required <= BASE_COMMAND_VERSION {
+            return Ok(());
+        }
+        let membership = self.raft.membership();
+        let mut versions = Vec::new();
+        for voter in &membership.voters {
+            if *voter == self.node_id {
+                versions.push((*voter, Some(COMMAND_VERSION)));
+                continue;
+            }
+            let known = self.voter_versions.lock().get(voter).copied();
+            let version = match known {
+                Some(version) if version >= required => Some(version),
+                _ => match membership.nodes.get(voter) {
+                    Some(info) => self.ask_version(*voter, info).await,
+                    None => None,
+                },
+            };
+            versions.push((*voter, version));
+        }
+        match first_unsupported(required, &versions) {
+            None => Ok(()),
+            Some((node, version)) => Err(Error::MixedVersions {
+                node,
+                version,
+                required,
+            }),
+        }
+    }
+
+    async fn ask_version(&self, id: NodeId, info: &NodeInfo) -> Option<u32> {
+        let mut request = tonic::Request::new(NodeStatusRequest {});
+        request.set_timeout(Duration::from_secs(1));
+        let reply = self
+            .peers
+            .cluster_client(info)
+            .node_status(request)
+            .await
+            .ok()?;
+        let version = reply.into_inner().command_version.max(BASE_COMMAND_VERSION);
+        self.voter_versions.lock().insert(id, version);
+        Some(version)
     }
 
     /// Makes `ids` durable on a majority of this region's voters (this node must hold them).
@@ -243,5 +343,25 @@ impl Region {
 impl ChunkSource for Region {
     fn load(self: Arc<Self>, chunk: ChunkRef) -> BoxFuture<'static, Result<Bytes>> {
         Box::pin(async move { self.read_chunk(chunk.id).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_is_proposed_only_once_every_voter_knows_it() {
+        assert_eq!(first_unsupported(1, &[(1, Some(2)), (2, None)]), None);
+        assert_eq!(first_unsupported(2, &[(1, Some(2)), (2, Some(2))]), None);
+        assert_eq!(
+            first_unsupported(2, &[(1, Some(2)), (2, Some(1)), (3, Some(2))]),
+            Some((2, 1))
+        );
+        // A voter that could not be asked is assumed to be as old as can be.
+        assert_eq!(
+            first_unsupported(2, &[(1, Some(2)), (3, None)]),
+            Some((3, 1))
+        );
     }
 }

@@ -70,6 +70,12 @@ pub enum Error {
         seq: u64,
         timeout: std::time::Duration,
     },
+    #[error("node {node} of this region applies commands up to version {version}, and this write needs version {required}: finish upgrading every node of the region first")]
+    MixedVersions {
+        node: u64,
+        version: u32,
+        required: u32,
+    },
     #[error("not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -102,6 +108,7 @@ impl Error {
             Error::NotReady { .. } => "NOT_READY",
             Error::ReadOnlyMirror { .. } => "READ_ONLY_MIRROR",
             Error::SyncReplicationTimeout { .. } => "SYNC_REPLICATION_TIMEOUT",
+            Error::MixedVersions { .. } => "MIXED_VERSIONS",
             Error::RouteNotFound => "NOT_FOUND",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Error::Internal(_) => "INTERNAL",
@@ -125,7 +132,9 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::NoQuorum { .. } | Error::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoQuorum { .. } | Error::NotReady { .. } | Error::MixedVersions { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // A redirect: clients that follow it send the write to the primary.
             Error::ReadOnlyMirror { .. } => StatusCode::TEMPORARY_REDIRECT,
             Error::SyncReplicationTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

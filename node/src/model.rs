@@ -175,8 +175,60 @@ pub enum Command {
     },
 }
 
+/// The newest command format this binary applies. Every kind of [`Command`] has the version
+/// that introduced it ([`Command::required_version`]); a leader proposes a kind only once every
+/// voter of its region reports at least that version, so during a rolling upgrade no node is
+/// ever asked to apply a command it cannot decode. (A command a node cannot decode anyway is
+/// applied as a refusal, never an error that stops Raft.)
+pub const COMMAND_VERSION: u32 = 2;
+
+/// The version every node since the first release applies.
+pub const BASE_COMMAND_VERSION: u32 = 1;
+
+/// Largest encoded command a node proposes or accepts at the proposal boundary. A command
+/// carries a blob's chunk list (47 bytes a chunk): 16 MiB is a 64 GiB blob of 256 KiB chunks.
+pub const MAX_COMMAND_BYTES: usize = 16 << 20;
+
 impl Command {
-    /// Whether the command comes from a client (and so is refused on a mirror).
+    /// The oldest command version that knows this kind (see [`COMMAND_VERSION`]).
+    pub fn required_version(&self) -> u32 {
+        match self {
+            Command::CreateRepo { .. }
+            | Command::PutArtifact { .. }
+            | Command::DeleteArtifact { .. }
+            | Command::Oci(_)
+            | Command::Replicated { .. }
+            | Command::SetRole { .. }
+            | Command::Promote { .. }
+            | Command::Demote { .. }
+            | Command::SnapshotBegin { .. }
+            | Command::SnapshotPart { .. }
+            | Command::SnapshotFinish { .. }
+            | Command::TrimChangeLog { .. } => BASE_COMMAND_VERSION,
+        }
+    }
+
+    /// A short name of the kind, for errors, logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateRepo { .. } => "create_repo",
+            Command::PutArtifact { .. } => "put_artifact",
+            Command::DeleteArtifact { .. } => "delete_artifact",
+            Command::Oci(_) => "oci",
+            Command::Replicated { .. } => "replicated",
+            Command::SetRole { .. } => "set_role",
+            Command::Promote { .. } => "promote",
+            Command::Demote { .. } => "demote",
+            Command::SnapshotBegin { .. } => "snapshot_begin",
+            Command::SnapshotPart { .. } => "snapshot_part",
+            Command::SnapshotFinish { .. } => "snapshot_finish",
+            Command::TrimChangeLog { .. } => "trim_change_log",
+        }
+    }
+
+    /// Whether the command comes from a client (and so is refused on a mirror). Only client
+    /// writes may cross the proposal boundary (`ClusterService.Propose`): every other kind is
+    /// proposed by the node itself, on the leader, never forwarded.
     pub fn is_client_write(&self) -> bool {
         matches!(
             self,
@@ -307,6 +359,12 @@ pub enum Outcome {
     },
     Trimmed {
         removed: u64,
+    },
+    /// The command was committed but not applied, the same way on every node: its bytes are
+    /// not a command this node knows (a newer node's kind, a corrupted entry), or it does not
+    /// fit the state it met. Nothing changed.
+    Refused {
+        reason: String,
     },
 }
 

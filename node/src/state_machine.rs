@@ -7,7 +7,7 @@
 //! globally, plus running size totals. OCI commands are applied by [`crate::oci::apply`]
 //! through the same [`Txn`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,6 +47,8 @@ pub struct MetadataStateMachine {
     catalog: Catalog,
     freed_tx: mpsc::UnboundedSender<FreedChunks>,
     applied_tx: watch::Sender<AppliedPosition>,
+    /// Refusal reasons already logged at error level.
+    refusals_logged: Mutex<std::collections::HashSet<RefusalReason>>,
 }
 
 /// A message to the resync queue.
@@ -132,6 +134,7 @@ impl MetadataStateMachine {
             catalog,
             freed_tx,
             applied_tx,
+            refusals_logged: Mutex::new(std::collections::HashSet::new()),
         })
     }
 }
@@ -143,21 +146,36 @@ impl ApplyHandler for MetadataStateMachine {
         log_id: &LogId,
         command: &[u8],
     ) -> anyhow::Result<Vec<u8>> {
-        let command: Command = rmp_serde::from_slice(command).map_err(|e| {
-            anyhow::anyhow!("undecodable command at log index {}: {e}", log_id.index)
-        })?;
-        let mut txn = Txn {
-            batch,
-            freed: Vec::new(),
-            referenced: Vec::new(),
-            reset_chunks: false,
+        let outcome = match rmp_serde::from_slice::<Command>(command) {
+            Err(e) => self.refuse(
+                log_id,
+                RefusalReason::Undecodable,
+                format!(
+                    "{} bytes that are not a command this node knows: {e}",
+                    command.len()
+                ),
+            ),
+            Ok(command) => {
+                let mut txn = Txn::new(batch);
+                match txn.apply(&command, log_id.index) {
+                    Ok(outcome) => {
+                        let effects = txn.commit()?;
+                        self.freed.lock().extend(effects.freed);
+                        self.referenced.lock().extend(effects.referenced);
+                        if effects.reset_chunks {
+                            *self.reset_chunks.lock() = true;
+                        }
+                        outcome
+                    }
+                    // The disk failed: this node cannot go on applying.
+                    Err(e) if is_storage_error(&e) => return Err(e),
+                    // The command contradicts the state (a replicated entry for a blob this
+                    // region never had, a counter that would go negative): every node holds the
+                    // same state and refuses it the same way; the command's writes are dropped.
+                    Err(e) => self.refuse(log_id, RefusalReason::Invalid, format!("{e:#}")),
+                }
+            }
         };
-        let outcome = txn.apply(&command, log_id.index)?;
-        self.freed.lock().extend(txn.freed);
-        self.referenced.lock().extend(txn.referenced);
-        if txn.reset_chunks {
-            *self.reset_chunks.lock() = true;
-        }
         Ok(rmp_serde::to_vec_named(&outcome)?)
     }
 
@@ -194,7 +212,51 @@ impl ApplyHandler for MetadataStateMachine {
     }
 }
 
+/// Why a committed command was refused instead of applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RefusalReason {
+    /// The bytes are not a command this node can decode (a newer node's kind, corruption).
+    Undecodable,
+    /// The command does not fit the state it met.
+    Invalid,
+}
+
+impl RefusalReason {
+    fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Undecodable => "undecodable",
+            RefusalReason::Invalid => "invalid",
+        }
+    }
+}
+
+/// Whether an apply error came from the disk rather than from the command.
+fn is_storage_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.downcast_ref::<rocksdb::Error>().is_some())
+}
+
 impl MetadataStateMachine {
+    /// A deterministic refusal: counted, logged the first time for each reason (then at debug,
+    /// so a flood of bad entries cannot flood the log), never an error that would stop Raft.
+    fn refuse(&self, log_id: &LogId, reason: RefusalReason, detail: String) -> Outcome {
+        metrics::counter!("arca_state_machine_refused_commands_total", "reason" => reason.label())
+            .increment(1);
+        if self.refusals_logged.lock().insert(reason) {
+            tracing::error!(
+                log_index = log_id.index,
+                reason = reason.label(),
+                %detail,
+                "refused a committed command (later refusals for this reason are logged at debug)"
+            );
+        } else {
+            tracing::debug!(log_index = log_id.index, reason = reason.label(), %detail, "refused a committed command");
+        }
+        Outcome::Refused {
+            reason: format!("{}: {detail}", reason.label()),
+        }
+    }
+
     fn publish_position(&self, raft_index: u64) {
         let seq = match self.catalog.changelog_head() {
             Ok(head) => head.last_seq,
@@ -210,28 +272,107 @@ impl MetadataStateMachine {
 
 /// One command's view of the state machine. Format modules (`crate::oci::apply`) apply their
 /// commands through it, so reference counting and the change log exist once.
+///
+/// Writes stay in the transaction's own overlay until [`Txn::commit`]: a command that fails
+/// half-way is refused with none of its writes, whatever it had done before it failed.
 pub(crate) struct Txn<'b, 'a> {
-    pub(crate) batch: &'b mut ApplyBatch<'a>,
+    batch: &'b mut ApplyBatch<'a>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     freed: Vec<ChunkId>,
     referenced: Vec<ChunkId>,
     /// The whole state was replaced: every chunk must be rechecked.
     reset_chunks: bool,
 }
 
+/// What a committed transaction tells the node's background work.
+pub(crate) struct Effects {
+    pub freed: Vec<ChunkId>,
+    pub referenced: Vec<ChunkId>,
+    pub reset_chunks: bool,
+}
+
+impl<'b, 'a> Txn<'b, 'a> {
+    pub(crate) fn new(batch: &'b mut ApplyBatch<'a>) -> Self {
+        Self {
+            batch,
+            writes: BTreeMap::new(),
+            freed: Vec::new(),
+            referenced: Vec::new(),
+            reset_chunks: false,
+        }
+    }
+
+    /// Moves this command's writes into the apply batch.
+    pub(crate) fn commit(self) -> anyhow::Result<Effects> {
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => self.batch.put(key, value)?,
+                None => self.batch.delete(key)?,
+            }
+        }
+        Ok(Effects {
+            freed: self.freed,
+            referenced: self.referenced,
+            reset_chunks: self.reset_chunks,
+        })
+    }
+}
+
 impl Txn<'_, '_> {
+    pub(crate) fn get_raw(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.batch.get(key),
+        }
+    }
+
+    pub(crate) fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            key.first() != Some(&0),
+            "application keys must not start with \\0"
+        );
+        self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            key.first() != Some(&0),
+            "application keys must not start with \\0"
+        );
+        self.writes.insert(key, None);
+        Ok(())
+    }
+
+    /// Every key starting with `prefix` as this command would leave them.
+    pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            self.batch.keys_with_prefix(prefix)?.into_iter().collect();
+        for (key, value) in self.writes.range(prefix.to_vec()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> anyhow::Result<Option<T>> {
-        match self.batch.get(key)? {
+        match self.get_raw(key)? {
             Some(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
             None => Ok(None),
         }
     }
 
     pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> anyhow::Result<()> {
-        self.batch.put(key, rmp_serde::to_vec_named(value)?)
+        self.put_raw(key, rmp_serde::to_vec_named(value)?)
     }
 
     fn get_count(&self, key: &[u8]) -> anyhow::Result<u64> {
-        match self.batch.get(key)? {
+        match self.get_raw(key)? {
             Some(bytes) => {
                 keys::decode_count(&bytes).ok_or_else(|| anyhow::anyhow!("corrupt counter"))
             }
@@ -246,9 +387,9 @@ impl Txn<'_, '_> {
             .checked_add_signed(delta)
             .ok_or_else(|| anyhow::anyhow!("reference count underflow"))?;
         if next == 0 {
-            self.batch.delete(key)?;
+            self.delete(key)?;
         } else {
-            self.batch.put(key, keys::encode_count(next))?;
+            self.put_raw(key, keys::encode_count(next))?;
         }
         Ok(next)
     }
@@ -271,8 +412,8 @@ impl Txn<'_, '_> {
                 at_ms,
             } => self.demote(role, *epoch, *fork_seq, *at_ms),
             Command::SnapshotBegin { .. } => {
-                for key in self.batch.keys_with_prefix(keys::STAGING_PREFIX)? {
-                    self.batch.delete(key)?;
+                for key in self.keys_with_prefix(keys::STAGING_PREFIX)? {
+                    self.delete(key)?;
                 }
                 Ok(Outcome::SnapshotStaged)
             }
@@ -283,7 +424,7 @@ impl Txn<'_, '_> {
                     }
                     let mut staged = keys::STAGING_PREFIX.to_vec();
                     staged.extend_from_slice(key);
-                    self.batch.put(staged, value.to_vec())?;
+                    self.put_raw(staged, value.to_vec())?;
                 }
                 Ok(Outcome::SnapshotStaged)
             }
@@ -468,19 +609,19 @@ impl Txn<'_, '_> {
         if self.role()? == RegionRole::Primary {
             return Ok(Outcome::NotAMirror);
         }
-        for key in self.batch.keys_with_prefix(b"")? {
+        for key in self.keys_with_prefix(b"")? {
             if key.first() == Some(&0) || keys::is_region_local(&key) {
                 continue;
             }
-            self.batch.delete(key)?;
+            self.delete(key)?;
         }
-        for staged in self.batch.keys_with_prefix(keys::STAGING_PREFIX)? {
-            let Some(value) = self.batch.get(&staged)? else {
+        for staged in self.keys_with_prefix(keys::STAGING_PREFIX)? {
+            let Some(value) = self.get_raw(&staged)? else {
                 continue;
             };
             self.batch
                 .put(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
-            self.batch.delete(staged)?;
+            self.delete(staged)?;
         }
         let mut installed: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
         installed.needs_snapshot = false;
@@ -497,7 +638,7 @@ impl Txn<'_, '_> {
         let until = before_seq.min(head.last_seq + 1);
         let mut removed = 0;
         for seq in head.first_seq..until {
-            self.batch.delete(keys::change(seq))?;
+            self.delete(keys::change(seq))?;
             removed += 1;
         }
         if until > head.first_seq {
@@ -513,7 +654,7 @@ impl Txn<'_, '_> {
 
     fn create_repo(&mut self, repo: &Repository) -> anyhow::Result<Outcome> {
         let key = keys::repo(&repo.name);
-        if self.batch.get(&key)?.is_some() {
+        if self.get_raw(&key)?.is_some() {
             return Ok(Outcome::RepoExists);
         }
         self.put(key, repo)?;
@@ -605,7 +746,7 @@ impl Txn<'_, '_> {
         repo_stats.logical_bytes -= old.size;
         stats.artifacts -= 1;
         stats.logical_bytes -= old.size;
-        self.batch.delete(key)?;
+        self.delete(key)?;
         self.put(keys::repo_stats(repo_name), &repo_stats)?;
         self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
         Ok(Outcome::ArtifactDeleted { seq: 0 })
@@ -632,7 +773,7 @@ impl Txn<'_, '_> {
                     .extend(descriptor.chunks.iter().map(|c| c.id));
                 for chunk in distinct_chunks(descriptor) {
                     let refs_key = keys::chunk_refs(&chunk.0);
-                    let mut refs = match self.batch.get(&refs_key)? {
+                    let mut refs = match self.get_raw(&refs_key)? {
                         Some(raw) => ChunkRefCount::decode(&raw)
                             .ok_or_else(|| anyhow::anyhow!("corrupt chunk reference count"))?,
                         None => ChunkRefCount {
@@ -645,9 +786,9 @@ impl Txn<'_, '_> {
                         stats.physical_bytes += u64::from(chunk.1);
                     }
                     refs.count += 1;
-                    self.batch.put(refs_key, refs.encode())?;
+                    self.put_raw(refs_key, refs.encode())?;
                 }
-                self.batch.put(
+                self.put_raw(
                     keys::sha256_index(&descriptor.sha256),
                     descriptor.blake3.as_bytes().to_vec(),
                 )?;
@@ -693,7 +834,7 @@ impl Txn<'_, '_> {
         if record.refs > 0 {
             return self.put(blob_key, &record);
         }
-        self.batch.delete(blob_key)?;
+        self.delete(blob_key)?;
         self.batch
             .delete(keys::sha256_index(&record.descriptor.sha256))?;
         stats.blobs -= 1;
@@ -706,12 +847,12 @@ impl Txn<'_, '_> {
                 .ok_or_else(|| anyhow::anyhow!("blob {blob} references uncounted chunk {chunk}"))?;
             refs.count -= 1;
             if refs.count == 0 {
-                self.batch.delete(refs_key)?;
+                self.delete(refs_key)?;
                 stats.chunks -= 1;
                 stats.physical_bytes -= u64::from(len);
                 self.freed.push(chunk);
             } else {
-                self.batch.put(refs_key, refs.encode())?;
+                self.put_raw(refs_key, refs.encode())?;
             }
         }
         Ok(())

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cluster::{status, Region};
 use crate::geo::Geo;
+use crate::model::{Command, MAX_COMMAND_BYTES};
 
 pub struct ClusterGrpcService {
     region: Arc<Region>,
@@ -84,6 +85,17 @@ fn group_status(e: RaftGroupError) -> Status {
         RaftGroupError::Stopped(_) => Status::unavailable(e.to_string()),
         RaftGroupError::Config(_) | RaftGroupError::Storage(_) => Status::internal(e.to_string()),
     }
+}
+
+/// Counts and logs a proposal refused at the boundary.
+fn refuse_proposal(reason: &'static str, status: Status) -> Status {
+    metrics::counter!("arca_cluster_refused_proposals_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        reason,
+        message = status.message(),
+        "refused a proposal at the boundary"
+    );
+    status
 }
 
 fn membership_reply(view: MembershipView) -> MembershipReply {
@@ -187,11 +199,46 @@ impl ClusterService for ClusterGrpcService {
     ) -> Result<Response<ProposeReply>, Status> {
         let request = request.into_inner();
         if request.region != self.region.name {
-            return Err(Status::failed_precondition(format!(
-                "proposal for region {:?} sent to region {:?}",
-                request.region, self.region.name
-            )));
+            return Err(refuse_proposal(
+                "wrong_region",
+                Status::failed_precondition(format!(
+                    "proposal for region {:?} sent to region {:?}",
+                    request.region, self.region.name
+                )),
+            ));
         }
+        // The proposal boundary: only a client write another node of this region forwards may
+        // come in here. It is decoded and checked before it can reach the log, so no bytes a
+        // peer sends can become an entry that every node would have to apply.
+        if request.command.len() > MAX_COMMAND_BYTES {
+            return Err(refuse_proposal(
+                "too_large",
+                Status::invalid_argument(format!(
+                    "a command is at most {MAX_COMMAND_BYTES} bytes; this one has {}",
+                    request.command.len()
+                )),
+            ));
+        }
+        let command: Command = crate::codec::decode(&request.command).map_err(|_| {
+            refuse_proposal(
+                "undecodable",
+                Status::invalid_argument("the proposal is not a command this node knows"),
+            )
+        })?;
+        if !command.is_client_write() {
+            return Err(refuse_proposal(
+                "internal_command",
+                Status::permission_denied(format!(
+                    "{} commands are proposed only by the leader itself, never through the \
+                     cluster service",
+                    command.kind()
+                )),
+            ));
+        }
+        self.region
+            .require_version(command.required_version())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let applied = self
             .region
             .raft

@@ -32,6 +32,7 @@ pub async fn node_status(region: &Region) -> NodeStatusReply {
         applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
         resync_backlog: region.resync.backlog(),
         ready,
+        command_version: crate::model::COMMAND_VERSION,
     }
 }
 
@@ -40,6 +41,12 @@ pub async fn node_status(region: &Region) -> NodeStatusReply {
 /// metadata references (up to `ready_max_resync_backlog`).
 pub async fn readiness(region: &Region) -> (bool, String) {
     let metrics = region.raft.raft().metrics().borrow().clone();
+    if metrics.state == ServerState::Shutdown {
+        return (false, "raft is not running on this node".into());
+    }
+    if let Err(fatal) = &metrics.running_state {
+        return (false, format!("raft stopped on this node: {fatal}"));
+    }
     let Some(leader) = metrics.current_leader else {
         return (false, "no raft leader is known".into());
     };

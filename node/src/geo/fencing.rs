@@ -66,7 +66,7 @@ pub async fn adopt_configured_primary(geo: &Arc<Geo>) {
         replication_addrs: geo.config.primary.clone(),
         http_addrs: Vec::new(),
     };
-    match geo.region.propose_command(&Command::SetRole { role }).await {
+    match geo.region.propose_local(&Command::SetRole { role }).await {
         Ok(_) => {
             tracing::info!(primary = ?geo.config.primary, "this region is now a read-only mirror")
         }
@@ -130,7 +130,7 @@ pub async fn handle_peer(geo: &Arc<Geo>, peer: &RegionInfo) {
                 fork_seq,
                 at_ms: now_ms(),
             };
-            match geo.region.propose_command(&command).await {
+            match geo.region.propose_local(&command).await {
                 Ok(Outcome::Demoted { divergent }) => tracing::warn!(
                     divergent,
                     "demoted to mirror; writes accepted after the fork point are listed by `arca cluster divergent`"
@@ -141,7 +141,7 @@ pub async fn handle_peer(geo: &Arc<Geo>, peer: &RegionInfo) {
         }
         RegionRole::Mirror { primary, .. } if primary != peer.region => {
             tracing::warn!(new_primary = %peer.region, old_primary = %primary, epoch = peer.epoch, "following the new primary");
-            if let Err(e) = geo.region.propose_command(&Command::SetRole { role }).await {
+            if let Err(e) = geo.region.propose_local(&Command::SetRole { role }).await {
                 tracing::warn!(error = %e, "could not re-point this mirror");
             }
         }
@@ -158,7 +158,7 @@ async fn trim(geo: &Arc<Geo>) {
     let before_seq = head.last_seq + 1 - geo.config.retain_entries;
     if let Err(e) = geo
         .region
-        .propose_command(&Command::TrimChangeLog { before_seq })
+        .propose_local(&Command::TrimChangeLog { before_seq })
         .await
     {
         tracing::warn!(error = %e, "could not trim the change log");

@@ -33,11 +33,7 @@ fn stream_head(head: Head) -> StreamHead {
 
 impl NodeSink {
     async fn propose(&self, command: Command) -> arca_replication::Result<Outcome> {
-        self.0
-            .region
-            .propose_command(&command)
-            .await
-            .map_err(storage)
+        self.0.region.propose_local(&command).await.map_err(storage)
     }
 }
 
@@ -203,7 +199,7 @@ impl ChangeSink for NodeSink {
         };
         let geo = self.0.clone();
         tokio::spawn(async move {
-            if let Err(e) = geo.region.propose_command(&Command::SetRole { role }).await {
+            if let Err(e) = geo.region.propose_local(&Command::SetRole { role }).await {
                 tracing::warn!(error = %e, "could not record the primary's identity");
             }
         });

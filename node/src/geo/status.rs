@@ -224,7 +224,7 @@ pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
     }
     match geo
         .region
-        .propose_command(&Command::Promote { at_ms: now_ms() })
+        .propose_local(&Command::Promote { at_ms: now_ms() })
         .await?
     {
         Outcome::Promoted { epoch, after_seq } => {

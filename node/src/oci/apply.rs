@@ -151,7 +151,7 @@ fn update_image(
     });
     change(&mut record).ok_or_else(|| anyhow!("image {repo}/{image} counts underflow"))?;
     if record.blobs == 0 && record.manifests == 0 {
-        txn.batch.delete(key)
+        txn.delete(key)
     } else {
         txn.put(key, &record)
     }
@@ -198,7 +198,7 @@ fn unlink_blob(
     let mut totals = Totals::load(txn, repo)?;
     txn.release_blob(repo, &link.blob, &mut totals.repo, &mut totals.global)?;
     totals.shrink(0, link.size)?;
-    txn.batch.delete(key)?;
+    txn.delete(key)?;
     update_image(txn, repo, image, 0, |record| {
         record.blobs = record.blobs.checked_sub(1)?;
         Some(())
@@ -348,7 +348,7 @@ fn create_manifest(
     totals.grow(1, info.blob.size);
     totals.save(txn, repo)?;
     if let Some(subject) = &info.subject {
-        txn.batch.put(
+        txn.put_raw(
             keys::oci_referrer(repo, image, subject, &info.digest),
             Vec::new(),
         )?;
@@ -389,13 +389,12 @@ fn delete_manifest(
     totals.shrink(1, record.size)?;
     totals.save(txn, repo)?;
     for tag in &record.tags {
-        txn.batch.delete(keys::oci_tag(repo, image, tag))?;
+        txn.delete(keys::oci_tag(repo, image, tag))?;
     }
     if let Some(subject) = &record.subject {
-        txn.batch
-            .delete(keys::oci_referrer(repo, image, subject, digest))?;
+        txn.delete(keys::oci_referrer(repo, image, subject, digest))?;
     }
-    txn.batch.delete(key)?;
+    txn.delete(key)?;
     let tags = record.tags.len() as u64;
     update_image(txn, repo, image, 0, |image| {
         image.manifests = image.manifests.checked_sub(1)?;
@@ -421,7 +420,7 @@ fn delete_tag(
         .with_context(|| format!("tag {tag} points at a missing manifest"))?;
     manifest.tags.retain(|t| t != tag);
     txn.put(manifest_key, &manifest)?;
-    txn.batch.delete(key)?;
+    txn.delete(key)?;
     update_image(txn, repo, image, 0, |image| {
         image.tags = image.tags.checked_sub(1)?;
         Some(())

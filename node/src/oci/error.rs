@@ -166,7 +166,7 @@ impl OciError {
                 Error::MethodNotAllowed => {
                     (Spec(ErrorCode::Unsupported), StatusCode::METHOD_NOT_ALLOWED)
                 }
-                Error::NoQuorum { .. } | Error::NotReady { .. } => {
+                Error::NoQuorum { .. } | Error::NotReady { .. } | Error::MixedVersions { .. } => {
                     (Server("UNAVAILABLE"), StatusCode::SERVICE_UNAVAILABLE)
                 }
                 // Registry clients do not follow redirects on writes: refuse, naming the primary.
