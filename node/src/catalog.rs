@@ -231,15 +231,14 @@ impl Catalog {
         Ok((head, pairs))
     }
 
-    /// A digest of the repository metadata (everything but the change log, its head and
-    /// region-local keys), with the change-log head it corresponds to: two regions that applied
+    /// A digest of the repository metadata (see [`keys::in_state_digest`]), with the change-log head it corresponds to: two regions that applied
     /// the same entries have the same digest.
     pub fn state_digest(&self) -> Result<(ChangeLogHead, String, u64)> {
         let (head, pairs) = self.state_pairs()?;
         let mut hasher = blake3::Hasher::new();
         let mut referenced_chunks = 0u64;
         for (key, value) in pairs {
-            if key.starts_with(keys::CHANGELOG_PREFIX) || key == keys::CHANGELOG_HEAD {
+            if !keys::in_state_digest(&key) {
                 continue;
             }
             if key.starts_with(keys::CHUNK_REFS_PREFIX) {

@@ -22,6 +22,7 @@
 //! | `om/{repo}/{image}:{sha256}` | [`ManifestRecord`](crate::oci::model::ManifestRecord) |
 //! | `ot/{repo}/{image}:{lowercase tag}\0{tag}` | [`TagRecord`](crate::oci::model::TagRecord) (case-insensitive order) |
 //! | `or/{repo}/{image}:{subject sha256}{referrer sha256}` | empty: the referrer has that subject |
+//! | `otr/{repo}/{image}:{manifest sha256}{tag}` | empty: the tag points at the manifest |
 //!
 //! Repository names never contain `/`, so `{repo}/` delimits a repository's keys exactly; image
 //! names never contain `:`, so `{image}:` delimits an image's. Digests are raw 32-byte values.
@@ -48,6 +49,17 @@ pub const STAGING_PREFIX: &[u8] = b"x/";
 /// a primary's snapshot nor replaced by one, and they are left out of state digests.
 pub fn is_region_local(key: &[u8]) -> bool {
     key == ROLE || key.starts_with(DIVERGENT_PREFIX) || key.starts_with(STAGING_PREFIX)
+}
+
+/// Whether a key of the repository state counts in the state digest two regions compare
+/// (`arca cluster verify`). The change log and its head describe how a region got to its
+/// state, and the fork history only what this region saw of promotions (a region that followed
+/// a new primary through its log never records its fork), so neither counts.
+pub fn in_state_digest(key: &[u8]) -> bool {
+    !(key.starts_with(CHANGELOG_PREFIX)
+        || key == CHANGELOG_HEAD
+        || key == FORK
+        || is_region_local(key))
 }
 
 pub fn divergent(seq: u64) -> Vec<u8> {
@@ -149,6 +161,18 @@ pub fn oci_tag_prefix(repo: &RepoName, image: &ImageName) -> Vec<u8> {
 
 pub fn oci_tag(repo: &RepoName, image: &ImageName, tag: &Tag) -> Vec<u8> {
     join(&[&oci_tag_prefix(repo, image), &tag.sort_key()])
+}
+
+/// The tags pointing at one manifest: `otr/{repo}/{image}:{digest}`.
+pub fn oci_manifest_tags_prefix(repo: &RepoName, image: &ImageName, digest: &Sha256) -> Vec<u8> {
+    join(&[&oci_image_scope(b"otr/", repo, image), digest.as_bytes()])
+}
+
+pub fn oci_manifest_tag(repo: &RepoName, image: &ImageName, digest: &Sha256, tag: &Tag) -> Vec<u8> {
+    join(&[
+        &oci_manifest_tags_prefix(repo, image, digest),
+        tag.as_str().as_bytes(),
+    ])
 }
 
 pub fn oci_referrer_prefix(repo: &RepoName, image: &ImageName, subject: &Sha256) -> Vec<u8> {

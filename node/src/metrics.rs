@@ -62,7 +62,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -72,6 +72,26 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     histogram!("arca_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
         .record(elapsed);
     response
+}
+
+/// The method as a metric label, from a closed set: hyper accepts any token as a method, and a
+/// label taken from the request would let a client grow the number of series without bound.
+fn method_label(method: &axum::http::Method) -> String {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    if known.contains(method) {
+        method.as_str().to_string()
+    } else {
+        "other".to_string()
+    }
 }
 
 pub fn bytes_received(n: usize) {

@@ -259,13 +259,19 @@ fn put_manifest(
         }
     };
     if let Some(tag) = tag {
+        migrate_tags(txn, repo_name, image, &info.digest, &mut record)?;
         match tag_change {
             TagChange::Moved { from } => {
                 let old_key = keys::oci_manifest(repo_name, image, &from);
                 let mut old: ManifestRecord = txn
                     .get(&old_key)?
                     .with_context(|| format!("tag {tag} points at a missing manifest"))?;
-                old.tags.retain(|t| t != tag);
+                migrate_tags(txn, repo_name, image, &from, &mut old)?;
+                old.tag_count = old
+                    .tag_count
+                    .checked_sub(1)
+                    .with_context(|| format!("manifest {from} counts no tag {tag}"))?;
+                txn.delete(keys::oci_manifest_tag(repo_name, image, &from, tag))?;
                 txn.put(old_key, &old)?;
             }
             TagChange::New => update_image(txn, repo_name, image, at_ms, |image| {
@@ -274,8 +280,12 @@ fn put_manifest(
             })?,
             TagChange::None | TagChange::Unchanged => {}
         }
-        if !record.tags.contains(tag) {
-            record.tags.push(tag.clone());
+        if !matches!(tag_change, TagChange::Unchanged) {
+            record.tag_count += 1;
+            txn.put_raw(
+                keys::oci_manifest_tag(repo_name, image, &info.digest, tag),
+                Vec::new(),
+            )?;
         }
         let tag_record = TagRecord {
             tag: tag.clone(),
@@ -286,6 +296,46 @@ fn put_manifest(
     }
     txn.put(manifest_key, &record)?;
     Ok(OciOutcome::ManifestStored { created, seq: 0 })
+}
+
+/// Moves the tags an older node kept inside the manifest record into the tag index. Every node
+/// does the same the first time it touches the record, so the states stay identical.
+fn migrate_tags(
+    txn: &mut Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    digest: &Sha256,
+    record: &mut ManifestRecord,
+) -> anyhow::Result<()> {
+    for tag in std::mem::take(&mut record.tags) {
+        txn.put_raw(
+            keys::oci_manifest_tag(repo, image, digest, &tag),
+            Vec::new(),
+        )?;
+        record.tag_count += 1;
+    }
+    Ok(())
+}
+
+/// The tags pointing at a manifest, from the tag index (and a not yet migrated record).
+fn manifest_tags(
+    txn: &Txn<'_, '_>,
+    repo: &RepoName,
+    image: &ImageName,
+    digest: &Sha256,
+    record: &ManifestRecord,
+) -> anyhow::Result<Vec<Tag>> {
+    let prefix = keys::oci_manifest_tags_prefix(repo, image, digest);
+    let mut tags = record.tags.clone();
+    for key in txn.keys_with_prefix(&prefix)? {
+        let text =
+            std::str::from_utf8(&key[prefix.len()..]).context("a tag index key is not UTF-8")?;
+        let tag = Tag::parse(text).map_err(|e| anyhow!("tag index key {text:?}: {e}"))?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
 }
 
 /// The blobs a new manifest will hold references on, or the digests it names that the image
@@ -367,6 +417,7 @@ fn create_manifest(
         artifact_type: info.artifact_type.clone(),
         annotations: info.annotations.clone(),
         tags: Vec::new(),
+        tag_count: 0,
         created_at_ms: at_ms,
     })
 }
@@ -388,14 +439,16 @@ fn delete_manifest(
     }
     totals.shrink(1, record.size)?;
     totals.save(txn, repo)?;
-    for tag in &record.tags {
+    let tags = manifest_tags(txn, repo, image, digest, &record)?;
+    for tag in &tags {
         txn.delete(keys::oci_tag(repo, image, tag))?;
+        txn.delete(keys::oci_manifest_tag(repo, image, digest, tag))?;
     }
     if let Some(subject) = &record.subject {
         txn.delete(keys::oci_referrer(repo, image, subject, digest))?;
     }
     txn.delete(key)?;
-    let tags = record.tags.len() as u64;
+    let tags = tags.len() as u64;
     update_image(txn, repo, image, 0, |image| {
         image.manifests = image.manifests.checked_sub(1)?;
         image.tags = image.tags.checked_sub(tags)?;
@@ -418,7 +471,12 @@ fn delete_tag(
     let mut manifest: ManifestRecord = txn
         .get(&manifest_key)?
         .with_context(|| format!("tag {tag} points at a missing manifest"))?;
-    manifest.tags.retain(|t| t != tag);
+    migrate_tags(txn, repo, image, &current.digest, &mut manifest)?;
+    manifest.tag_count = manifest
+        .tag_count
+        .checked_sub(1)
+        .with_context(|| format!("manifest {} counts no tag {tag}", current.digest))?;
+    txn.delete(keys::oci_manifest_tag(repo, image, &current.digest, tag))?;
     txn.put(manifest_key, &manifest)?;
     txn.delete(key)?;
     update_image(txn, repo, image, 0, |image| {

@@ -58,8 +58,13 @@ pub struct ManifestRecord {
     pub subject: Option<Sha256>,
     pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
-    /// The tags pointing at this manifest (apply cannot scan, so the record keeps them).
+    /// Tags recorded by nodes before tags got their own index (`otr/` keys); moved to the
+    /// index the first time the record changes, empty in every record written since.
+    #[serde(default)]
     pub tags: Vec<Tag>,
+    /// How many tags point at this manifest (each has an `otr/` key).
+    #[serde(default)]
+    pub tag_count: u64,
     pub created_at_ms: i64,
 }
 
