@@ -75,6 +75,12 @@ pub trait ChangeSink: Send + Sync + 'static {
         &self,
         chunks: Vec<(ChunkId, Bytes)>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Makes `chunks`, which this node holds (fetched or not), durable on a majority of this
+    /// region. Called with every chunk a batch or snapshot part references before it commits.
+    fn secure(&self, chunks: Vec<(ChunkId, u32)>) -> impl Future<Output = Result<()>> + Send {
+        let _ = chunks;
+        async { Ok(()) }
+    }
     /// Commits entries, in order, into this region; returns the new applied position.
     /// Entries at or below the applied position are skipped, a gap is an error.
     fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<Head>> + Send;

@@ -78,6 +78,12 @@ impl MemSource {
 
     /// Appends an entry whose "command" sets `key` and references `blobs` chunk contents.
     fn push(&self, key: &str, blobs: &[Vec<u8>]) {
+        self.push_at(1, key, blobs, 0);
+    }
+
+    /// Like `push`, at `epoch`, with `padding` more bytes of command (a command that carries a
+    /// large chunk list).
+    fn push_at(&self, epoch: u64, key: &str, blobs: &[Vec<u8>], padding: usize) {
         let mut entries = self.entries.lock();
         let seq = entries.len() as u64 + 1;
         let mut refs = Vec::new();
@@ -89,11 +95,13 @@ impl MemSource {
         self.state
             .lock()
             .insert(key.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
+        let mut command = key.as_bytes().to_vec();
+        command.resize(command.len() + padding, b' ');
         entries.push(Entry {
-            epoch: 1,
+            epoch,
             seq,
             at_ms: 1_000 + seq as i64,
-            command: key.as_bytes().to_vec(),
+            command,
             chunks: refs,
         });
         drop(entries);
@@ -192,6 +200,9 @@ struct MemSink {
     state: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     staged: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     snapshot_head: Mutex<Option<Head>>,
+    /// Chunks handed to the sink to be made durable in its region, fetched or not.
+    secured: Mutex<std::collections::HashSet<ChunkId>>,
+    snapshots_begun: Mutex<u64>,
 }
 
 impl ChangeSink for MemSink {
@@ -221,6 +232,17 @@ impl ChangeSink for MemSink {
         self.chunks.lock().extend(chunks);
         Ok(())
     }
+    async fn secure(&self, chunks: Vec<(ChunkId, u32)>) -> Result<()> {
+        let mut secured = self.secured.lock();
+        for (id, _) in chunks {
+            assert!(
+                self.chunks.lock().contains_key(&id),
+                "secured chunks are held"
+            );
+            secured.insert(id);
+        }
+        Ok(())
+    }
     async fn apply(&self, entries: Vec<Entry>) -> Result<Head> {
         for entry in entries {
             let expected = self.applied().seq + 1;
@@ -233,6 +255,10 @@ impl ChangeSink for MemSink {
                     self.chunks.lock().contains_key(id),
                     "chunks arrive before their entry"
                 );
+                assert!(
+                    self.secured.lock().contains(id),
+                    "every chunk an entry references is durable in the region before it applies"
+                );
             }
             self.state
                 .lock()
@@ -242,6 +268,7 @@ impl ChangeSink for MemSink {
         Ok(self.applied())
     }
     async fn begin_snapshot(&self, _head: Head) -> Result<()> {
+        *self.snapshots_begun.lock() += 1;
         self.staged.lock().clear();
         Ok(())
     }
@@ -412,5 +439,80 @@ async fn a_peer_without_a_certificate_from_the_cluster_ca_is_refused() {
     .await
     .expect("query");
     assert_eq!(answer, vec![3, 2, 1]);
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_a_mirror_already_holds_are_made_durable_in_its_region_too() {
+    // Audit D3: only the chunks the mirror's leader fetched were pushed to a majority of its
+    // region; a chunk the leader already held (an earlier failed push, a read-through) was
+    // committed while the leader alone had it.
+    let setup = setup().await;
+    let held = blob(1, 100_000);
+    setup
+        .sink
+        .chunks
+        .lock()
+        .insert(ChunkId::of(&held), Bytes::from(held.clone()));
+    setup.source.push("a", &[held.clone(), blob(2, 50_000)]);
+    start_mirror(&setup);
+    wait_applied(&setup.sink, 1).await;
+    assert!(setup.sink.secured.lock().contains(&ChunkId::of(&held)));
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_batch_of_large_entries_stays_under_the_frame_limit() {
+    // Audit A1: a feed frame carried up to 256 entries whatever their size; past the 64 MiB
+    // frame limit the write failed, the mirror reconnected from the same position, and the same
+    // batch failed again for ever.
+    let setup = setup().await;
+    for i in 0..300u32 {
+        setup.source.push_at(
+            1,
+            &format!("big{i}"),
+            &[blob((i % 200) as u8, 100)],
+            300_000,
+        );
+    }
+    start_mirror(&setup);
+    wait_applied(&setup.sink, 300).await;
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_whose_last_entry_is_not_in_the_primary_history_resyncs_from_a_snapshot() {
+    // Audit D5: a mirror that re-points to a new primary keeps its position; the primary
+    // checked nothing, so the mirror kept the old primary's divergent entries and skipped the
+    // new primary's entries at the same sequence numbers.
+    let setup = setup().await;
+    // The mirror applied entries 1-3 of epoch 1 from a former primary...
+    for seq in 1..=3u64 {
+        setup.sink.applied.lock().push(Entry {
+            epoch: 1,
+            seq,
+            at_ms: seq as i64,
+            command: format!("old{seq}").into_bytes(),
+            chunks: Vec::new(),
+        });
+    }
+    // ...while this primary's history forked after entry 1: its 2-4 are epoch 2.
+    setup.source.push_at(1, "old1", &[], 0);
+    for seq in 2..=4u64 {
+        setup.source.push_at(2, &format!("new{seq}"), &[], 0);
+    }
+    start_mirror(&setup);
+    wait_for(|| *setup.sink.snapshots_begun.lock() > 0).await;
+    wait_applied(&setup.sink, 4).await;
+    let state = setup.sink.state.lock();
+    assert!(
+        state.contains_key(b"new3".as_slice()),
+        "the primary's entry 3 is there"
+    );
+    assert!(
+        !state.contains_key(b"old3".as_slice()),
+        "the divergent entry 3 is gone"
+    );
+    drop(state);
     setup.cancel.cancel();
 }
