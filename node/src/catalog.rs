@@ -198,6 +198,33 @@ impl Catalog {
         self.get(keys::FORK)
     }
 
+    /// The epoch of entry `seq` of this region's history: the change record's, or (for a
+    /// trimmed entry) the epoch that began last before it; `None` past the head.
+    pub fn epoch_at(&self, seq: u64) -> Result<Option<u64>> {
+        let head = self.changelog_head()?;
+        if seq > head.last_seq {
+            return Ok(None);
+        }
+        if let Some(record) = self.change(seq)? {
+            return Ok(Some(record.epoch));
+        }
+        let mut epoch = 1;
+        for fork in self.forks()? {
+            if fork.after_seq < seq {
+                epoch = epoch.max(fork.epoch);
+            }
+        }
+        Ok(Some(epoch))
+    }
+
+    /// Every promotion in this region's history, oldest first (see [`keys::FORKS`]).
+    pub fn forks(&self) -> Result<Vec<Fork>> {
+        if let Some(forks) = self.get::<Vec<Fork>>(keys::FORKS)? {
+            return Ok(forks);
+        }
+        Ok(self.fork()?.into_iter().collect())
+    }
+
     /// One change record.
     pub fn change(&self, seq: u64) -> Result<Option<ChangeRecord>> {
         self.get(&keys::change(seq))

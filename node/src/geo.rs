@@ -120,6 +120,8 @@ impl Geo {
                 at_ms: head.last_at_ms,
             },
             fork,
+            forks: Vec::new(),
+            cluster_id: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! | `m/changelog` | [`ChangeLogHead`](crate::model::ChangeLogHead) |
 //! | `m/role` | [`RegionRole`](crate::model::RegionRole) (absent: primary) |
 //! | `m/fork` | [`Fork`](crate::model::Fork): where a promoted region's epoch began |
+//! | `m/forks` | every [`Fork`](crate::model::Fork) of the region's history, oldest first |
 //! | `d/{seq}` | [`DivergentWrite`](crate::model::DivergentWrite), seq big-endian |
 //! | `x/{key}` | a primary snapshot being staged, keyed by the key it will replace |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
@@ -40,6 +41,9 @@ pub const CHUNK_REFS_PREFIX: &[u8] = b"c/";
 pub const ROLE: &[u8] = b"m/role";
 /// The [`Fork`](crate::model::Fork) where this region's epoch began, if it was promoted.
 pub const FORK: &[u8] = b"m/fork";
+/// Every [`Fork`](crate::model::Fork) of this region's history, oldest first: promotions it
+/// made, and those it learned from its primary's log or snapshot.
+pub const FORKS: &[u8] = b"m/forks";
 /// [`DivergentWrite`](crate::model::DivergentWrite)s, by big-endian seq.
 pub const DIVERGENT_PREFIX: &[u8] = b"d/";
 /// A snapshot of the primary being staged: `x/` + the key it will replace.
@@ -59,6 +63,7 @@ pub fn in_state_digest(key: &[u8]) -> bool {
     !(key.starts_with(CHANGELOG_PREFIX)
         || key == CHANGELOG_HEAD
         || key == FORK
+        || key == FORKS
         || is_region_local(key))
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::metrics::MirrorLag;
 use crate::protocol::{
     must_read_frame, read_bytes, read_frame, write_frame, Ack, ChunkId, ChunkReply, Entry, Feed,
-    RegionInfo, Reply, Request, SnapshotFrame,
+    RegionInfo, Reply, Request, SnapshotFrame, FEED_PROTOCOL,
 };
 use crate::store::ChangeSink;
 
@@ -267,6 +267,8 @@ impl<K: ChangeSink> Mirror<K> {
             &Request::Subscribe {
                 mirror: self.sink.region_info(),
                 from_seq: applied.seq,
+                from_epoch: applied.epoch,
+                protocol: FEED_PROTOCOL,
             },
         )
         .await?;
@@ -293,38 +295,72 @@ impl<K: ChangeSink> Mirror<K> {
                     next_seq,
                 } => self.lag.heard(head, next_seq.zip(next_at_ms)),
                 Feed::Entries(entries) => {
-                    let head = match self.apply(&connection, entries).await {
-                        Ok(head) => head,
-                        Err(Error::ChunkUnavailable { chunk }) => {
-                            // The primary reclaims a chunk as soon as a later entry drops the
-                            // last reference to it (an overwrite or delete), so entries this
-                            // region missed may name chunks that exist nowhere any more:
-                            // replaying them can never succeed, but the primary's current state
-                            // only references chunks it has.
-                            tracing::warn!(
-                                chunk,
-                                applied = self.sink.applied().seq,
-                                "an entry names a chunk the primary no longer holds; catching up from a snapshot"
-                            );
-                            self.catch_up_from_snapshot(&connection).await?;
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    write_frame(&mut send, &Ack::Applied { seq: head.seq }).await?;
+                    if self
+                        .on_entries(&connection, &mut send, entries, None)
+                        .await?
+                    {
+                        return Ok(());
+                    }
                 }
-                Feed::SnapshotRequired { oldest_seq } => {
-                    tracing::warn!(
-                        oldest_seq,
-                        applied = applied.seq,
-                        "fell behind the primary's retained log; catching up from a snapshot"
-                    );
+                Feed::Batch { entries, head } => {
+                    if self
+                        .on_entries(&connection, &mut send, entries, Some(head))
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
+                Feed::SnapshotRequired { oldest_seq, reason } => {
+                    match reason {
+                        Some(reason) => tracing::warn!(
+                            %reason,
+                            applied = applied.seq,
+                            "this region's position is not in the primary's history; catching up from a snapshot"
+                        ),
+                        None => tracing::warn!(
+                            oldest_seq,
+                            applied = applied.seq,
+                            "fell behind the primary's retained log; catching up from a snapshot"
+                        ),
+                    }
                     self.catch_up_from_snapshot(&connection).await?;
                     return Ok(());
                 }
                 Feed::Refused { reason } => return Err(Error::Refused(reason)),
             }
         }
+    }
+
+    /// Applies a batch of entries and acknowledges it. A batch naming a chunk the primary no
+    /// longer has is abandoned for a snapshot; `Ok(true)` then says the session must start
+    /// over from the new position.
+    async fn on_entries(
+        &self,
+        connection: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        entries: Vec<Entry>,
+        primary_head: Option<crate::protocol::Head>,
+    ) -> Result<bool> {
+        if let Some(head) = primary_head {
+            self.lag.heard(head, None);
+        }
+        let head = match self.apply(connection, entries).await {
+            Ok(head) => head,
+            Err(Error::ChunkUnavailable { chunk }) => {
+                // The primary keeps freed chunks until every mirror it knows has passed the
+                // entry that freed them; a mirror it did not know then can still meet one.
+                tracing::warn!(
+                    chunk,
+                    applied = self.sink.applied().seq,
+                    "an entry names a chunk the primary no longer holds; catching up from a snapshot"
+                );
+                self.catch_up_from_snapshot(connection).await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        write_frame(send, &Ack::Applied { seq: head.seq }).await?;
+        Ok(false)
     }
 
     async fn store_verified(&self, chunks: Vec<(ChunkId, Bytes)>) -> Result<()> {
@@ -367,8 +403,9 @@ impl<K: ChangeSink> Mirror<K> {
             .into_iter()
             .collect();
         let wanted: Vec<(ChunkId, u32)> = referenced
-            .into_iter()
+            .iter()
             .filter(|(id, _)| missing.contains(id))
+            .copied()
             .collect();
         self.lag.count_skipped((seen.len() - wanted.len()) as u64);
         let pending: u64 = wanted.iter().map(|(_, len)| u64::from(*len)).sum();
@@ -390,6 +427,11 @@ impl<K: ChangeSink> Mirror<K> {
             .await?;
         }
         self.lag.set_pending_bytes(0);
+        // Every referenced chunk, fetched now or held already, on a majority of this region
+        // before the entries can make it visible.
+        if !referenced.is_empty() {
+            self.sink.secure(referenced).await?;
+        }
         let count = entries.len() as u64;
         let head = self.sink.apply(entries).await?;
         self.lag.count_applied(count);
@@ -412,6 +454,12 @@ impl<K: ChangeSink> Mirror<K> {
         loop {
             match must_read_frame::<SnapshotFrame>(&mut recv).await? {
                 SnapshotFrame::Pairs(pairs) => {
+                    if !self.sink.is_active() {
+                        return Err(Error::Refused(
+                            "this node stopped leading its region during the snapshot catch-up"
+                                .into(),
+                        ));
+                    }
                     let pairs = pairs
                         .into_iter()
                         .map(|(k, v)| (k.into_vec(), v.into_vec()))
@@ -426,8 +474,9 @@ impl<K: ChangeSink> Mirror<K> {
                             .into_iter()
                             .collect();
                     let wanted: Vec<(ChunkId, u32)> = referenced
-                        .into_iter()
+                        .iter()
                         .filter(|(id, _)| missing.contains(id))
+                        .copied()
                         .collect();
                     let lag = self.lag.clone();
                     fetch_chunks(connection, wanted, &self.options, |chunks| {
@@ -435,12 +484,20 @@ impl<K: ChangeSink> Mirror<K> {
                         self.store_verified(chunks)
                     })
                     .await?;
+                    if !referenced.is_empty() {
+                        self.sink.secure(referenced).await?;
+                    }
                 }
                 SnapshotFrame::End => break,
                 SnapshotFrame::Header { .. } => {
                     return Err(Error::Protocol("a second snapshot header".into()))
                 }
             }
+        }
+        if !self.sink.is_active() {
+            return Err(Error::Refused(
+                "this node stopped leading its region during the snapshot catch-up".into(),
+            ));
         }
         self.sink.finish_snapshot(head).await?;
         self.lag.set_applied(head);

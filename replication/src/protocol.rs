@@ -115,13 +115,37 @@ pub struct RegionInfo {
     /// applied (the fork point a returning former primary compares against).
     #[serde(default)]
     pub fork: Option<Head>,
+    /// Every promotion in this region's history, oldest first: `epoch` began after `seq` of
+    /// the epoch before it. A former primary finds where its own epoch ended here, however
+    /// many failovers happened since.
+    #[serde(default)]
+    pub forks: Vec<Head>,
+    /// The id of the region's Raft group, fixed when the region was created: a region that
+    /// was re-created under the same name has another.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
+
+/// The feed protocol version a mirror speaks (in `Subscribe`): 2 adds the primary's head to
+/// every batch of entries and the check of the mirror's position against the primary's history.
+pub const FEED_PROTOCOL: u32 = 2;
 
 /// The first frame of every stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Subscribe { mirror: RegionInfo, from_seq: u64 },
-    GetChunks { ids: Vec<ChunkId> },
+    Subscribe {
+        mirror: RegionInfo,
+        /// The last entry the mirror applied: its seq, and (protocol 2) its epoch, which the
+        /// primary checks against its own history the way Raft checks the previous log term.
+        from_seq: u64,
+        #[serde(default)]
+        from_epoch: u64,
+        #[serde(default)]
+        protocol: u32,
+    },
+    GetChunks {
+        ids: Vec<ChunkId>,
+    },
     GetSnapshot,
     Hello(RegionInfo),
     Query(#[serde(with = "serde_bytes")] Vec<u8>),
@@ -132,7 +156,13 @@ pub enum Request {
 pub enum Feed {
     /// The primary's identity, first on every subscription.
     Welcome(RegionInfo),
+    /// Entries in order (to mirrors older than protocol 2).
     Entries(Vec<Entry>),
+    /// Entries in order and where the primary's log stands, so lag is right under backlog.
+    Batch {
+        entries: Vec<Entry>,
+        head: Head,
+    },
     /// Sent when idle: the primary's head, and the commit time of the first entry the mirror
     /// has not acknowledged (for lag in seconds).
     Heartbeat {
@@ -143,9 +173,13 @@ pub enum Feed {
         #[serde(default)]
         next_seq: Option<u64>,
     },
-    /// The entries after the mirror's position are no longer retained: fetch a snapshot.
+    /// The entries after the mirror's position are no longer retained, or the mirror's last
+    /// entry is not in the primary's history (it followed another primary past the fork):
+    /// fetch a snapshot.
     SnapshotRequired {
         oldest_seq: u64,
+        #[serde(default)]
+        reason: Option<String>,
     },
     Refused {
         reason: String,

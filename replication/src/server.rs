@@ -9,13 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    must_read_frame, read_frame, write_frame, Ack, ChunkReply, Feed, RegionInfo, Reply, Request,
-    Role, SnapshotFrame,
+    must_read_frame, read_frame, write_frame, Ack, ChunkReply, Entry, Feed, RegionInfo, Reply,
+    Request, Role, SnapshotFrame,
 };
 use crate::store::{ChangeSource, Changes};
 
 /// Entries per feed frame.
 const FEED_BATCH: usize = 256;
+/// Bytes of entries per feed frame (well under [`crate::protocol::MAX_FRAME`]); an entry larger
+/// than this goes alone.
+const FEED_BATCH_BYTES: usize = 16 << 20;
 /// How often an idle feed sends a heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Bytes of key/value pairs per snapshot frame.
@@ -79,9 +82,19 @@ async fn serve_stream<S: ChangeSource>(
 ) -> Result<()> {
     let request: Request = must_read_frame(&mut recv).await?;
     match request {
-        Request::Subscribe { mirror, from_seq } => {
+        Request::Subscribe {
+            mirror,
+            from_seq,
+            from_epoch,
+            protocol,
+        } => {
             source.peer_seen(&mirror);
-            let outcome = feed(&mut send, recv, &source, &mirror, from_seq, cancel).await;
+            let position = Position {
+                seq: from_seq,
+                epoch: from_epoch,
+                protocol,
+            };
+            let outcome = feed(&mut send, recv, &source, &mirror, position, cancel).await;
             source.mirror_disconnected(&mirror);
             outcome
         }
@@ -147,15 +160,65 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Storage(format!("storage task panicked: {e}")))?
 }
 
+/// Where a mirror subscribes from.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    seq: u64,
+    /// 0 from mirrors older than protocol 2 (not checked).
+    epoch: u64,
+    protocol: u32,
+}
+
+/// The size an entry adds to a feed frame, near enough (its command, 40 bytes a chunk
+/// reference, the fixed fields).
+fn entry_bytes(entry: &Entry) -> usize {
+    entry.command.len() + entry.chunks.len() * 40 + 64
+}
+
+/// The longest prefix of `entries` within [`FEED_BATCH_BYTES`], at least one entry.
+fn byte_bounded(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for entry in &entries {
+        bytes += entry_bytes(entry);
+        if keep > 0 && bytes > FEED_BATCH_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    entries.truncate(keep);
+    entries
+}
+
+/// Whether the mirror's last entry is in this primary's history, like Raft's check of the
+/// previous log term: `None` when it is, else why not.
+fn diverged<S: ChangeSource>(source: &S, position: &Position) -> Result<Option<String>> {
+    if position.seq == 0 || position.epoch == 0 {
+        return Ok(None);
+    }
+    Ok(match source.epoch_at(position.seq)? {
+        Some(epoch) if epoch == position.epoch => None,
+        Some(epoch) => Some(format!(
+            "the mirror's entry {} is from epoch {}, this primary's from epoch {epoch}",
+            position.seq, position.epoch
+        )),
+        None => Some(format!(
+            "the mirror applied entry {} (epoch {}), past this primary's head",
+            position.seq, position.epoch
+        )),
+    })
+}
+
 /// Streams entries to a mirror in order, with heartbeats when idle, until the mirror leaves.
 async fn feed<S: ChangeSource>(
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
     source: &Arc<S>,
     mirror: &RegionInfo,
-    from_seq: u64,
+    position: Position,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let from_seq = position.seq;
     let me = source.region_info();
     write_frame(send, &Feed::Welcome(me.clone())).await?;
     if me.role != Role::Primary {
@@ -183,6 +246,22 @@ async fn feed<S: ChangeSource>(
         .await?;
         return Err(Error::Refused(reason));
     }
+    let check = {
+        let source = source.clone();
+        blocking(move || diverged(source.as_ref(), &position)).await?
+    };
+    if let Some(reason) = check {
+        tracing::warn!(mirror = %mirror.region, %reason, "the mirror's position is not in this primary's history: it must resync from a snapshot");
+        write_frame(
+            send,
+            &Feed::SnapshotRequired {
+                oldest_seq: 0,
+                reason: Some(reason),
+            },
+        )
+        .await?;
+        return Ok(());
+    }
     tracing::info!(mirror = %mirror.region, from_seq, "mirror subscribed");
 
     // Acknowledgements come back on the same stream; track the highest.
@@ -209,14 +288,30 @@ async fn feed<S: ChangeSource>(
             let after = sent;
             match blocking(move || reader.changes_after(after, FEED_BATCH)).await? {
                 Changes::Truncated { oldest_seq } => {
-                    write_frame(send, &Feed::SnapshotRequired { oldest_seq }).await?;
+                    write_frame(
+                        send,
+                        &Feed::SnapshotRequired {
+                            oldest_seq,
+                            reason: None,
+                        },
+                    )
+                    .await?;
                     return Ok(());
                 }
                 Changes::Entries(entries) if !entries.is_empty() => {
+                    let entries = byte_bounded(entries);
                     sent = entries.last().map(|e| e.seq).unwrap_or(sent);
                     // Flow control: this write waits while the mirror is not reading, so a
                     // slow mirror never makes the primary buffer its backlog.
-                    write_frame(send, &Feed::Entries(entries)).await?;
+                    let frame = if position.protocol >= 2 {
+                        Feed::Batch {
+                            entries,
+                            head: source.region_info().head,
+                        }
+                    } else {
+                        Feed::Entries(entries)
+                    };
+                    write_frame(send, &frame).await?;
                     continue;
                 }
                 Changes::Entries(_) => {}

@@ -37,6 +37,10 @@ pub trait ChangeSource: Send + Sync + 'static {
     fn changes_after(&self, after: u64, limit: usize) -> Result<Changes>;
     /// Commit time of the entry at `seq`, if retained. Called from a blocking context.
     fn entry_at_ms(&self, seq: u64) -> Result<Option<i64>>;
+    /// The epoch of the entry at `seq` in this primary's history (from the fork history when
+    /// the entry was trimmed); `None` when `seq` is past the head. Called from a blocking
+    /// context.
+    fn epoch_at(&self, seq: u64) -> Result<Option<u64>>;
     /// Changes whenever the change log's head moves (the value is the head's seq).
     fn watch_head(&self) -> watch::Receiver<u64>;
     /// A chunk's verified bytes, `None` if the region cannot produce it.

@@ -51,6 +51,8 @@ fn info(region: &str, role: Role, head: Head) -> RegionInfo {
         replication_addrs: vec![],
         head,
         fork: None,
+        forks: Vec::new(),
+        cluster_id: None,
     }
 }
 
@@ -163,6 +165,14 @@ impl ChangeSource for MemSource {
             .iter()
             .find(|e| e.seq == seq)
             .map(|e| e.at_ms))
+    }
+    fn epoch_at(&self, seq: u64) -> Result<Option<u64>> {
+        Ok(self
+            .entries
+            .lock()
+            .iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.epoch))
     }
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.head_tx.subscribe()

@@ -94,6 +94,10 @@ impl ChangeSource for NodeSource {
             .map(|r| r.at_ms))
     }
 
+    fn epoch_at(&self, seq: u64) -> arca_replication::Result<Option<u64>> {
+        self.0.catalog.epoch_at(seq).map_err(storage)
+    }
+
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.0.head_tx.subscribe()
     }
