@@ -149,14 +149,23 @@ impl Catalog {
         self.blob(&id)
     }
 
-    /// How many live blobs reference the chunk (0 when none).
+    /// How many references keep the chunk: live blobs using it, plus (while they exist) a
+    /// staged snapshot's blobs and divergent writes awaiting the operator. 0 when none: the
+    /// chunk may be collected.
     pub fn chunk_refs(&self, id: &ChunkId) -> Result<u64> {
-        match self.get_raw(&keys::chunk_refs(id))? {
-            Some(raw) => ChunkRefCount::decode(&raw)
-                .map(|c| c.count)
-                .ok_or_else(|| Error::Internal("corrupt chunk reference count".into())),
-            None => Ok(0),
+        let mut refs = 0;
+        for key in [keys::chunk_refs(id), keys::staged_chunk_refs(id)] {
+            if let Some(raw) = self.get_raw(&key)? {
+                refs += ChunkRefCount::decode(&raw)
+                    .map(|c| c.count)
+                    .ok_or_else(|| Error::Internal("corrupt chunk reference count".into()))?;
+            }
         }
+        if let Some(raw) = self.get_raw(&keys::divergent_chunk(id))? {
+            refs += keys::decode_count(&raw)
+                .ok_or_else(|| Error::Internal("corrupt divergent chunk count".into()))?;
+        }
+        Ok(refs)
     }
 
     /// Calls `f` with every chunk some live blob references.
@@ -228,6 +237,24 @@ impl Catalog {
     /// One change record.
     pub fn change(&self, seq: u64) -> Result<Option<ChangeRecord>> {
         self.get(&keys::change(seq))
+    }
+
+    /// One divergent write.
+    pub fn divergent_write(&self, seq: u64) -> Result<Option<DivergentWrite>> {
+        self.get(&keys::divergent(seq))
+    }
+
+    /// The highest epoch this region has seen.
+    pub fn max_epoch(&self) -> Result<u64> {
+        Ok(self
+            .get_raw(keys::MAX_EPOCH)?
+            .and_then(|raw| keys::decode_count(&raw))
+            .unwrap_or(0))
+    }
+
+    /// The snapshot being staged, if any.
+    pub fn staging(&self) -> Result<Option<crate::model::Staging>> {
+        self.get(keys::STAGING)
     }
 
     /// Writes this region accepted after the fork point of the region that replaced it.

@@ -46,6 +46,9 @@ pub struct Geo {
     pub(crate) peer_tx: mpsc::UnboundedSender<RegionInfo>,
     /// The change log's head seq, for feeds waiting on new entries.
     pub(crate) head_tx: watch::Sender<u64>,
+    /// The id of the snapshot catch-up this node runs, if any (a staged one with another id
+    /// belongs to a former leader and is dropped by the fencing task).
+    pub(crate) catch_up_id: parking_lot::Mutex<Option<String>>,
 }
 
 impl Geo {
@@ -68,6 +71,7 @@ impl Geo {
             mirrors: MirrorRegistry::default(),
             peer_tx,
             head_tx: watch::channel(head).0,
+            catch_up_id: parking_lot::Mutex::new(None),
         });
         (geo, peer_rx)
     }
@@ -120,7 +124,17 @@ impl Geo {
                 at_ms: head.last_at_ms,
             },
             fork,
-            forks: Vec::new(),
+            forks: self
+                .catalog
+                .forks()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| Head {
+                    epoch: f.epoch,
+                    seq: f.after_seq,
+                    at_ms: f.at_ms,
+                })
+                .collect(),
             cluster_id: None,
         }
     }

@@ -17,6 +17,9 @@
 //! | `m/forks` | every [`Fork`](crate::model::Fork) of the region's history, oldest first |
 //! | `d/{seq}` | [`DivergentWrite`](crate::model::DivergentWrite), seq big-endian |
 //! | `x/{key}` | a primary snapshot being staged, keyed by the key it will replace |
+//! | `m/staging` | [`Staging`](crate::model::Staging): which catch-up `x/` holds |
+//! | `m/max_epoch` | the highest epoch this region has seen (u64) |
+//! | `dc/{chunk}` | divergent writes using the chunk (u64): kept until acknowledged |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
 //! | `oi/{repo}/{image}` | [`ImageRecord`](crate::oci::model::ImageRecord) of an `oci` repository |
 //! | `ob/{repo}/{image}:{sha256}` | [`BlobLink`](crate::oci::model::BlobLink): a blob visible in the image |
@@ -48,11 +51,31 @@ pub const FORKS: &[u8] = b"m/forks";
 pub const DIVERGENT_PREFIX: &[u8] = b"d/";
 /// A snapshot of the primary being staged: `x/` + the key it will replace.
 pub const STAGING_PREFIX: &[u8] = b"x/";
+/// The [`Staging`](crate::model::Staging) record of the catch-up whose pairs `x/` holds.
+pub const STAGING: &[u8] = b"m/staging";
+/// The highest epoch this region has seen anywhere (u64): a promotion goes past it.
+pub const MAX_EPOCH: &[u8] = b"m/max_epoch";
+/// `dc/{chunk}`: how many divergent writes' blobs use the chunk (u64); such chunks are kept.
+pub const DIVERGENT_CHUNK_PREFIX: &[u8] = b"dc/";
+
+pub fn divergent_chunk(id: &ChunkId) -> Vec<u8> {
+    join(&[DIVERGENT_CHUNK_PREFIX, id.as_bytes()])
+}
+
+/// The staged copy of a chunk reference count, while a snapshot is staged.
+pub fn staged_chunk_refs(id: &ChunkId) -> Vec<u8> {
+    join(&[STAGING_PREFIX, CHUNK_REFS_PREFIX, id.as_bytes()])
+}
 
 /// Keys that describe this region rather than the repository data: they are neither taken from
 /// a primary's snapshot nor replaced by one, and they are left out of state digests.
 pub fn is_region_local(key: &[u8]) -> bool {
-    key == ROLE || key.starts_with(DIVERGENT_PREFIX) || key.starts_with(STAGING_PREFIX)
+    key == ROLE
+        || key == STAGING
+        || key == MAX_EPOCH
+        || key.starts_with(DIVERGENT_PREFIX)
+        || key.starts_with(DIVERGENT_CHUNK_PREFIX)
+        || key.starts_with(STAGING_PREFIX)
 }
 
 /// Whether a key of the repository state counts in the state digest two regions compare

@@ -157,17 +157,42 @@ pub enum Command {
         fork_seq: u64,
         at_ms: i64,
     },
-    /// The start of replacing the state with a snapshot of the primary at `head`.
+    /// The start of replacing the state with a snapshot of the primary at `head`. `id` names
+    /// this catch-up (proposed by the mirror leader that runs it): parts and the finish of any
+    /// other catch-up are ignored. Without an id (nodes before command version 2), parts are
+    /// taken as they come.
     SnapshotBegin {
         head: StreamHead,
+        #[serde(default)]
+        id: Option<String>,
     },
     /// Key/value pairs of that snapshot, staged until [`Command::SnapshotFinish`].
     SnapshotPart {
+        #[serde(default)]
+        id: Option<String>,
         pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
     },
-    /// Replaces the state with the staged snapshot.
+    /// Replaces the state with the staged snapshot, if it is the catch-up `id` and holds the
+    /// `pairs` its parts carried.
     SnapshotFinish {
         head: StreamHead,
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        pairs: Option<u64>,
+    },
+    /// Drops a staged snapshot nobody is sending any more (its leader lost leadership).
+    SnapshotAbort {
+        id: Option<String>,
+    },
+    /// Records that a region at `epoch` exists, so a later promotion starts a newer one.
+    ObserveEpoch {
+        epoch: u64,
+    },
+    /// The operator has dealt with these divergent writes: forget them and release their
+    /// content (an empty list: all of them).
+    AckDivergent {
+        seqs: Vec<u64>,
     },
     /// Drops change-log entries before `before_seq` (retention).
     TrimChangeLog {
@@ -201,10 +226,16 @@ impl Command {
             | Command::SetRole { .. }
             | Command::Promote { .. }
             | Command::Demote { .. }
-            | Command::SnapshotBegin { .. }
-            | Command::SnapshotPart { .. }
-            | Command::SnapshotFinish { .. }
+            | Command::SnapshotBegin { id: None, .. }
+            | Command::SnapshotPart { id: None, .. }
+            | Command::SnapshotFinish { id: None, .. }
             | Command::TrimChangeLog { .. } => BASE_COMMAND_VERSION,
+            Command::SnapshotBegin { id: Some(_), .. }
+            | Command::SnapshotPart { id: Some(_), .. }
+            | Command::SnapshotFinish { id: Some(_), .. }
+            | Command::SnapshotAbort { .. }
+            | Command::ObserveEpoch { .. }
+            | Command::AckDivergent { .. } => 2,
         }
     }
 
@@ -222,6 +253,9 @@ impl Command {
             Command::SnapshotBegin { .. } => "snapshot_begin",
             Command::SnapshotPart { .. } => "snapshot_part",
             Command::SnapshotFinish { .. } => "snapshot_finish",
+            Command::SnapshotAbort { .. } => "snapshot_abort",
+            Command::ObserveEpoch { .. } => "observe_epoch",
+            Command::AckDivergent { .. } => "ack_divergent",
             Command::TrimChangeLog { .. } => "trim_change_log",
         }
     }
@@ -297,15 +331,30 @@ pub struct Fork {
     pub at_ms: i64,
 }
 
-/// A write a former primary accepted after the fork point, kept for the operator.
+/// A write a former primary accepted after the fork point, kept for the operator. Its content
+/// (the chunks its blobs name) is kept too, until the operator acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DivergentWrite {
     pub epoch: u64,
     pub seq: u64,
     pub at_ms: i64,
-    pub command: Command,
+    /// What the write did; `None` for entries trimmed from the change log before the
+    /// demotion (see `through_seq`).
+    pub command: Option<Command>,
     /// When this region learned it had been replaced.
     pub recorded_at_ms: i64,
+    /// For a record of trimmed entries: the last seq of the range `seq..=through_seq`.
+    #[serde(default)]
+    pub through_seq: Option<u64>,
+}
+
+/// A snapshot of the primary being staged on a mirror (`m/staging`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staging {
+    pub id: Option<String>,
+    pub head: StreamHead,
+    /// Pairs the accepted parts carried.
+    pub pairs: u64,
 }
 
 /// What applying a command did. Refusals are outcomes, not errors: they are as deterministic as
@@ -354,8 +403,31 @@ pub enum Outcome {
         divergent: u64,
     },
     SnapshotStaged,
+    /// A part or finish of a catch-up that is not the one staged: ignored.
+    SnapshotIgnored,
+    /// The finish named the staged catch-up but the staged pairs are not what its parts carried.
+    SnapshotIncomplete {
+        staged: u64,
+        expected: u64,
+    },
     SnapshotInstalled {
         seq: u64,
+    },
+    /// The staged snapshot was dropped.
+    SnapshotAborted,
+    /// A replicated entry is not from this region's lineage (an older epoch than one already
+    /// applied, or another epoch's entry at a seq already applied): the region must catch up
+    /// from a snapshot of its primary.
+    ReplicationDiverged {
+        seq: u64,
+        epoch: u64,
+        applied_epoch: u64,
+    },
+    EpochObserved {
+        max_epoch: u64,
+    },
+    DivergentAcknowledged {
+        removed: u64,
     },
     Trimmed {
         removed: u64,

@@ -299,7 +299,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ..MirrorOptions::default()
         };
         let mirror = Mirror::new(
-            Arc::new(NodeSink(geo.clone())),
+            Arc::new(NodeSink::new(geo.clone())),
             endpoint,
             options,
             geo.lag.clone(),

@@ -24,7 +24,7 @@ use crate::keys::{self, ChunkRefCount};
 use crate::model::{
     Artifact, BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, DivergentWrite,
     Fork, Format, GlobalStats, Outcome, RegionRole, ReplicatedEntry, RepoStats, Repository,
-    StreamHead,
+    Staging, StreamHead,
 };
 use crate::names::{ArtifactPath, RepoName};
 
@@ -411,27 +411,157 @@ impl Txn<'_, '_> {
                 fork_seq,
                 at_ms,
             } => self.demote(role, *epoch, *fork_seq, *at_ms),
-            Command::SnapshotBegin { .. } => {
-                for key in self.keys_with_prefix(keys::STAGING_PREFIX)? {
-                    self.delete(key)?;
-                }
+            Command::SnapshotBegin { head, id } => {
+                self.clear_staging()?;
+                let staging = Staging {
+                    id: id.clone(),
+                    head: *head,
+                    pairs: 0,
+                };
+                self.put(keys::STAGING.to_vec(), &staging)?;
                 Ok(Outcome::SnapshotStaged)
             }
-            Command::SnapshotPart { pairs } => {
-                for (key, value) in pairs {
-                    if keys::is_region_local(key) {
-                        continue;
+            Command::SnapshotPart { id, pairs } => {
+                let Some(mut staging) = self.get::<Staging>(keys::STAGING)? else {
+                    // Legacy proposers (no ids) began without a staging record.
+                    if id.is_some() {
+                        return Ok(Outcome::SnapshotIgnored);
                     }
-                    let mut staged = keys::STAGING_PREFIX.to_vec();
-                    staged.extend_from_slice(key);
-                    self.put_raw(staged, value.to_vec())?;
+                    self.stage_pairs(pairs)?;
+                    return Ok(Outcome::SnapshotStaged);
+                };
+                if staging.id != *id {
+                    return Ok(Outcome::SnapshotIgnored);
                 }
+                self.stage_pairs(pairs)?;
+                staging.pairs += pairs.len() as u64;
+                self.put(keys::STAGING.to_vec(), &staging)?;
                 Ok(Outcome::SnapshotStaged)
             }
-            Command::SnapshotFinish { head } => self.install_staged(head),
+            Command::SnapshotFinish { head, id, pairs } => {
+                let staging = self.get::<Staging>(keys::STAGING)?;
+                match (&staging, id) {
+                    (Some(staging), Some(_)) if staging.id != *id => {
+                        return Ok(Outcome::SnapshotIgnored)
+                    }
+                    (None, Some(_)) => return Ok(Outcome::SnapshotIgnored),
+                    _ => {}
+                }
+                if let (Some(staging), Some(expected)) = (&staging, pairs) {
+                    if staging.pairs != *expected {
+                        return Ok(Outcome::SnapshotIncomplete {
+                            staged: staging.pairs,
+                            expected: *expected,
+                        });
+                    }
+                }
+                self.install_staged(head)
+            }
+            Command::SnapshotAbort { id } => {
+                match self.get::<Staging>(keys::STAGING)? {
+                    Some(staging) if staging.id == *id => {}
+                    _ => return Ok(Outcome::SnapshotIgnored),
+                }
+                self.clear_staging()?;
+                Ok(Outcome::SnapshotAborted)
+            }
+            Command::ObserveEpoch { epoch } => {
+                let max_epoch = self.raise_max_epoch(*epoch)?;
+                Ok(Outcome::EpochObserved { max_epoch })
+            }
+            Command::AckDivergent { seqs } => self.ack_divergent(seqs),
             Command::TrimChangeLog { before_seq } => self.trim_change_log(*before_seq),
             client => self.apply_change(client, raft_index, None),
         }
+    }
+
+    /// Stages a snapshot's pairs under `x/` (region-local keys never come from a primary).
+    fn stage_pairs(
+        &mut self,
+        pairs: &[(serde_bytes::ByteBuf, serde_bytes::ByteBuf)],
+    ) -> anyhow::Result<()> {
+        for (key, value) in pairs {
+            if keys::is_region_local(key) {
+                continue;
+            }
+            let mut staged = keys::STAGING_PREFIX.to_vec();
+            staged.extend_from_slice(key);
+            self.put_raw(staged, value.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Drops whatever snapshot is staged.
+    fn clear_staging(&mut self) -> anyhow::Result<()> {
+        for key in self.keys_with_prefix(keys::STAGING_PREFIX)? {
+            self.delete(key)?;
+        }
+        self.delete(keys::STAGING.to_vec())
+    }
+
+    fn max_epoch(&self) -> anyhow::Result<u64> {
+        self.get_count(keys::MAX_EPOCH)
+    }
+
+    /// Raises the highest epoch seen to at least `epoch`; returns it.
+    fn raise_max_epoch(&mut self, epoch: u64) -> anyhow::Result<u64> {
+        let max_epoch = self.max_epoch()?.max(epoch);
+        self.put_raw(keys::MAX_EPOCH.to_vec(), keys::encode_count(max_epoch))?;
+        Ok(max_epoch)
+    }
+
+    fn forks(&self) -> anyhow::Result<Vec<Fork>> {
+        if let Some(forks) = self.get::<Vec<Fork>>(keys::FORKS)? {
+            return Ok(forks);
+        }
+        Ok(self.get::<Fork>(keys::FORK)?.into_iter().collect())
+    }
+
+    fn record_fork(&mut self, fork: Fork) -> anyhow::Result<()> {
+        let mut forks = self.forks()?;
+        if forks.iter().any(|f| f.epoch == fork.epoch) {
+            return Ok(());
+        }
+        forks.push(fork);
+        self.put(keys::FORKS.to_vec(), &forks)
+    }
+
+    /// Forgets acknowledged divergent writes and releases their content.
+    fn ack_divergent(&mut self, seqs: &[u64]) -> anyhow::Result<Outcome> {
+        let keys_to_drop: Vec<Vec<u8>> = if seqs.is_empty() {
+            self.keys_with_prefix(keys::DIVERGENT_PREFIX)?
+        } else {
+            seqs.iter().map(|seq| keys::divergent(*seq)).collect()
+        };
+        let mut removed = 0;
+        for key in keys_to_drop {
+            let Some(write) = self.get::<DivergentWrite>(&key)? else {
+                continue;
+            };
+            if let Some(command) = &write.command {
+                for chunk in distinct_command_chunks(command) {
+                    if self.add_count(keys::divergent_chunk(&chunk), -1)? == 0
+                        && self.chunk_refs(&chunk)? == 0
+                    {
+                        self.freed.push(chunk);
+                    }
+                }
+            }
+            self.delete(key)?;
+            removed += 1;
+        }
+        Ok(Outcome::DivergentAcknowledged { removed })
+    }
+
+    fn chunk_refs(&self, id: &ChunkId) -> anyhow::Result<u64> {
+        Ok(match self.get_raw(&keys::chunk_refs(id))? {
+            Some(raw) => {
+                ChunkRefCount::decode(&raw)
+                    .ok_or_else(|| anyhow::anyhow!("corrupt chunk reference count"))?
+                    .count
+            }
+            None => 0,
+        })
     }
 
     pub(crate) fn role(&self) -> anyhow::Result<RegionRole> {
@@ -517,7 +647,9 @@ impl Txn<'_, '_> {
         Ok(head.last_seq)
     }
 
-    /// Applies primary entries in order: duplicates are skipped, a gap stops the batch.
+    /// Applies primary entries in order: duplicates are skipped, a gap stops the batch, and an
+    /// entry from another lineage (an epoch older than one already applied, or another epoch's
+    /// entry at a seq already applied) refuses it: the region must resync from a snapshot.
     fn apply_replicated(
         &mut self,
         entries: &[ReplicatedEntry],
@@ -534,14 +666,36 @@ impl Txn<'_, '_> {
                     got: entry.seq,
                 });
             }
+            let diverged = Outcome::ReplicationDiverged {
+                seq: entry.seq,
+                epoch: entry.epoch,
+                applied_epoch: head.epoch,
+            };
             if entry.seq <= head.last_seq {
-                continue;
+                match self.get::<ChangeRecord>(&keys::change(entry.seq))? {
+                    Some(record) if record.epoch != entry.epoch => return Ok(diverged),
+                    _ => continue,
+                }
+            }
+            if entry.epoch < head.epoch {
+                return Ok(diverged);
             }
             if entry.seq != head.last_seq + 1 {
                 return Ok(Outcome::ReplicationGap {
                     expected: head.last_seq + 1,
                     got: entry.seq,
                 });
+            }
+            if entry.epoch > head.epoch && head.last_seq > 0 {
+                // The primary's log crossed into a new epoch here: its fork point.
+                self.record_fork(Fork {
+                    epoch: entry.epoch,
+                    after_seq: entry.seq - 1,
+                    at_ms: entry.at_ms,
+                })?;
+            }
+            if entry.epoch > self.max_epoch()? {
+                self.raise_max_epoch(entry.epoch)?;
             }
             self.apply_change(&entry.command, raft_index, Some(entry))?;
         }
@@ -557,14 +711,21 @@ impl Txn<'_, '_> {
                 after_seq: head.last_seq,
             });
         }
+        // Past every epoch this region has seen, not just its own: a demoted primary promoted
+        // again must not reuse the epoch of the region that replaced it.
+        let epoch = head.epoch.max(self.max_epoch()?) + 1;
         let fork = Fork {
-            epoch: head.epoch + 1,
+            epoch,
             after_seq: head.last_seq,
             at_ms,
         };
         head.epoch = fork.epoch;
+        head.needs_snapshot = false;
+        self.raise_max_epoch(epoch)?;
+        self.clear_staging()?;
         self.put(keys::CHANGELOG_HEAD.to_vec(), &head)?;
         self.put(keys::FORK.to_vec(), &fork)?;
+        self.record_fork(fork)?;
         self.put(keys::ROLE.to_vec(), &RegionRole::Primary)?;
         Ok(Outcome::Promoted {
             epoch: fork.epoch,
@@ -580,20 +741,44 @@ impl Txn<'_, '_> {
         at_ms: i64,
     ) -> anyhow::Result<Outcome> {
         let mut head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
-        if self.role()? != RegionRole::Primary || epoch <= head.epoch {
+        // Equal epochs: two regions promoted to the same counter; the fencing side breaks the
+        // tie by region name before it proposes this.
+        if self.role()? != RegionRole::Primary || epoch < head.epoch {
             return Ok(Outcome::NotAMirror);
         }
+        self.raise_max_epoch(epoch)?;
+        let first = fork_seq.saturating_add(1);
         let mut divergent = 0;
-        for seq in fork_seq.saturating_add(1).max(head.first_seq)..=head.last_seq {
+        if first < head.first_seq && first <= head.last_seq {
+            // Trimmed before they could be recorded: say so, never drop them silently.
+            let through = (head.first_seq - 1).min(head.last_seq);
+            let write = DivergentWrite {
+                epoch: head.epoch,
+                seq: first,
+                at_ms: 0,
+                command: None,
+                recorded_at_ms: at_ms,
+                through_seq: Some(through),
+            };
+            self.put(keys::divergent(first), &write)?;
+            divergent += through - first + 1;
+        }
+        for seq in first.max(head.first_seq)..=head.last_seq {
             let Some(record) = self.get::<ChangeRecord>(&keys::change(seq))? else {
                 continue;
             };
+            // The write's content outlives the snapshot that will replace this state, until
+            // the operator acknowledges it.
+            for chunk in distinct_command_chunks(&record.command) {
+                self.add_count(keys::divergent_chunk(&chunk), 1)?;
+            }
             let write = DivergentWrite {
                 epoch: record.epoch,
                 seq: record.seq,
                 at_ms: record.at_ms,
-                command: record.command,
+                command: Some(record.command),
                 recorded_at_ms: at_ms,
+                through_seq: None,
             };
             self.put(keys::divergent(seq), &write)?;
             divergent += 1;
@@ -623,6 +808,7 @@ impl Txn<'_, '_> {
                 .put(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
             self.delete(staged)?;
         }
+        self.delete(keys::STAGING.to_vec())?;
         let mut installed: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
         installed.needs_snapshot = false;
         installed.epoch = head.epoch;
@@ -857,6 +1043,17 @@ impl Txn<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The chunks of every blob a command names, each once.
+fn distinct_command_chunks(command: &Command) -> Vec<ChunkId> {
+    let mut seen = BTreeSet::new();
+    command
+        .chunks()
+        .into_iter()
+        .filter(|c| seen.insert(c.id))
+        .map(|c| c.id)
+        .collect()
 }
 
 /// The chunks of a blob, each once, with their lengths.

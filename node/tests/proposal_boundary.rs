@@ -61,6 +61,8 @@ async fn forged_proposals_are_refused_and_the_node_keeps_working_across_restarts
         },
         Command::SnapshotFinish {
             head: StreamHead::default(),
+            id: None,
+            pairs: None,
         },
         Command::Promote { at_ms: 0 },
     ] {

@@ -357,6 +357,11 @@ impl<K: ChangeSink> Mirror<K> {
                 self.catch_up_from_snapshot(connection).await?;
                 return Ok(true);
             }
+            Err(Error::Diverged(reason)) => {
+                tracing::warn!(%reason, "catching up from a snapshot of the primary");
+                self.catch_up_from_snapshot(connection).await?;
+                return Ok(true);
+            }
             Err(e) => return Err(e),
         };
         write_frame(send, &Ack::Applied { seq: head.seq }).await?;

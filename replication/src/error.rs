@@ -21,6 +21,8 @@ pub enum Error {
     Refused(String),
     #[error("replication stopped: {0}")]
     Stopped(String),
+    #[error("this region's history diverged from the primary's: {0}")]
+    Diverged(String),
 }
 
 impl Error {
@@ -35,6 +37,7 @@ impl Error {
             Error::Storage(_) => "STORAGE",
             Error::Refused(_) => "REFUSED",
             Error::Stopped(_) => "STOPPED",
+            Error::Diverged(_) => "DIVERGED",
         }
     }
 

@@ -72,19 +72,18 @@ pub trait ChangeSink: Send + Sync + 'static {
     }
     /// Replication addresses of the primary's nodes, tried in turn.
     fn primary_addrs(&self) -> Vec<String>;
-    /// Which of `ids` this region lacks. Called from a blocking context.
+    /// Which of `ids` this node lacks; the sink keeps every one of them (present or about to
+    /// be fetched) from collection until the batch commits. Called from a blocking context.
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
-    /// Stores verified chunks durably in this region (on a majority of its nodes).
+    /// Stores verified chunks durably on this node (see [`ChangeSink::secure`] for the
+    /// region).
     fn store_chunks(
         &self,
         chunks: Vec<(ChunkId, Bytes)>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Makes `chunks`, which this node holds (fetched or not), durable on a majority of this
     /// region. Called with every chunk a batch or snapshot part references before it commits.
-    fn secure(&self, chunks: Vec<(ChunkId, u32)>) -> impl Future<Output = Result<()>> + Send {
-        let _ = chunks;
-        async { Ok(()) }
-    }
+    fn secure(&self, chunks: Vec<(ChunkId, u32)>) -> impl Future<Output = Result<()>> + Send;
     /// Commits entries, in order, into this region; returns the new applied position.
     /// Entries at or below the applied position are skipped, a gap is an error.
     fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<Head>> + Send;

@@ -7,6 +7,7 @@ use arca_replication::store::Pairs;
 use arca_replication::{ChangeSink, ChunkId, Entry, Head, RegionInfo};
 use bytes::Bytes;
 
+use crate::chunk_store::PinGuard;
 use crate::codec::decode;
 use crate::digest::Blake3;
 use crate::geo::Geo;
@@ -14,7 +15,30 @@ use crate::keys::{self, ChunkRefCount};
 use crate::model::{Command, Outcome, RegionRole, ReplicatedEntry, StreamHead};
 
 /// [`ChangeSink`] over a node (active on its region's leader while the region is a mirror).
-pub struct NodeSink(pub Arc<Geo>);
+pub struct NodeSink {
+    geo: Arc<Geo>,
+    /// Pins the chunks of the batch in flight on this node, from the moment they are looked
+    /// for until the next batch: the orphan sweep never takes a chunk fetched for entries not
+    /// yet committed. (A snapshot's chunks are kept by its staged reference counts instead.)
+    batch_pins: parking_lot::Mutex<Option<PinGuard>>,
+    /// The catch-up this node is running: its id and the pairs proposed so far.
+    catch_up: parking_lot::Mutex<Option<(String, u64)>>,
+}
+
+impl NodeSink {
+    pub fn new(geo: Arc<Geo>) -> Self {
+        Self {
+            geo,
+            batch_pins: parking_lot::Mutex::new(None),
+            catch_up: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn set_catch_up(&self, catch_up: Option<(String, u64)>) {
+        *self.geo.catch_up_id.lock() = catch_up.as_ref().map(|(id, _)| id.clone());
+        *self.catch_up.lock() = catch_up;
+    }
+}
 
 /// Largest snapshot command proposed through Raft.
 const SNAPSHOT_COMMAND_BYTES: usize = 1 << 20;
@@ -33,22 +57,61 @@ fn stream_head(head: Head) -> StreamHead {
 
 impl NodeSink {
     async fn propose(&self, command: Command) -> arca_replication::Result<Outcome> {
-        self.0.region.propose_local(&command).await.map_err(storage)
+        self.geo
+            .region
+            .propose_local(&command)
+            .await
+            .map_err(storage)
+    }
+}
+
+impl NodeSink {
+    async fn propose_part(
+        &self,
+        id: &str,
+        pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    ) -> arca_replication::Result<()> {
+        let count = pairs.len() as u64;
+        match self
+            .propose(Command::SnapshotPart {
+                id: Some(id.to_string()),
+                pairs,
+            })
+            .await?
+        {
+            Outcome::SnapshotStaged => {
+                if let Some((_, staged)) = self.catch_up.lock().as_mut() {
+                    *staged += count;
+                }
+                Ok(())
+            }
+            other => Err(arca_replication::Error::Refused(format!(
+                "staging the snapshot: {other:?}"
+            ))),
+        }
     }
 }
 
 impl ChangeSink for NodeSink {
     fn region_info(&self) -> RegionInfo {
-        self.0.region_info()
+        self.geo.region_info()
     }
 
     fn is_active(&self) -> bool {
-        let leader = self.0.region.raft.raft().metrics().borrow().current_leader;
-        leader == Some(self.0.region.node_id) && matches!(self.0.role(), RegionRole::Mirror { .. })
+        let leader = self
+            .geo
+            .region
+            .raft
+            .raft()
+            .metrics()
+            .borrow()
+            .current_leader;
+        leader == Some(self.geo.region.node_id)
+            && matches!(self.geo.role(), RegionRole::Mirror { .. })
     }
 
     fn applied(&self) -> Head {
-        let head = self.0.head();
+        let head = self.geo.head();
         Head {
             epoch: head.epoch,
             seq: head.last_seq,
@@ -57,26 +120,30 @@ impl ChangeSink for NodeSink {
     }
 
     fn needs_snapshot(&self) -> bool {
-        self.0.head().needs_snapshot
+        self.geo.head().needs_snapshot
     }
 
     fn primary_addrs(&self) -> Vec<String> {
-        self.0.primary_addrs()
+        self.geo.primary_addrs()
     }
 
     fn missing(&self, ids: &[ChunkId]) -> arca_replication::Result<Vec<ChunkId>> {
+        // Pin before looking, as an upload does: a chunk found here must still be here when
+        // the batch commits, and one fetched for it must not be swept as an orphan meanwhile.
+        let mut pins = self.geo.chunks.pin_guard();
         let mut missing = Vec::new();
         for id in ids {
-            if !self.0.chunks.contains(&Blake3(id.0)).map_err(storage)? {
+            pins.pin(Blake3(id.0));
+            if !self.geo.chunks.contains(&Blake3(id.0)).map_err(storage)? {
                 missing.push(*id);
             }
         }
+        *self.batch_pins.lock() = Some(pins);
         Ok(missing)
     }
 
     async fn store_chunks(&self, chunks: Vec<(ChunkId, Bytes)>) -> arca_replication::Result<()> {
-        let ids: Vec<Blake3> = chunks.iter().map(|(id, _)| Blake3(id.0)).collect();
-        let store = self.0.chunks.clone();
+        let store = self.geo.chunks.clone();
         tokio::task::spawn_blocking(move || -> crate::error::Result<()> {
             for (id, data) in &chunks {
                 store.put_verified(&Blake3(id.0), data)?;
@@ -85,9 +152,24 @@ impl ChangeSink for NodeSink {
         })
         .await
         .map_err(storage)?
-        .map_err(storage)?;
-        // An entry becomes visible in this region only once its chunks are on a majority here.
-        self.0.region.replicate_chunks(&ids).await.map_err(storage)
+        .map_err(storage)
+    }
+
+    async fn secure(&self, chunks: Vec<(ChunkId, u32)>) -> arca_replication::Result<()> {
+        let ids: Vec<Blake3> = chunks.iter().map(|(id, _)| Blake3(id.0)).collect();
+        // Durable here first (a read-through may have stored one without a sync), then on a
+        // majority of the region; peers that hold a chunk say so and lease it.
+        let store = self.geo.chunks.clone();
+        let local = ids.clone();
+        tokio::task::spawn_blocking(move || store.make_durable(&local))
+            .await
+            .map_err(storage)?
+            .map_err(storage)?;
+        self.geo
+            .region
+            .replicate_chunks(&ids)
+            .await
+            .map_err(storage)
     }
 
     async fn apply(&self, entries: Vec<Entry>) -> arca_replication::Result<Head> {
@@ -108,6 +190,13 @@ impl ChangeSink for NodeSink {
             .await?
         {
             Outcome::Replicated { .. } => Ok(self.applied()),
+            Outcome::ReplicationDiverged {
+                seq,
+                epoch,
+                applied_epoch,
+            } => Err(arca_replication::Error::Diverged(format!(
+                "entry {seq} of epoch {epoch} does not follow this region's history (epoch {applied_epoch})"
+            ))),
             Outcome::ReplicationGap { expected, got } => {
                 Err(arca_replication::Error::Protocol(format!(
                 "replicated entry {got} does not follow the applied position (expected {expected})"
@@ -120,14 +209,24 @@ impl ChangeSink for NodeSink {
     }
 
     async fn begin_snapshot(&self, head: Head) -> arca_replication::Result<()> {
+        let term = self.geo.region.raft.raft().metrics().borrow().current_term;
+        let id = format!("{}-{term}", uuid::Uuid::new_v4());
         self.propose(Command::SnapshotBegin {
             head: stream_head(head),
+            id: Some(id.clone()),
         })
         .await?;
+        self.set_catch_up(Some((id, 0)));
         Ok(())
     }
 
     async fn snapshot_batch(&self, pairs: Pairs) -> arca_replication::Result<Vec<(ChunkId, u32)>> {
+        let id = self
+            .catch_up
+            .lock()
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .ok_or_else(|| arca_replication::Error::Protocol("no catch-up begun".into()))?;
         let mut referenced = Vec::new();
         let mut command_pairs = Vec::new();
         let mut bytes = 0;
@@ -145,26 +244,29 @@ impl ChangeSink for NodeSink {
                 serde_bytes::ByteBuf::from(value),
             ));
             if bytes >= SNAPSHOT_COMMAND_BYTES {
-                self.propose(Command::SnapshotPart {
-                    pairs: std::mem::take(&mut command_pairs),
-                })
-                .await?;
+                self.propose_part(&id, std::mem::take(&mut command_pairs))
+                    .await?;
                 bytes = 0;
             }
         }
         if !command_pairs.is_empty() {
-            self.propose(Command::SnapshotPart {
-                pairs: command_pairs,
-            })
-            .await?;
+            self.propose_part(&id, command_pairs).await?;
         }
         Ok(referenced)
     }
 
     async fn finish_snapshot(&self, head: Head) -> arca_replication::Result<()> {
+        let Some((id, pairs)) = self.catch_up.lock().clone() else {
+            return Err(arca_replication::Error::Protocol(
+                "no catch-up begun".into(),
+            ));
+        };
+        self.set_catch_up(None);
         match self
             .propose(Command::SnapshotFinish {
                 head: stream_head(head),
+                id: Some(id),
+                pairs: Some(pairs),
             })
             .await?
         {
@@ -180,7 +282,7 @@ impl ChangeSink for NodeSink {
             primary: known,
             replication_addrs,
             http_addrs,
-        } = self.0.role()
+        } = self.geo.role()
         else {
             return;
         };
@@ -191,13 +293,13 @@ impl ChangeSink for NodeSink {
         let role = RegionRole::Mirror {
             primary: primary.region.clone(),
             replication_addrs: if replication_addrs.is_empty() {
-                self.0.config.primary.clone()
+                self.geo.config.primary.clone()
             } else {
                 replication_addrs
             },
             http_addrs: primary.http_addrs.clone(),
         };
-        let geo = self.0.clone();
+        let geo = self.geo.clone();
         tokio::spawn(async move {
             if let Err(e) = geo.region.propose_local(&Command::SetRole { role }).await {
                 tracing::warn!(error = %e, "could not record the primary's identity");

@@ -313,7 +313,14 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
             epoch: w.epoch,
             seq: w.seq,
             at_ms: w.at_ms,
-            summary: summarize(&w.command),
+            summary: match (&w.command, w.through_seq) {
+                (Some(command), _) => summarize(command),
+                (None, Some(through)) => format!(
+                    "entries {}-{through}: trimmed from the change log before the demotion; what they did is unknown",
+                    w.seq
+                ),
+                (None, None) => "unknown".into(),
+            },
             recorded_at_ms: w.recorded_at_ms,
         })
         .collect();
