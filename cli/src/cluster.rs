@@ -3,8 +3,8 @@
 use anyhow::Context;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_proto::v1::{
-    AddNodeRequest, ClusterStatusRequest, DivergentRequest, MemberStatus, PromoteRequest,
-    RegionStatus, RemoveNodeRequest, VerifyRequest,
+    AckDivergentRequest, AddNodeRequest, ClusterStatusRequest, DivergentRequest, MemberStatus,
+    PromoteRequest, RegionStatus, RemoveNodeRequest, UnfenceRequest, VerifyRequest,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -49,11 +49,32 @@ pub enum ClusterCommand {
         force: bool,
     },
     /// List the writes this region accepted as a primary after the fork point of the region
-    /// that replaced it.
-    Divergent,
+    /// that replaced it (their content is kept until acknowledged).
+    Divergent {
+        #[command(subcommand)]
+        action: Option<DivergentAction>,
+    },
+    /// Let a primary region take writes before it heard from every peer region. After a
+    /// start, each node of a primary with peer regions refuses writes until every peer
+    /// answered and none is a newer primary; use this when a peer region is gone for good.
+    Unfence,
     /// Compare this region with the regions it replicates with: metadata digests at the same
     /// entry, and referenced chunks present on every node.
     Verify,
+}
+
+#[derive(Subcommand)]
+pub enum DivergentAction {
+    /// List them (the default).
+    List,
+    /// Forget divergent writes the operator has dealt with, releasing their content.
+    Ack {
+        /// The seqs to forget.
+        seqs: Vec<u64>,
+        /// Forget every one.
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+    },
 }
 
 async fn connect(admin: &str) -> anyhow::Result<ClusterServiceClient<Channel>> {
@@ -245,7 +266,43 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                 anyhow::bail!("the region was not promoted")
             }
         }
-        ClusterCommand::Divergent => {
+        ClusterCommand::Divergent {
+            action: Some(DivergentAction::Ack { seqs, all }),
+        } => {
+            if seqs.is_empty() && !all {
+                anyhow::bail!("name the seqs to forget, or pass --all");
+            }
+            let reply = client
+                .ack_divergent(AckDivergentRequest { seqs, all })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_json(&json!({ "removed": reply.removed })),
+                OutputFormat::Table => {
+                    println!(
+                        "forgot {} divergent writes and released their content",
+                        reply.removed
+                    );
+                    Ok(())
+                }
+            }
+        }
+        ClusterCommand::Unfence => {
+            let reply = client
+                .unfence(UnfenceRequest { forwarded: false })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_json(&json!({ "nodes": reply.nodes })),
+                OutputFormat::Table => {
+                    println!("nodes {:?} accept writes as the primary", reply.nodes);
+                    Ok(())
+                }
+            }
+        }
+        ClusterCommand::Divergent { .. } => {
             let reply = client
                 .divergent(DivergentRequest {})
                 .await
@@ -255,7 +312,7 @@ pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> 
                 OutputFormat::Json => print_json(&json!({
                     "divergent": reply.writes.iter().map(|w| json!({
                         "epoch": w.epoch, "seq": w.seq, "at_ms": w.at_ms, "summary": w.summary,
-                        "recorded_at_ms": w.recorded_at_ms,
+                        "recorded_at_ms": w.recorded_at_ms, "content_bytes": w.content_bytes,
                     })).collect::<Vec<_>>(),
                 })),
                 OutputFormat::Table => {

@@ -111,21 +111,32 @@ async fn put_status_no_redirect(region: &Region, node: u64, path: &str, body: Ve
 /// Waits until `node` of `region` serves `path` with `sha`.
 async fn must_see(region: &Region, node: u64, path: &str, sha: &str, timeout: Duration) {
     let url = region.url(node, &format!("/files/{path}"));
+    let last = std::sync::Mutex::new(String::new());
     wait_until(
         &format!("{path} on {url}"),
         timeout,
         Duration::from_millis(100),
         || async {
             let response = region.http().get(&url).send().await.ok()?;
-            if response.status() != 200 {
+            let status = response.status();
+            let body = response.bytes().await.ok()?;
+            if status != 200 {
+                if let Ok(mut last) = last.lock() {
+                    *last = format!("{status} {}", String::from_utf8_lossy(&body));
+                }
                 return None;
             }
-            let body = response.bytes().await.ok()?;
             (sha256_hex(&body) == sha).then_some(())
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}; log:\n{}", region.node(node).log()));
+    .unwrap_or_else(|e| {
+        let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+        panic!(
+            "{e}; last answer: {last}; log:\n{}",
+            region.node(node).log()
+        )
+    });
 }
 
 fn arca(args: &[&str]) -> Output {
@@ -478,8 +489,9 @@ async fn a_sync_replicated_push_is_not_acknowledged_while_the_mirror_is_cut_off(
     let started = Instant::now();
     let second = content(2, 50_000);
     let response = put(&us, 1, "critical/b.bin", second.clone()).await;
-    assert_eq!(response.status(), 504);
+    let status = response.status();
     let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(status, 504, "{body}");
     assert_eq!(body["code"], "SYNC_REPLICATION_TIMEOUT", "{body}");
     assert!(started.elapsed() < Duration::from_secs(15));
 
@@ -774,6 +786,8 @@ async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
         replication_addrs: vec![],
         head: Default::default(),
         fork: None,
+        forks: Vec::new(),
+        cluster_id: None,
     };
     let rogue = arca_chaos::must_issue(&root.path().join("rogue-ca"), "rogue");
     let endpoint =

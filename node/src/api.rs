@@ -2,6 +2,7 @@
 //! ([`crate::oci::api`]), the JSON admin API under `/api/v1/`, and the operational endpoints
 //! `/metrics`, `/healthz`, `/readyz`.
 
+pub mod divergent;
 pub mod files;
 pub mod repos;
 pub mod system;
@@ -29,17 +30,58 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// Header naming how a read was served: `linearizable`, or `local` when the region could not
-/// confirm in time and this node's own (possibly stale) state was used.
+/// Header naming how a read was served: `linearizable`; `immutable` (content by digest, or in
+/// an immutable repository, served from this node without a barrier); or `local` when the
+/// client sent it with the value `stale-ok` and the region could not confirm in time, so this
+/// node's own, possibly stale, state was used.
 pub const READ_CONSISTENCY: &str = "x-arca-read-consistency";
 
+/// A read that may be answered from this node's state without a barrier when it finds what it
+/// looks for (a miss runs the barrier and looks again).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalFirst;
+
+/// Whether a read names content that can never change: a blob or a manifest by digest, or a
+/// file in an immutable repository this node knows.
+fn immutable_read(state: &AppState, path: &str) -> bool {
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        return !rest.contains("/blobs/uploads")
+            && (rest.contains("/blobs/sha256:") || rest.contains("/manifests/sha256:"));
+    }
+    if let Some(rest) = path.strip_prefix("/files/") {
+        let repo = rest.split('/').next().unwrap_or_default();
+        if let Ok(repo) = crate::names::RepoName::parse(repo) {
+            return matches!(state.service.catalog.repo(&repo), Ok(Some(r)) if r.immutable);
+        }
+    }
+    false
+}
+
 /// Runs the read barrier before every GET and HEAD of repository data, so a read on any node
-/// sees every write acknowledged before it started.
-async fn read_barrier(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// sees every write acknowledged before it started; refuses the read (`NOT_READY`) when that
+/// cannot be confirmed, unless the client accepts a stale answer.
+async fn read_barrier(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    let consistency = state.service.read_barrier().await;
+    let path = request.uri().path().to_string();
+    let consistency = if immutable_read(&state, &path) {
+        request.extensions_mut().insert(LocalFirst);
+        crate::cluster::ReadConsistency::Immutable
+    } else {
+        let allow_stale = request
+            .headers()
+            .get(READ_CONSISTENCY)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("stale-ok"));
+        match state.service.region.read_barrier(allow_stale).await {
+            Ok(consistency) => consistency,
+            Err(error) if path.starts_with("/v2") => {
+                return crate::oci::error::OciError::Node(error).into_response()
+            }
+            Err(error) => return error.into_response(),
+        }
+    };
     let mut response = next.run(request).await;
     response.headers_mut().insert(
         READ_CONSISTENCY,
@@ -111,6 +153,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/repos/{repo}", get(repos::show))
         .route("/api/v1/repos/{repo}/files", get(repos::files))
         .route("/api/v1/repos/{repo}/files/{*path}", get(repos::file))
+        .route("/api/v1/divergent", get(divergent::list))
+        .route("/api/v1/divergent/{seq}", get(divergent::content))
         .route(
             "/files/{*target}",
             get(files::get)

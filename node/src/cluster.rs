@@ -4,6 +4,7 @@
 
 pub mod chunk_service;
 pub mod peers;
+pub mod read_index;
 pub mod replicate;
 pub mod resync;
 pub mod server;
@@ -36,9 +37,12 @@ pub enum ReadConsistency {
     /// After a read-index round with the leader: every write acknowledged before the read
     /// started is visible.
     Linearizable,
-    /// From this node's applied state only, because the leader could not confirm in time (no
-    /// quorum): possibly stale.
+    /// From this node's applied state only, because the leader could not confirm in time and
+    /// the client accepted a possibly stale answer.
     Local,
+    /// Content named by its digest, or in an immutable repository: a local hit is proof, no
+    /// barrier needed (a miss runs one).
+    Immutable,
 }
 
 impl ReadConsistency {
@@ -46,6 +50,7 @@ impl ReadConsistency {
         match self {
             ReadConsistency::Linearizable => "linearizable",
             ReadConsistency::Local => "local",
+            ReadConsistency::Immutable => "immutable",
         }
     }
 }
@@ -64,7 +69,40 @@ pub struct Region {
     pub caught_up: AtomicBool,
     /// The command versions voters reported (see [`Region::require_version`]).
     voter_versions: parking_lot::Mutex<std::collections::HashMap<NodeId, u32>>,
+    /// Read barriers in flight, coalesced.
+    reads: read_index::Coalescer,
     write_timeout: Duration,
+}
+
+/// One leadership confirmation: on the leader, a quorum round; elsewhere, the leader's answer.
+async fn confirm(
+    raft: &RaftGroup,
+    peers: &Peers,
+    node_id: NodeId,
+    timeout: Duration,
+) -> std::result::Result<u64, String> {
+    let leader = raft.raft().metrics().borrow().current_leader;
+    match leader {
+        Some(leader) if leader == node_id => {
+            raft.read_index(timeout).await.map_err(|e| e.to_string())
+        }
+        Some(leader) => {
+            let Some(info) = raft.membership().nodes.get(&leader).cloned() else {
+                return Err(format!("leader {leader} is not in this node's membership"));
+            };
+            let mut request = tonic::Request::new(ReadIndexRequest {});
+            request.set_timeout(timeout);
+            match peers.cluster_client(&info).read_index(request).await {
+                Ok(reply) => Ok(reply.into_inner().read_index),
+                Err(status) => Err(format!(
+                    "the leader at {} did not confirm: {}",
+                    info.grpc_addr,
+                    status.message()
+                )),
+            }
+        }
+        None => Err("no raft leader is known".into()),
+    }
 }
 
 /// Encodes a command, refusing one larger than [`MAX_COMMAND_BYTES`].
@@ -112,6 +150,7 @@ impl Region {
             config,
             caught_up: AtomicBool::new(false),
             voter_versions: Default::default(),
+            reads: Default::default(),
             write_timeout,
         }
     }
@@ -284,34 +323,66 @@ impl Region {
         .await
     }
 
-    /// Makes this node's state current before a read: a read-index round with the leader,
-    /// then waiting to apply up to it. Falls back to local state when the leader cannot
-    /// confirm within `read_barrier_timeout_ms` (no quorum), so reads keep working.
-    pub async fn read_barrier(&self) -> ReadConsistency {
+    /// A read index from a leadership confirmation that began after this call, shared with
+    /// every read that arrived at the same time (see [`read_index`]).
+    pub async fn read_index(&self) -> Result<u64> {
+        let timeout = Duration::from_millis(self.config.read_barrier_timeout_ms);
+        let raft = self.raft.clone();
+        let peers = self.peers.clone();
+        let node_id = self.node_id;
+        let round = self.reads.round(move || {
+            let raft = raft.clone();
+            let peers = peers.clone();
+            Box::pin(async move { confirm(&raft, &peers, node_id, timeout).await })
+        });
+        match tokio::time::timeout(timeout * 2, round).await {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(reason)) => Err(Error::NotReady { reason }),
+            Err(_) => Err(Error::NotReady {
+                reason: format!("the leader did not confirm within {:?}", timeout * 2),
+            }),
+        }
+    }
+
+    /// Makes this node's state current before a read: a (coalesced) read-index round with the
+    /// leader, then waiting to apply up to it. When that cannot complete within
+    /// `read_barrier_timeout_ms` (no quorum, or this node too slow to apply), the read is
+    /// refused with `NOT_READY`, unless the caller accepts possibly stale data
+    /// (`allow_stale`): then it is served from this node's state and says so.
+    pub async fn read_barrier(&self, allow_stale: bool) -> Result<ReadConsistency> {
         let timeout = Duration::from_millis(self.config.read_barrier_timeout_ms);
         let started = Instant::now();
-        let index = match self.leader() {
-            Some((leader, _)) if leader == self.node_id => self.raft.read_index(timeout).await.ok(),
-            Some((_, info)) => {
-                let mut request = tonic::Request::new(ReadIndexRequest {});
-                request.set_timeout(timeout);
-                match self.peers.cluster_client(&info).read_index(request).await {
-                    Ok(reply) => Some(reply.into_inner().read_index),
-                    Err(_) => None,
+        let failure = match self.read_index().await {
+            Ok(index) => {
+                let remaining = timeout
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(50));
+                match self.raft.wait_applied(index, remaining).await {
+                    Ok(()) => {
+                        counter!("arca_region_read_barriers_total", "outcome" => "linearizable")
+                            .increment(1);
+                        return Ok(ReadConsistency::Linearizable);
+                    }
+                    Err(_) => format!(
+                        "this node did not apply up to the leader's index {index} within {timeout:?}"
+                    ),
                 }
             }
-            None => None,
+            Err(e) => e.to_string(),
         };
-        if let Some(index) = index {
-            let remaining = timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_millis(50));
-            if self.raft.wait_applied(index, remaining).await.is_ok() {
-                return ReadConsistency::Linearizable;
-            }
+        if allow_stale {
+            counter!("arca_region_read_barriers_total", "outcome" => "local").increment(1);
+            counter!("arca_region_local_reads_total").increment(1);
+            return Ok(ReadConsistency::Local);
         }
-        counter!("arca_region_local_reads_total").increment(1);
-        ReadConsistency::Local
+        counter!("arca_region_read_barriers_total", "outcome" => "refused").increment(1);
+        Err(Error::NotReady {
+            reason: format!(
+                "cannot confirm this node sees every acknowledged write ({failure}); retry, or \
+                 accept a possibly stale read with the header {}: stale-ok",
+                crate::api::READ_CONSISTENCY
+            ),
+        })
     }
 
     /// Reads a chunk: locally if this node holds a good copy, else from a peer (stored here on

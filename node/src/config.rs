@@ -129,6 +129,10 @@ pub struct ReplicationConfig {
     pub retain_entries: u64,
     /// How long a push to a sync-replicated repository waits for a mirror, in milliseconds.
     pub sync_timeout_ms: u64,
+    /// The mirror regions that must each hold a write to a sync-replicated repository before
+    /// it is acknowledged. Empty: any one mirror (then only that mirror is safe to promote
+    /// without losing acknowledged writes; name the mirrors you would promote here).
+    pub sync_mirrors: Vec<String>,
     /// Concurrent chunk-fetch streams of a mirror.
     pub parallel_streams: usize,
     /// How often the region leader probes `peers`, in milliseconds.
@@ -148,6 +152,7 @@ impl Default for ReplicationConfig {
             read_through: false,
             retain_entries: 100_000,
             sync_timeout_ms: 10_000,
+            sync_mirrors: Vec::new(),
             parallel_streams: 8,
             probe_interval_ms: 1_000,
         }

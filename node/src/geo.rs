@@ -49,6 +49,11 @@ pub struct Geo {
     /// The id of the snapshot catch-up this node runs, if any (a staged one with another id
     /// belongs to a former leader and is dropped by the fencing task).
     pub(crate) catch_up_id: parking_lot::Mutex<Option<String>>,
+    /// The staged snapshot the fencing task saw last (id, pairs).
+    pub(crate) staging_seen: parking_lot::Mutex<Option<(Option<String>, u64)>>,
+    /// Whether this node accepts writes as a primary: closed at start-up in a primary region
+    /// with peer regions configured, until every peer answered and none is a newer primary.
+    write_gate: std::sync::atomic::AtomicBool,
 }
 
 impl Geo {
@@ -72,7 +77,14 @@ impl Geo {
             peer_tx,
             head_tx: watch::channel(head).0,
             catch_up_id: parking_lot::Mutex::new(None),
+            staging_seen: parking_lot::Mutex::new(None),
+            write_gate: std::sync::atomic::AtomicBool::new(true),
         });
+        // A primary that knows of other regions must hear from them before it takes a write:
+        // one of them may have been promoted while this region was away.
+        let gated = geo.role() == RegionRole::Primary && !geo.config.peers.is_empty();
+        geo.write_gate
+            .store(!gated, std::sync::atomic::Ordering::SeqCst);
         (geo, peer_rx)
     }
 
@@ -139,6 +151,17 @@ impl Geo {
         }
     }
 
+    /// Whether this node takes writes as a primary (see the fencing module).
+    pub fn write_gate_open(&self) -> bool {
+        self.write_gate.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets this node take writes: every peer answered, or an operator said so.
+    pub fn open_write_gate(&self) {
+        self.write_gate
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Replication addresses of the primary this region follows.
     pub fn primary_addrs(&self) -> Vec<String> {
         match self.role() {
@@ -150,9 +173,13 @@ impl Geo {
         }
     }
 
-    /// The error for a write sent to this region while it is a mirror.
+    /// The error for a write sent to this region while it is a mirror, or while it has not
+    /// yet confirmed it is still the primary.
     pub fn read_only_error(&self) -> Option<Error> {
         match self.role() {
+            RegionRole::Primary if !self.write_gate_open() => Some(Error::NotReady {
+                reason: "this region has not yet heard from every peer region that it is still the primary (one may have been promoted while it was away); writes wait for that, or for `arca cluster unfence`".into(),
+            }),
             RegionRole::Primary => None,
             RegionRole::Mirror {
                 primary,
@@ -241,35 +268,42 @@ impl Geo {
         Ok(None)
     }
 
-    /// Waits until a mirror region has applied `seq` (sync replication); asks every node of this
-    /// region, since a mirror may be subscribed to any of them.
+    /// Waits until the mirrors that must hold sync writes (`replication.sync_mirrors`, or any
+    /// one mirror when that is empty) have applied `seq`; asks every node of this region, since
+    /// a mirror may be subscribed to any of them.
     pub async fn wait_mirrored(&self, seq: u64) -> Result<()> {
         let timeout = Duration::from_millis(self.config.sync_timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.mirrors.subscribe();
         loop {
-            if self.mirrors.max_acked() >= seq {
-                return Ok(());
+            let mut acked: std::collections::BTreeMap<String, u64> =
+                std::collections::BTreeMap::new();
+            fn note(acked: &mut std::collections::BTreeMap<String, u64>, region: &str, seq: u64) {
+                let entry = acked.entry(region.to_string()).or_default();
+                *entry = (*entry).max(seq);
             }
-            for peer in self.region.peers.others() {
-                let mut request = tonic::Request::new(arca_proto::v1::MirrorsRequest {});
-                request.set_timeout(Duration::from_millis(500));
-                if let Ok(reply) = self
-                    .region
-                    .peers
-                    .cluster_client(&peer.info)
-                    .mirrors(request)
-                    .await
-                {
-                    if reply
-                        .into_inner()
-                        .mirrors
-                        .iter()
-                        .any(|m| m.acked_seq >= seq)
+            for mirror in self.mirrors.list() {
+                note(&mut acked, &mirror.info.region, mirror.acked_seq);
+            }
+            if !self.sync_satisfied(&acked, seq) {
+                for peer in self.region.peers.others() {
+                    let mut request = tonic::Request::new(arca_proto::v1::MirrorsRequest {});
+                    request.set_timeout(Duration::from_millis(500));
+                    if let Ok(reply) = self
+                        .region
+                        .peers
+                        .cluster_client(&peer.info)
+                        .mirrors(request)
+                        .await
                     {
-                        return Ok(());
+                        for mirror in reply.into_inner().mirrors {
+                            note(&mut acked, &mirror.region, mirror.acked_seq);
+                        }
                     }
                 }
+            }
+            if self.sync_satisfied(&acked, seq) {
+                return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::SyncReplicationTimeout { seq, timeout });
@@ -279,5 +313,43 @@ impl Geo {
                 _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))) => {}
             }
         }
+    }
+
+    /// Whether the mirrors' acknowledgements cover `seq` for sync replication.
+    fn sync_satisfied(&self, acked: &std::collections::BTreeMap<String, u64>, seq: u64) -> bool {
+        sync_satisfied(&self.config.sync_mirrors, acked, seq)
+    }
+}
+
+/// Every named mirror (or, with none named, some mirror) acknowledged `seq`.
+pub fn sync_satisfied(
+    required: &[String],
+    acked: &std::collections::BTreeMap<String, u64>,
+    seq: u64,
+) -> bool {
+    if required.is_empty() {
+        acked.values().any(|acked| *acked >= seq)
+    } else {
+        required
+            .iter()
+            .all(|mirror| acked.get(mirror).is_some_and(|acked| *acked >= seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_writes_wait_for_every_named_mirror() {
+        let acked: std::collections::BTreeMap<String, u64> =
+            [("eu".to_string(), 10), ("ap".to_string(), 4)].into();
+        assert!(sync_satisfied(&[], &acked, 10), "any mirror");
+        assert!(!sync_satisfied(&["eu".into(), "ap".into()], &acked, 10));
+        assert!(sync_satisfied(&["eu".into()], &acked, 10));
+        assert!(
+            !sync_satisfied(&["sa".into()], &acked, 1),
+            "a named mirror never heard from"
+        );
     }
 }

@@ -273,6 +273,15 @@ impl Command {
         )
     }
 
+    /// The content a write stores (a file, an OCI blob, a manifest's bytes), if any.
+    pub fn content(&self) -> Option<&BlobDescriptor> {
+        match self {
+            Command::PutArtifact { blob, .. } => Some(blob),
+            Command::Oci(oci) => oci.blobs().into_iter().next(),
+            _ => None,
+        }
+    }
+
     /// The chunks a region must hold before applying this command (with their lengths).
     pub fn chunks(&self) -> Vec<ChunkRef> {
         match self {

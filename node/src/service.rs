@@ -74,13 +74,14 @@ impl ArtifactService {
         if let Some(repo) = self.catalog.repo(name)? {
             return Ok(repo);
         }
-        self.read_barrier().await;
+        self.read_barrier().await?;
         self.catalog.must_repo(name)
     }
 
-    /// Makes this node's view current before a read (see [`Region::read_barrier`]).
-    pub async fn read_barrier(&self) -> ReadConsistency {
-        self.region.read_barrier().await
+    /// Makes this node's view current before a read (see [`Region::read_barrier`]); refused
+    /// when that cannot be confirmed.
+    pub async fn read_barrier(&self) -> Result<ReadConsistency> {
+        self.region.read_barrier(false).await
     }
 
     /// Streams `range` of a blob, fetching chunks this node lacks from its peers.
@@ -222,7 +223,9 @@ impl ArtifactService {
             at_ms: now_ms(),
         };
         match self.propose(&command).await? {
-            Outcome::ArtifactDeleted { .. } => Ok(()),
+            // A delete in a sync-replicated repository is acknowledged like a push: once the
+            // mirrors hold it (a deleted vulnerable file must not come back after a failover).
+            Outcome::ArtifactDeleted { seq } => self.wait_sync_replication(repo, seq).await,
             refused => Err(self.refusal(refused, repo, path)),
         }
     }

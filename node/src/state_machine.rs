@@ -804,8 +804,7 @@ impl Txn<'_, '_> {
             let Some(value) = self.get_raw(&staged)? else {
                 continue;
             };
-            self.batch
-                .put(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
+            self.put_raw(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
             self.delete(staged)?;
         }
         self.delete(keys::STAGING.to_vec())?;
@@ -1021,14 +1020,12 @@ impl Txn<'_, '_> {
             return self.put(blob_key, &record);
         }
         self.delete(blob_key)?;
-        self.batch
-            .delete(keys::sha256_index(&record.descriptor.sha256))?;
+        self.delete(keys::sha256_index(&record.descriptor.sha256))?;
         stats.blobs -= 1;
         for (chunk, len) in chunks {
             let refs_key = keys::chunk_refs(&chunk);
             let mut refs = self
-                .batch
-                .get(&refs_key)?
+                .get_raw(&refs_key)?
                 .and_then(|raw| ChunkRefCount::decode(&raw))
                 .ok_or_else(|| anyhow::anyhow!("blob {blob} references uncounted chunk {chunk}"))?;
             refs.count -= 1;

@@ -337,3 +337,64 @@ async fn replicated_entries_from_an_older_or_another_lineage_are_refused() {
     let forked = commit_command(&node, &replicated(3, 1, "c")).await;
     assert!(forked.get("replicated").is_none(), "{forked}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_installs_a_primary_snapshot_whole() {
+    let primary = TestNode::start().await;
+    put_files(&primary, 2).await;
+    let (head, pairs) = primary.node().service.catalog.state_pairs().expect("pairs");
+    let mirror = TestNode::start().await;
+    commit_command(
+        &mirror,
+        &Command::SetRole {
+            role: mirror_role(),
+        },
+    )
+    .await;
+    // The mirror had followed the log for a while before it fell behind.
+    for record in primary
+        .node()
+        .service
+        .catalog
+        .changes_after(0, 2)
+        .expect("changes")
+    {
+        commit_command(
+            &mirror,
+            &Command::Replicated {
+                entries: vec![ReplicatedEntry {
+                    epoch: record.epoch,
+                    seq: record.seq,
+                    at_ms: record.at_ms,
+                    command: record.command,
+                }],
+            },
+        )
+        .await;
+    }
+    assert!(has_repo(&mirror, "files"));
+    let head = json!({"epoch": head.epoch, "seq": head.last_seq, "at_ms": head.last_at_ms});
+    commit(
+        &mirror,
+        &json!({"snapshot_begin": {"head": head, "id": "s"}}),
+    )
+    .await;
+    let count = pairs.len();
+    let pairs: Vec<Value> = pairs.into_iter().map(|(k, v)| json!([k, v])).collect();
+    let staged = commit(
+        &mirror,
+        &json!({"snapshot_part": {"id": "s", "pairs": pairs}}),
+    )
+    .await;
+    assert!(
+        staged.get("snapshot_staged").is_some() || staged == json!("snapshot_staged"),
+        "{staged}"
+    );
+    let installed = commit(
+        &mirror,
+        &json!({"snapshot_finish": {"head": head, "id": "s", "pairs": count}}),
+    )
+    .await;
+    assert!(installed.get("snapshot_installed").is_some(), "{installed}");
+    assert!(has_repo(&mirror, "files"));
+}

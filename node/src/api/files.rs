@@ -112,9 +112,17 @@ pub async fn get(
     method: Method,
     uri: Uri,
     request_headers: HeaderMap,
+    local_first: Option<axum::Extension<crate::api::LocalFirst>>,
 ) -> Result<Response> {
     let (repo_name, path) = target(&uri)?;
-    let (immutable, artifact, blob, read_through) = match state.service.file(&repo_name, &path) {
+    let mut found = state.service.file(&repo_name, &path);
+    if local_first.is_some() && found.is_err() {
+        // Served without a barrier because the repository is immutable: a miss may be a file
+        // written through another node a moment ago.
+        state.service.read_barrier().await?;
+        found = state.service.file(&repo_name, &path);
+    }
+    let (immutable, artifact, blob, read_through) = match found {
         Ok((repo, artifact, blob)) => (repo.immutable, artifact, blob.descriptor, false),
         Err(error @ (Error::ArtifactNotFound { .. } | Error::RepoNotFound { .. })) => {
             match state.service.geo.read_through(&repo_name, &path).await? {

@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use arca_proto::v1::cluster_service_server::ClusterService;
 use arca_proto::v1::{
-    AddNodeRequest, CheckChunksReply, CheckChunksRequest, ClusterStatusReply, ClusterStatusRequest,
-    DivergentReply, DivergentRequest, MembershipReply, MirrorsReply, MirrorsRequest,
-    NodeStatusReply, NodeStatusRequest, PromoteReply, PromoteRequest, ProposeReply, ProposeRequest,
-    ReadIndexReply, ReadIndexRequest, RemoveNodeRequest, VerifyReply, VerifyRequest,
+    AckDivergentReply, AckDivergentRequest, AddNodeRequest, CheckChunksReply, CheckChunksRequest,
+    ClusterStatusReply, ClusterStatusRequest, DivergentReply, DivergentRequest, MembershipReply,
+    MirrorsReply, MirrorsRequest, NodeStatusReply, NodeStatusRequest, PromoteReply, PromoteRequest,
+    ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest, RemoveNodeRequest,
+    UnfenceReply, UnfenceRequest, VerifyReply, VerifyRequest,
 };
 use arca_raft::{ConsensusError, MembershipView, NodeInfo, RaftGroupError};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{status, Region};
 use crate::geo::Geo;
-use crate::model::{Command, MAX_COMMAND_BYTES};
+use crate::model::{Command, Outcome, MAX_COMMAND_BYTES};
 
 pub struct ClusterGrpcService {
     region: Arc<Region>,
@@ -255,13 +256,17 @@ impl ClusterService for ClusterGrpcService {
         &self,
         _: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
-        let timeout = Duration::from_millis(self.region.config.read_barrier_timeout_ms);
+        if self.leader_info().is_some() {
+            return Err(Status::failed_precondition(
+                "not the leader; ask the leader for a read index",
+            ));
+        }
+        // Coalesced with every other read this leader confirms.
         let read_index = self
             .region
-            .raft
-            .read_index(timeout)
+            .read_index()
             .await
-            .map_err(consensus_status)?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ReadIndexReply { read_index }))
     }
 
@@ -298,7 +303,10 @@ impl ClusterService for ClusterGrpcService {
         &self,
         _: Request<DivergentRequest>,
     ) -> Result<Response<DivergentReply>, Status> {
-        self.region.read_barrier().await;
+        self.region
+            .read_barrier(false)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         crate::geo::status::divergent(&self.geo)
             .map(Response::new)
             .map_err(|e| Status::internal(e.to_string()))
@@ -316,5 +324,71 @@ impl ClusterService for ClusterGrpcService {
 
     async fn verify(&self, _: Request<VerifyRequest>) -> Result<Response<VerifyReply>, Status> {
         Ok(Response::new(crate::geo::status::verify(&self.geo).await))
+    }
+
+    async fn ack_divergent(
+        &self,
+        request: Request<AckDivergentRequest>,
+    ) -> Result<Response<AckDivergentReply>, Status> {
+        if let Some(leader) = self.leader_info() {
+            return self
+                .region
+                .peers
+                .cluster_client(&leader)
+                .ack_divergent(request.into_inner())
+                .await;
+        }
+        let request = request.into_inner();
+        if request.seqs.is_empty() && !request.all {
+            return Err(Status::invalid_argument(
+                "name the divergent writes to forget, or ask for all of them",
+            ));
+        }
+        let seqs = if request.all {
+            Vec::new()
+        } else {
+            request.seqs
+        };
+        match self
+            .region
+            .propose_local(&Command::AckDivergent { seqs })
+            .await
+        {
+            Ok(Outcome::DivergentAcknowledged { removed }) => {
+                tracing::warn!(removed, "divergent writes acknowledged by an operator");
+                Ok(Response::new(AckDivergentReply { removed }))
+            }
+            Ok(other) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn unfence(
+        &self,
+        request: Request<UnfenceRequest>,
+    ) -> Result<Response<UnfenceReply>, Status> {
+        let forwarded = request.into_inner().forwarded;
+        self.geo.open_write_gate();
+        tracing::warn!(forwarded, "an operator lifted the start-up write gate");
+        let mut nodes = vec![self.region.node_id];
+        if !forwarded {
+            for peer in self.region.peers.others() {
+                let mut request = Request::new(UnfenceRequest { forwarded: true });
+                request.set_timeout(Duration::from_secs(5));
+                match self
+                    .region
+                    .peers
+                    .cluster_client(&peer.info)
+                    .unfence(request)
+                    .await
+                {
+                    Ok(_) => nodes.push(peer.id),
+                    Err(status) => {
+                        tracing::warn!(node = peer.id, error = %status, "could not lift the write gate on a peer")
+                    }
+                }
+            }
+        }
+        Ok(Response::new(UnfenceReply { nodes }))
     }
 }

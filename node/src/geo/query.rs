@@ -50,7 +50,9 @@ pub async fn answer(geo: &Arc<Geo>, request: Vec<u8>) -> arca_replication::Resul
     let query: GeoQuery = decode(&request).map_err(storage)?;
     match query {
         GeoQuery::File { repo, path } => {
-            geo.region.read_barrier().await;
+            // A read-through asks the primary for what a mirror lacks: a stale answer only
+            // means "not found yet".
+            let _ = geo.region.read_barrier(true).await;
             let found = match (geo.catalog.repo(&repo), geo.catalog.artifact(&repo, &path)) {
                 (Ok(Some(repo)), Ok(Some(artifact))) => match geo.catalog.blob(&artifact.blob) {
                     Ok(Some(blob)) => Some(FileAnswer {
@@ -73,7 +75,18 @@ pub async fn answer(geo: &Arc<Geo>, request: Vec<u8>) -> arca_replication::Resul
 
 /// This region's digest at its current position, with every node's chunk check.
 pub async fn region_digest(geo: &Arc<Geo>) -> DigestAnswer {
-    geo.region.read_barrier().await;
+    if let Err(e) = geo.region.read_barrier(false).await {
+        return DigestAnswer {
+            region: geo.region.name.clone(),
+            role: String::new(),
+            epoch: 0,
+            seq: 0,
+            digest: String::new(),
+            referenced_chunks: 0,
+            nodes: Vec::new(),
+            errors: vec![e.to_string()],
+        };
+    }
     let mut errors = Vec::new();
     let catalog = geo.catalog.clone();
     let digest = tokio::task::spawn_blocking(move || catalog.state_digest()).await;

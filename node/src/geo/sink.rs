@@ -262,6 +262,12 @@ impl ChangeSink for NodeSink {
             ));
         };
         self.set_catch_up(None);
+        tracing::info!(
+            id,
+            pairs,
+            seq = head.seq,
+            "installing a snapshot of the primary"
+        );
         match self
             .propose(Command::SnapshotFinish {
                 head: stream_head(head),

@@ -163,8 +163,39 @@ async fn primary_reachable(geo: &Geo) -> bool {
     false
 }
 
-/// Makes this mirror region the primary, unless data is at risk or the primary still answers
-/// and `force` is not given.
+/// Other mirrors of the same primary that applied more of its log than this region: promoting
+/// this one would lose what they hold (sync-replicated writes they acknowledged among it).
+async fn regions_ahead(geo: &Geo) -> Vec<(String, u64)> {
+    let Some(endpoint) = geo.endpoint.clone() else {
+        return Vec::new();
+    };
+    let me = geo.region_info();
+    let mut ahead = Vec::new();
+    for addr in &geo.config.peers {
+        let hello = tokio::time::timeout(
+            Duration::from_secs(1),
+            arca_replication::client::hello(&endpoint, addr, me.clone()),
+        )
+        .await;
+        let Ok(Ok(peer)) = hello else {
+            continue;
+        };
+        let same_lineage = peer.role == arca_replication::Role::Mirror
+            && peer.primary.is_some()
+            && peer.primary == me.primary;
+        if same_lineage
+            && peer.region != me.region
+            && (peer.head.epoch, peer.head.seq) > (me.head.epoch, me.head.seq)
+            && !ahead.iter().any(|(region, _)| *region == peer.region)
+        {
+            ahead.push((peer.region.clone(), peer.head.seq));
+        }
+    }
+    ahead
+}
+
+/// Makes this mirror region the primary, unless data is at risk, the primary still answers,
+/// the state is being replaced, or another mirror holds more, and `force` is not given.
 pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
     let head = geo.head();
     if geo.role() == RegionRole::Primary {
@@ -190,11 +221,23 @@ pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
         last_contact_seconds: lag.last_contact_seconds.unwrap_or(-1.0),
     };
     let at_risk = report.missing_entries > 0 || report.pending_bytes > 0;
+    // A state being replaced (a demoted primary, a catch-up under way) is not one to promote.
+    let replacing = head.needs_snapshot || geo.catalog.staging()?.is_some();
+    let ahead = regions_ahead(geo).await;
     // What the primary committed since it was last heard from is unknown: the figures above
     // are then a lower bound.
     let silent = lag.last_contact_seconds.is_none_or(|s| s > 3.0);
-    if !force && (at_risk || reachable || silent) {
+    if !force && (at_risk || reachable || silent || replacing || !ahead.is_empty()) {
         let mut reasons = Vec::new();
+        if replacing {
+            reasons.push("this region's state is being replaced by a snapshot of its primary (it was demoted, or a catch-up is under way): promoted now, a partial or divergent state would take writes".into());
+        }
+        for (region, seq) in &ahead {
+            reasons.push(format!(
+                "region {region} has applied entry {seq} of the primary and this one only {}: writes acknowledged there (sync-replicated ones too) would be lost; promote {region} instead",
+                head.last_seq
+            ));
+        }
         if at_risk {
             reasons.push(format!(
                 "{} entries of the primary ({} bytes of chunks pending) have not been applied here and would be lost",
@@ -322,6 +365,11 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
                 (None, None) => "unknown".into(),
             },
             recorded_at_ms: w.recorded_at_ms,
+            content_bytes: w
+                .command
+                .as_ref()
+                .and_then(Command::content)
+                .map_or(0, |blob| blob.size),
         })
         .collect();
     Ok(DivergentReply { writes })

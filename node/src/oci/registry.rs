@@ -73,10 +73,16 @@ impl Registry {
     }
 
     /// A blob linked in the image.
+    /// Reads by digest skip the read barrier (a local hit is proof: content under a digest
+    /// never changes); a miss catches up with the leader and looks again.
     pub async fn blob(&self, name: &OciName, digest: &Sha256) -> OciResult<(BlobLink, BlobRecord)> {
         self.repo(name).await?;
-        self.service
-            .catalog
+        let catalog = &self.service.catalog;
+        if let Some(found) = catalog.oci_blob(&name.repo, &name.image, digest)? {
+            return Ok(found);
+        }
+        self.service.read_barrier().await?;
+        catalog
             .oci_blob(&name.repo, &name.image, digest)?
             .ok_or_else(|| OciError::BlobUnknown {
                 name: name.to_string(),
@@ -156,6 +162,26 @@ impl Registry {
         ingested: IngestedBlob,
         name: &OciName,
     ) -> OciResult<()> {
+        let seq = self.commit_inner(command, ingested, name).await?;
+        self.wait_sync(name, seq).await
+    }
+
+    /// For a sync-replicated repository, waits until the mirrors hold change `seq` (or, for a
+    /// write that changed nothing, everything up to now: a retry waits as the first try would).
+    async fn wait_sync(&self, name: &OciName, seq: Option<u64>) -> OciResult<()> {
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.service.catalog.changelog_head()?.last_seq,
+        };
+        Ok(self.service.wait_sync_replication(&name.repo, seq).await?)
+    }
+
+    async fn commit_inner(
+        &self,
+        command: &Command,
+        ingested: IngestedBlob,
+        name: &OciName,
+    ) -> OciResult<Option<u64>> {
         let IngestedBlob {
             descriptor,
             written,
@@ -166,14 +192,16 @@ impl Registry {
             .propose_with_blobs(command, &[&descriptor])
             .await?;
         match outcome {
-            Outcome::Oci(OciOutcome::BlobLinked { .. } | OciOutcome::ManifestStored { .. }) => {
+            Outcome::Oci(
+                OciOutcome::BlobLinked { seq } | OciOutcome::ManifestStored { seq, .. },
+            ) => {
                 drop(pins);
-                Ok(())
+                Ok(Some(seq))
             }
             // Already there: the chunks this upload wrote (none, usually) are not needed.
             Outcome::Oci(OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged) => {
                 self.service.collector.abandon(written, pins);
-                Ok(())
+                Ok(None)
             }
             refused => {
                 self.service.collector.abandon(written, pins);
@@ -194,7 +222,7 @@ impl Registry {
         let mut source = self.mountable(digest, from)?;
         if source.is_none() {
             // Pushed through another node of the region a moment ago, perhaps: catch up.
-            self.service.read_barrier().await;
+            self.service.read_barrier().await?;
             source = self.mountable(digest, from)?;
         }
         let Some(record) = source else {
@@ -210,7 +238,14 @@ impl Registry {
             at_ms: now_ms(),
         }));
         match self.service.propose(&command).await? {
-            Outcome::Oci(OciOutcome::BlobLinked { .. } | OciOutcome::BlobUnchanged) => Ok(true),
+            Outcome::Oci(OciOutcome::BlobLinked { seq }) => {
+                self.wait_sync(name, Some(seq)).await?;
+                Ok(true)
+            }
+            Outcome::Oci(OciOutcome::BlobUnchanged) => {
+                self.wait_sync(name, None).await?;
+                Ok(true)
+            }
             Outcome::Oci(OciOutcome::BlobUnknown) => Ok(false),
             refused => Err(refusal(refused, name)),
         }
@@ -239,7 +274,7 @@ impl Registry {
             at_ms: now_ms(),
         }));
         match self.service.propose(&command).await? {
-            Outcome::Oci(OciOutcome::BlobUnlinked { .. }) => Ok(()),
+            Outcome::Oci(OciOutcome::BlobUnlinked { seq }) => self.wait_sync(name, Some(seq)).await,
             Outcome::Oci(OciOutcome::BlobUnknown) => Err(OciError::BlobUnknown {
                 name: name.to_string(),
                 digest: digest_string(digest),
@@ -273,7 +308,7 @@ impl Registry {
         if self.check_references(name, &parsed).is_err() {
             // Blobs pushed through another node of the region may not have applied here yet:
             // catch up before refusing.
-            self.service.read_barrier().await;
+            self.service.read_barrier().await?;
             self.check_references(name, &parsed)?;
         }
         let size = bytes.len();
@@ -304,11 +339,8 @@ impl Registry {
             manifest: info,
             at_ms: now_ms(),
         }));
+        // A sync-replicated repository acknowledges the push once the mirrors hold it.
         self.commit(&command, ingested, name).await?;
-        // A sync-replicated repository acknowledges the push once a mirror holds it: the
-        // manifest is the last step of an image push.
-        let head = self.service.catalog.changelog_head()?.last_seq;
-        self.service.wait_sync_replication(&name.repo, head).await?;
         Ok(StoredManifest {
             digest,
             subject: parsed.subject,
@@ -381,9 +413,13 @@ impl Registry {
                     .digest
             }
         };
-        let record = catalog
-            .oci_manifest(&name.repo, &name.image, &digest)?
-            .ok_or_else(unknown)?;
+        let mut record = catalog.oci_manifest(&name.repo, &name.image, &digest)?;
+        if record.is_none() && matches!(reference, Reference::Digest(_)) {
+            // Fetched by digest without a barrier: a miss catches up and looks again.
+            self.service.read_barrier().await?;
+            record = catalog.oci_manifest(&name.repo, &name.image, &digest)?;
+        }
+        let record = record.ok_or_else(unknown)?;
         let blob = catalog.blob(&record.blob)?.ok_or_else(|| {
             OciError::Node(Error::Internal(format!(
                 "manifest {name}@{} has no blob record",
@@ -415,8 +451,8 @@ impl Registry {
             .propose(&Command::Oci(Box::new(command)))
             .await?
         {
-            Outcome::Oci(OciOutcome::ManifestDeleted { .. } | OciOutcome::TagDeleted { .. }) => {
-                Ok(())
+            Outcome::Oci(OciOutcome::ManifestDeleted { seq } | OciOutcome::TagDeleted { seq }) => {
+                self.wait_sync(name, Some(seq)).await
             }
             Outcome::Oci(OciOutcome::ManifestUnknown | OciOutcome::TagUnknown) => {
                 Err(OciError::ManifestUnknown {
