@@ -25,6 +25,7 @@ pub mod types;
 pub use error::{ConsensusError, RaftGroupError};
 pub use group::{Applied, MembershipView, RaftConfig, RaftGroup};
 pub use log_store::LogStore;
+pub use snapshot::SnapshotFile;
 pub use state_machine::{ApplyBatch, ApplyHandler, StateMachineStore};
 pub use types::{Command, CommandResponse, NodeId, NodeInfo, TypeConfig};
 
