@@ -1,5 +1,12 @@
-//! The sending side: one lazily connected gRPC channel per peer.
+//! The sending side: one lazily connected gRPC channel per peer, shared by every client.
+//!
+//! openraft asks the factory for a new client for each voter on every read barrier (and on many
+//! other occasions), so a client is cheap: it borrows the peer's cached channel, which keeps one
+//! HTTP/2 connection open (with keepalive pings, so a dead peer is noticed while idle) and
+//! reconnects by itself when it breaks.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arca_proto::v1::raft_service_client::RaftServiceClient;
@@ -20,18 +27,48 @@ use tonic::transport::{Channel, Endpoint};
 use crate::storage::{decode, encode};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
-/// Builds [`NetworkClient`]s for openraft.
+/// How long to wait for a TCP connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keepalive: a ping this often, also while no call is in flight, so that a connection
+/// to a peer that vanished (no RST, e.g. a partition) is found dead and replaced before the next
+/// RPC needs it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds [`NetworkClient`]s for openraft. Clones share the per-peer channels.
 #[derive(Clone)]
 pub struct NetworkFactory {
     region: String,
-    connect_timeout: Duration,
+    peers: Arc<parking_lot::Mutex<HashMap<NodeId, Peer>>>,
+}
+
+/// What the clients of one peer share.
+struct Peer {
+    /// The address the channel connects to; a membership change may move the node.
+    grpc_addr: String,
+    channel: Result<Channel, String>,
+}
+
+fn connect(grpc_addr: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .connect_lazy()
+        })
+        .map_err(|e| format!("invalid address {grpc_addr:?}: {e}"))
 }
 
 impl NetworkFactory {
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
-            connect_timeout: Duration::from_secs(2),
+            peers: Arc::new(parking_lot::Mutex::new(HashMap::new())),
         }
     }
 }
@@ -40,14 +77,23 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = NetworkClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> NetworkClient {
-        let channel = Endpoint::from_shared(format!("http://{}", node.grpc_addr))
-            .map(|endpoint| {
-                endpoint
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy()
-            })
-            .map_err(|e| e.to_string());
+        let channel = {
+            let mut peers = self.peers.lock();
+            match peers.get(&target) {
+                Some(peer) if peer.grpc_addr == node.grpc_addr => peer.channel.clone(),
+                _ => {
+                    // New peer, or it moved: the old channel closes when its last client drops.
+                    tracing::debug!(target, addr = %node.grpc_addr, "new raft channel");
+                    let peer = Peer {
+                        grpc_addr: node.grpc_addr.clone(),
+                        channel: connect(&node.grpc_addr),
+                    };
+                    let channel = peer.channel.clone();
+                    peers.insert(target, peer);
+                    channel
+                }
+            }
+        };
         NetworkClient {
             target,
             region: self.region.clone(),
