@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arca_raft::network::NetworkFactory;
 use arca_raft::RaftConfig;
-use common::{loopback_listener, Node};
+use common::{loopback_listener, node_info, slow_proxy, Node};
 use openraft::network::RPCOption;
 use openraft::raft::VoteRequest;
 use openraft::{RaftNetwork, RaftNetworkFactory, Vote};
@@ -52,4 +52,50 @@ async fn clients_of_one_peer_share_one_connection() {
     }
     assert_eq!(moved.server.accepted(), 1);
     assert_eq!(node.server.accepted(), 1);
+}
+
+/// A learner that is far behind on large commands, over a slow WAN-like link (20 ms each way,
+/// 5 MB/s), must catch up. openraft gives every AppendEntries the heartbeat interval (150 ms)
+/// and may put hundreds of entries in one, so the transport must send what fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_behind_a_slow_link_catches_up_on_large_entries() {
+    const ENTRIES: usize = 100;
+    const ENTRY_BYTES: usize = 256 * 1024;
+    let config = RaftConfig::default();
+    let leader = Node::start(1, &config, loopback_listener().await).await;
+    leader.initialize_alone().await;
+    let value = "x".repeat(ENTRY_BYTES);
+    for i in 0..ENTRIES {
+        leader
+            .group
+            .write(format!("k{i}={value}").into_bytes())
+            .await
+            .expect("write");
+    }
+    let last = leader
+        .group
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("leader has a log");
+
+    let follower_listener = loopback_listener().await;
+    let upstream = follower_listener.local_addr().expect("local addr");
+    let proxy = slow_proxy(upstream, Duration::from_millis(20), 5_000_000).await;
+    let follower = Node::start(2, &config, follower_listener).await;
+    leader
+        .group
+        .raft()
+        .add_learner(2, node_info(proxy), false)
+        .await
+        .expect("add learner");
+    // 25 MiB at 5 MB/s is 5 s of transfer; a minute is generous.
+    follower
+        .group
+        .raft()
+        .wait(Some(Duration::from_secs(60)))
+        .applied_index_at_least(Some(last), "the learner caught up")
+        .await
+        .expect("the learner catches up within 60 s");
 }
