@@ -35,6 +35,11 @@ pub struct RaftConfig {
     /// How long a proposal may wait for commit and apply before the write fails with
     /// `NO_QUORUM`, in milliseconds.
     pub write_timeout_ms: u64,
+    /// Most log entries the leader reads for one AppendEntries to a follower. The transport
+    /// then sends the prefix that fits the link's byte budget, so this mostly bounds the
+    /// leader's memory: commands can be MBs (a large blob's chunk list), and openraft's
+    /// default of 300 would read hundreds of MBs per lagging follower.
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -46,6 +51,7 @@ impl Default for RaftConfig {
             snapshot_every_entries: 20_000,
             keep_logs_after_snapshot: 5_000,
             write_timeout_ms: 10_000,
+            max_payload_entries: 64,
         }
     }
 }
@@ -73,6 +79,11 @@ impl RaftConfig {
                 "write_timeout_ms must be > 0".into(),
             ));
         }
+        if self.max_payload_entries == 0 {
+            return Err(RaftGroupError::Config(
+                "max_payload_entries must be > 0".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -88,6 +99,7 @@ impl RaftConfig {
             // seen retrying one chunk forever).
             install_snapshot_timeout: 60_000,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
+            max_payload_entries: self.max_payload_entries,
             ..Default::default()
         };
         config
