@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use arca_proto::v1::raft_service_client::RaftServiceClient;
+use arca_proto::v1::RaftRequest;
 use arca_raft::network::NetworkFactory;
 use arca_raft::RaftConfig;
 use common::{loopback_listener, node_info, slow_proxy, Node};
@@ -100,4 +102,44 @@ async fn a_learner_behind_a_slow_link_catches_up_on_large_entries() {
         .await
         .expect("the learner catches up within 60 s");
     eprintln!("learner caught up in {:?}", started.elapsed());
+}
+
+/// A Raft message larger than the transport's bound is refused before it is buffered whole,
+/// with a status that says why, and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
+    let node = Node::start(1, &RaftConfig::default(), loopback_listener().await).await;
+    node.initialize_alone().await;
+    let mut client = RaftServiceClient::connect(format!("http://{}", node.server.addr))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(usize::MAX);
+    let oversized = RaftRequest {
+        region: "test".into(),
+        payload: vec![0u8; 65 << 20],
+        ..Default::default()
+    };
+    let status = client
+        .append_entries(oversized)
+        .await
+        .expect_err("an oversized message is refused");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large") && status.message().contains("limit"),
+        "the status says why: {status:?}"
+    );
+
+    // Same connection, a normal message: served.
+    let vote = RaftRequest {
+        region: "test".into(),
+        payload: rmp_serde::to_vec_named(&vote_request()).expect("encode vote"),
+        ..Default::default()
+    };
+    let reply = client.vote(vote).await.expect("a normal message is served");
+    assert!(!reply.into_inner().payload.is_empty());
+    // And the group still commits.
+    node.group
+        .write(b"a=1".to_vec())
+        .await
+        .expect("write after the refused message");
 }
