@@ -18,6 +18,9 @@ use crate::state_machine::{ApplyHandler, StateMachineStore};
 use crate::types::{Command, NodeId, NodeInfo};
 use crate::Raft;
 
+/// Data bytes per InstallSnapshot chunk (openraft's `snapshot_max_chunk_size`).
+pub(crate) const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
 /// Timing and log-retention settings of the region's Raft group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,10 +98,11 @@ impl RaftConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            // Metadata snapshots are small, but give slow links room (a 200 ms timeout has been
-            // seen retrying one chunk forever).
-            install_snapshot_timeout: 60_000,
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            // Per chunk RPC; the last one also waits for the follower's install, which at a
+            // million artifacts (2.2 GB) took 36 s on a test machine. A 200 ms timeout has been
+            // seen retrying one chunk forever.
+            install_snapshot_timeout: 120_000,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
             max_payload_entries: self.max_payload_entries,
             ..Default::default()
         };
@@ -207,11 +211,13 @@ impl RaftGroup {
         &self.region
     }
 
-    /// The gRPC service that receives this node's Raft RPCs.
+    /// The gRPC service that receives this node's Raft RPCs. Messages over
+    /// [`MAX_MESSAGE_BYTES`](crate::network::MAX_MESSAGE_BYTES) are refused with `OUT_OF_RANGE`
+    /// before they are buffered.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpcService> {
         RaftServiceServer::new(RaftGrpcService::new(self.raft.clone(), self.region.clone()))
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
     }
 
     /// Initializes a new group with `members` as voters, unless this node already belongs to an

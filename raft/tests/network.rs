@@ -117,7 +117,6 @@ async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
     let oversized = RaftRequest {
         region: "test".into(),
         payload: vec![0u8; 65 << 20],
-        ..Default::default()
     };
     let status = client
         .append_entries(oversized)
@@ -133,7 +132,6 @@ async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
     let vote = RaftRequest {
         region: "test".into(),
         payload: rmp_serde::to_vec_named(&vote_request()).expect("encode vote"),
-        ..Default::default()
     };
     let reply = client.vote(vote).await.expect("a normal message is served");
     assert!(!reply.into_inner().payload.is_empty());

@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::network::MAX_MESSAGE_BYTES;
 use crate::storage::{decode, encode};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -66,7 +67,8 @@ pub(crate) const APPEND_BUDGET_INITIAL: usize = 1 << 20;
 /// Raft cannot keep a leader anyway.
 pub(crate) const APPEND_BUDGET_MIN: usize = 64 << 10;
 /// Nor above this, so a fast link still interleaves heartbeats with bounded requests. With one
-/// entry over the budget, this bounds an AppendEntries to `APPEND_BUDGET_MAX` plus one entry.
+/// entry over the budget going alone, this bounds an AppendEntries to the larger of
+/// `APPEND_BUDGET_MAX` and one entry (see [`MAX_MESSAGE_BYTES`]).
 pub(crate) const APPEND_BUDGET_MAX: usize = 16 << 20;
 
 /// The byte budget of one peer's AppendEntries, shared by its clients.
@@ -290,8 +292,8 @@ impl NetworkClient {
         });
         grpc_request.set_timeout(option.hard_ttl());
         let mut client = RaftServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = match rpc {
             Rpc::AppendEntries => client.append_entries(grpc_request).await,
             Rpc::Vote => client.vote(grpc_request).await,
@@ -340,6 +342,17 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         let (sent_bytes, truncated) = fit_to_budget(&mut rpc, budget)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let last_sent = rpc.entries.last().map(|entry| *entry.get_log_id());
+        if sent_bytes >= MAX_MESSAGE_BYTES {
+            // One entry alone over the transport's bound: it can never be sent, and openraft
+            // will retry it forever. Say so loudly; the proposer should have refused it.
+            tracing::error!(
+                target = self.target,
+                entry = ?last_sent,
+                bytes = sent_bytes,
+                limit = MAX_MESSAGE_BYTES,
+                "raft log entry too large to replicate"
+            );
+        }
         let mut guard = BudgetGuard {
             budget: self.budget.clone(),
             target: self.target,
