@@ -7,7 +7,7 @@ use std::time::Duration;
 use arca_proto::v1::raft_service_client::RaftServiceClient;
 use arca_proto::v1::RaftRequest;
 use arca_raft::network::NetworkFactory;
-use arca_raft::RaftConfig;
+use arca_raft::{ClusterId, RaftConfig};
 use common::{loopback_listener, node_info, slow_proxy, Node};
 use openraft::network::RPCOption;
 use openraft::raft::VoteRequest;
@@ -25,7 +25,7 @@ fn vote_request() -> VoteRequest<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_one_peer_share_one_connection() {
     let node = Node::start(1, &RaftConfig::default(), loopback_listener().await).await;
-    let mut factory = NetworkFactory::new("test");
+    let mut factory = NetworkFactory::new("test", ClusterId::default());
     let mut clone = factory.clone();
     for i in 0..40 {
         // Both the factory and its clone, as openraft holds several.
@@ -117,6 +117,7 @@ async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
     let oversized = RaftRequest {
         region: "test".into(),
         payload: vec![0u8; 65 << 20],
+        ..Default::default()
     };
     let status = client
         .append_entries(oversized)
@@ -132,6 +133,7 @@ async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
     let vote = RaftRequest {
         region: "test".into(),
         payload: rmp_serde::to_vec_named(&vote_request()).expect("encode vote"),
+        ..Default::default()
     };
     let reply = client.vote(vote).await.expect("a normal message is served");
     assert!(!reply.into_inner().payload.is_empty());
@@ -140,4 +142,91 @@ async fn an_oversized_raft_message_is_refused_and_the_node_keeps_working() {
         .write(b"a=1".to_vec())
         .await
         .expect("write after the refused message");
+}
+
+fn vote_from_cluster(cluster_id: &str) -> RaftRequest {
+    RaftRequest {
+        region: "test".into(),
+        payload: rmp_serde::to_vec_named(&vote_request()).expect("encode vote"),
+        cluster_id: cluster_id.into(),
+    }
+}
+
+async fn raw_client(node: &Node) -> RaftServiceClient<tonic::transport::Channel> {
+    RaftServiceClient::connect(format!("http://{}", node.server.addr))
+        .await
+        .expect("connect")
+}
+
+/// Two clusters may share a region name (and reuse addresses); a Raft RPC from the other one
+/// must not touch this one's log. Requests without an id (older nodes) and nodes that do not
+/// know their id yet (joining) are let through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_message_from_another_cluster_is_refused() {
+    let cluster_a = ClusterId::default();
+    cluster_a.set("cluster-a".into());
+    let node = Node::start_in_cluster(
+        1,
+        &RaftConfig::default(),
+        loopback_listener().await,
+        cluster_a,
+    )
+    .await;
+    let mut client = raw_client(&node).await;
+    let status = client
+        .vote(vote_from_cluster("cluster-b"))
+        .await
+        .expect_err("a message from another cluster is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("cluster-a") && status.message().contains("cluster-b"),
+        "the status names both clusters: {status:?}"
+    );
+    client
+        .vote(vote_from_cluster("cluster-a"))
+        .await
+        .expect("a message from the same cluster is served");
+    client
+        .vote(vote_from_cluster(""))
+        .await
+        .expect("a message without a cluster id is served");
+
+    // The client side sends its id.
+    let cluster_b = ClusterId::default();
+    cluster_b.set("cluster-b".into());
+    let mut factory = NetworkFactory::new("test", cluster_b);
+    let mut other = factory.new_client(1, &node.info()).await;
+    let error = other
+        .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
+        .await
+        .expect_err("refused through the network client too");
+    assert!(error.to_string().contains("cluster-a"), "{error}");
+    let mut factory = NetworkFactory::new("test", ClusterId::default());
+    let mut anonymous = factory.new_client(1, &node.info()).await;
+    anonymous
+        .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
+        .await
+        .expect("a client that does not know its cluster is served");
+
+    // A node that does not know its cluster yet (joining) accepts any; once it learns it, it
+    // checks.
+    let joining_id = ClusterId::default();
+    let joining = Node::start_in_cluster(
+        2,
+        &RaftConfig::default(),
+        loopback_listener().await,
+        joining_id.clone(),
+    )
+    .await;
+    let mut client = raw_client(&joining).await;
+    client
+        .vote(vote_from_cluster("cluster-b"))
+        .await
+        .expect("a node without a cluster id serves any");
+    joining_id.set("cluster-a".into());
+    let status = client
+        .vote(vote_from_cluster("cluster-b"))
+        .await
+        .expect_err("refused once the node knows its cluster");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
 }

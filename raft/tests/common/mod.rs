@@ -15,7 +15,7 @@ use arca_proto::v1::raft_service_server::RaftServiceServer;
 use arca_raft::network::RaftGrpcService;
 use arca_raft::storage::column_families;
 use arca_raft::types::LogId;
-use arca_raft::{ApplyBatch, ApplyHandler, NodeId, NodeInfo, RaftConfig, RaftGroup};
+use arca_raft::{ApplyBatch, ApplyHandler, ClusterId, NodeId, NodeInfo, RaftConfig, RaftGroup};
 use rocksdb::{Options, DB};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,6 +128,16 @@ impl Node {
     /// Starts node `id` serving on `listener` (bound beforehand, so that its address can be
     /// known, or proxied, before it starts).
     pub async fn start(id: NodeId, config: &RaftConfig, listener: TcpListener) -> Node {
+        Self::start_in_cluster(id, config, listener, ClusterId::default()).await
+    }
+
+    /// Like [`Node::start`], with the cluster id the node checks and sends on Raft RPCs.
+    pub async fn start_in_cluster(
+        id: NodeId,
+        config: &RaftConfig,
+        listener: TcpListener,
+        cluster_id: ClusterId,
+    ) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir.path().join("db"));
         let group = RaftGroup::start(
@@ -137,6 +147,7 @@ impl Node {
             db,
             Arc::new(KvApp),
             dir.path().join("snapshots"),
+            cluster_id,
         )
         .await
         .expect("start raft");
