@@ -11,6 +11,7 @@ use openraft::{ChangeMembers, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_id::ClusterId;
 use crate::error::{ConsensusError, RaftGroupError};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftGrpcService};
@@ -118,6 +119,7 @@ pub struct RaftGroup {
     raft: Raft,
     node_id: NodeId,
     region: String,
+    cluster_id: ClusterId,
     write_timeout: Duration,
     membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -170,7 +172,8 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
 
 impl RaftGroup {
     /// Starts Raft on this node over the given database. Does not initialize a new group; see
-    /// [`RaftGroup::initialize`].
+    /// [`RaftGroup::initialize`]. `cluster_id` is sent on every Raft RPC and checked on every
+    /// one received; it may be unknown at start and set later (a joining node).
     pub async fn start(
         config: &RaftConfig,
         region: &str,
@@ -178,6 +181,7 @@ impl RaftGroup {
         db: Arc<DB>,
         handler: Arc<dyn ApplyHandler>,
         snapshot_dir: PathBuf,
+        cluster_id: ClusterId,
     ) -> Result<Self, RaftGroupError> {
         config.validate()?;
         let openraft_config = Arc::new(config.to_openraft(region)?);
@@ -185,7 +189,7 @@ impl RaftGroup {
             LogStore::new(db.clone()).map_err(|e| RaftGroupError::Storage(e.to_string()))?;
         let state_machine = StateMachineStore::new(db, handler, snapshot_dir)
             .map_err(|e| RaftGroupError::Storage(e.to_string()))?;
-        let network = NetworkFactory::new(region);
+        let network = NetworkFactory::new(region, cluster_id.clone());
         let raft = Raft::new(node_id, openraft_config, network, log_store, state_machine)
             .await
             .map_err(|e| RaftGroupError::Stopped(e.to_string()))?;
@@ -194,6 +198,7 @@ impl RaftGroup {
             raft,
             node_id,
             region: region.to_string(),
+            cluster_id,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             membership_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -211,13 +216,22 @@ impl RaftGroup {
         &self.region
     }
 
+    /// The cluster id this node sends and checks (shared with the caller's handle).
+    pub fn cluster_id(&self) -> &ClusterId {
+        &self.cluster_id
+    }
+
     /// The gRPC service that receives this node's Raft RPCs. Messages over
     /// [`MAX_MESSAGE_BYTES`](crate::network::MAX_MESSAGE_BYTES) are refused with `OUT_OF_RANGE`
     /// before they are buffered.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpcService> {
-        RaftServiceServer::new(RaftGrpcService::new(self.raft.clone(), self.region.clone()))
-            .max_decoding_message_size(crate::network::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+        RaftServiceServer::new(RaftGrpcService::new(
+            self.raft.clone(),
+            self.region.clone(),
+            self.cluster_id.clone(),
+        ))
+        .max_decoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
     }
 
     /// Initializes a new group with `members` as voters, unless this node already belongs to an

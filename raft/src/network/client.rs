@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster_id::ClusterId;
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::storage::{decode, encode};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
@@ -49,6 +50,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct NetworkFactory {
     region: String,
+    cluster_id: ClusterId,
     peers: Arc<parking_lot::Mutex<HashMap<NodeId, Peer>>>,
 }
 
@@ -190,9 +192,11 @@ fn connect(grpc_addr: &str) -> Result<Channel, String> {
 }
 
 impl NetworkFactory {
-    pub fn new(region: impl Into<String>) -> Self {
+    /// A factory for the nodes of `region`; its clients send `cluster_id` on every RPC.
+    pub fn new(region: impl Into<String>, cluster_id: ClusterId) -> Self {
         Self {
             region: region.into(),
+            cluster_id,
             peers: Arc::new(parking_lot::Mutex::new(HashMap::new())),
         }
     }
@@ -226,6 +230,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         NetworkClient {
             target,
             region: self.region.clone(),
+            cluster_id: self.cluster_id.clone(),
             channel,
             budget,
         }
@@ -236,6 +241,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct NetworkClient {
     target: NodeId,
     region: String,
+    cluster_id: ClusterId,
     channel: Result<Channel, String>,
     budget: Arc<AppendBudget>,
 }
@@ -289,6 +295,8 @@ impl NetworkClient {
         let mut grpc_request = tonic::Request::new(RaftRequest {
             region: self.region.clone(),
             payload,
+            // Read per call: a joining node learns its id after it started.
+            cluster_id: self.cluster_id.get().unwrap_or_default(),
         });
         grpc_request.set_timeout(option.hard_ttl());
         let mut client = RaftServiceClient::new(channel)

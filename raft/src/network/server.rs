@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::cluster_id::ClusterId;
 use crate::storage::{decode, encode};
 use crate::Raft;
 
@@ -13,13 +14,15 @@ use crate::Raft;
 pub struct RaftGrpcService {
     raft: Raft,
     region: String,
+    cluster_id: ClusterId,
 }
 
 impl RaftGrpcService {
-    pub fn new(raft: Raft, region: impl Into<String>) -> Self {
+    pub fn new(raft: Raft, region: impl Into<String>, cluster_id: ClusterId) -> Self {
         Self {
             raft,
             region: region.into(),
+            cluster_id,
         }
     }
 
@@ -34,6 +37,9 @@ impl RaftGrpcService {
                 request.region, self.region
             )));
         }
+        self.cluster_id
+            .check(&request.cluster_id)
+            .map_err(Status::failed_precondition)?;
         decode(&request.payload)
             .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
     }
