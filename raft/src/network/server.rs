@@ -1,4 +1,6 @@
-//! The receiving side: hands decoded RPCs to the local Raft.
+//! The receiving side: checks that an RPC is for this region and cluster, and hands it, decoded,
+//! to the local Raft. Messages over `MAX_MESSAGE_BYTES` are refused by tonic before they are
+//! buffered (see [`crate::RaftGroup::grpc_service`]).
 
 use arca_proto::v1::raft_service_server::RaftService;
 use arca_proto::v1::{RaftReply, RaftRequest};
