@@ -11,12 +11,16 @@ use openraft::{ChangeMembers, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_id::ClusterId;
 use crate::error::{ConsensusError, RaftGroupError};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftGrpcService};
 use crate::state_machine::{ApplyHandler, StateMachineStore};
 use crate::types::{Command, NodeId, NodeInfo};
 use crate::Raft;
+
+/// Data bytes per InstallSnapshot chunk (openraft's `snapshot_max_chunk_size`).
+pub(crate) const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 
 /// Timing and log-retention settings of the region's Raft group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +39,11 @@ pub struct RaftConfig {
     /// How long a proposal may wait for commit and apply before the write fails with
     /// `NO_QUORUM`, in milliseconds.
     pub write_timeout_ms: u64,
+    /// Most log entries the leader reads for one AppendEntries to a follower. The transport
+    /// then sends the prefix that fits the link's byte budget, so this mostly bounds the
+    /// leader's memory: commands can be MBs (a large blob's chunk list), and openraft's
+    /// default of 300 would read hundreds of MBs per lagging follower.
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -46,6 +55,7 @@ impl Default for RaftConfig {
             snapshot_every_entries: 20_000,
             keep_logs_after_snapshot: 5_000,
             write_timeout_ms: 10_000,
+            max_payload_entries: 64,
         }
     }
 }
@@ -73,6 +83,11 @@ impl RaftConfig {
                 "write_timeout_ms must be > 0".into(),
             ));
         }
+        if self.max_payload_entries == 0 {
+            return Err(RaftGroupError::Config(
+                "max_payload_entries must be > 0".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -84,10 +99,12 @@ impl RaftConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            // Metadata snapshots are small, but give slow links room (a 200 ms timeout has been
-            // seen retrying one chunk forever).
-            install_snapshot_timeout: 60_000,
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            // Per chunk RPC; the last one also waits for the follower's install, which at a
+            // million artifacts (2.2 GB) took 36 s on a test machine. A 200 ms timeout has been
+            // seen retrying one chunk forever.
+            install_snapshot_timeout: 120_000,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
+            max_payload_entries: self.max_payload_entries,
             ..Default::default()
         };
         config
@@ -102,6 +119,7 @@ pub struct RaftGroup {
     raft: Raft,
     node_id: NodeId,
     region: String,
+    cluster_id: ClusterId,
     write_timeout: Duration,
     membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -154,7 +172,8 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
 
 impl RaftGroup {
     /// Starts Raft on this node over the given database. Does not initialize a new group; see
-    /// [`RaftGroup::initialize`].
+    /// [`RaftGroup::initialize`]. `cluster_id` is sent on every Raft RPC and checked on every
+    /// one received; it may be unknown at start and set later (a joining node).
     pub async fn start(
         config: &RaftConfig,
         region: &str,
@@ -162,6 +181,7 @@ impl RaftGroup {
         db: Arc<DB>,
         handler: Arc<dyn ApplyHandler>,
         snapshot_dir: PathBuf,
+        cluster_id: ClusterId,
     ) -> Result<Self, RaftGroupError> {
         config.validate()?;
         let openraft_config = Arc::new(config.to_openraft(region)?);
@@ -169,7 +189,7 @@ impl RaftGroup {
             LogStore::new(db.clone()).map_err(|e| RaftGroupError::Storage(e.to_string()))?;
         let state_machine = StateMachineStore::new(db, handler, snapshot_dir)
             .map_err(|e| RaftGroupError::Storage(e.to_string()))?;
-        let network = NetworkFactory::new(region);
+        let network = NetworkFactory::new(region, cluster_id.clone());
         let raft = Raft::new(node_id, openraft_config, network, log_store, state_machine)
             .await
             .map_err(|e| RaftGroupError::Stopped(e.to_string()))?;
@@ -178,6 +198,7 @@ impl RaftGroup {
             raft,
             node_id,
             region: region.to_string(),
+            cluster_id,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             membership_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -195,11 +216,22 @@ impl RaftGroup {
         &self.region
     }
 
-    /// The gRPC service that receives this node's Raft RPCs.
+    /// The cluster id this node sends and checks (shared with the caller's handle).
+    pub fn cluster_id(&self) -> &ClusterId {
+        &self.cluster_id
+    }
+
+    /// The gRPC service that receives this node's Raft RPCs. Messages over
+    /// [`MAX_MESSAGE_BYTES`](crate::network::MAX_MESSAGE_BYTES) are refused with `OUT_OF_RANGE`
+    /// before they are buffered.
     pub fn grpc_service(&self) -> RaftServiceServer<RaftGrpcService> {
-        RaftServiceServer::new(RaftGrpcService::new(self.raft.clone(), self.region.clone()))
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+        RaftServiceServer::new(RaftGrpcService::new(
+            self.raft.clone(),
+            self.region.clone(),
+            self.cluster_id.clone(),
+        ))
+        .max_decoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
     }
 
     /// Initializes a new group with `members` as voters, unless this node already belongs to an

@@ -12,6 +12,7 @@
 // openraft's storage traits fix `StorageError` (224 bytes) as the error type.
 #![allow(clippy::result_large_err)]
 
+pub mod cluster_id;
 pub mod error;
 pub mod group;
 pub mod log_store;
@@ -22,9 +23,11 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
+pub use cluster_id::ClusterId;
 pub use error::{ConsensusError, RaftGroupError};
 pub use group::{Applied, MembershipView, RaftConfig, RaftGroup};
 pub use log_store::LogStore;
+pub use snapshot::SnapshotFile;
 pub use state_machine::{ApplyBatch, ApplyHandler, StateMachineStore};
 pub use types::{Command, CommandResponse, NodeId, NodeInfo, TypeConfig};
 

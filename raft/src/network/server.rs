@@ -1,4 +1,6 @@
-//! The receiving side: hands decoded RPCs to the local Raft.
+//! The receiving side: checks that an RPC is for this region and cluster, and hands it, decoded,
+//! to the local Raft. Messages over `MAX_MESSAGE_BYTES` are refused by tonic before they are
+//! buffered (see [`crate::RaftGroup::grpc_service`]).
 
 use arca_proto::v1::raft_service_server::RaftService;
 use arca_proto::v1::{RaftReply, RaftRequest};
@@ -6,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::cluster_id::ClusterId;
 use crate::storage::{decode, encode};
 use crate::Raft;
 
@@ -13,13 +16,15 @@ use crate::Raft;
 pub struct RaftGrpcService {
     raft: Raft,
     region: String,
+    cluster_id: ClusterId,
 }
 
 impl RaftGrpcService {
-    pub fn new(raft: Raft, region: impl Into<String>) -> Self {
+    pub fn new(raft: Raft, region: impl Into<String>, cluster_id: ClusterId) -> Self {
         Self {
             raft,
             region: region.into(),
+            cluster_id,
         }
     }
 
@@ -34,6 +39,9 @@ impl RaftGrpcService {
                 request.region, self.region
             )));
         }
+        self.cluster_id
+            .check(&request.cluster_id)
+            .map_err(Status::failed_precondition)?;
         decode(&request.payload)
             .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
     }
