@@ -94,6 +94,14 @@ impl Region {
         for id in ids {
             region.must_wait_ready(id, Duration::from_secs(60)).await;
         }
+        // `--init-region` is for the first start only: a node restarted on an empty data
+        // directory must not create a second region of the same name.
+        if let Some(first) = region.nodes.get_mut(&1) {
+            first
+                .options_mut()
+                .env
+                .retain(|(name, _)| name != "ARCA_INIT_REGION");
+        }
         region
     }
 
@@ -130,6 +138,10 @@ impl Region {
                 .extend(["--advertise-grpc".to_string(), proxy.addr.to_string()]);
         }
         options.env = self.options.env.clone();
+        if id == 1 && self.nodes.is_empty() {
+            // Through the environment, which binaries older than --init-region ignore.
+            options.env.push(("ARCA_INIT_REGION".into(), "true".into()));
+        }
         if let Some(replication) = &self.options.replication {
             let name = format!("{}-node-{id}", self.options.region);
             let files = must_issue(&replication.tls_dir, &name);

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// gRPC address of any member of an existing region to join (first start only).
     #[arg(long)]
     join: Option<String>,
+    /// Create a new region in an empty data directory (once, on the region's first node; the
+    /// default region `local` needs no flag).
+    #[arg(long, conflicts_with = "join")]
+    init_region: bool,
     /// HTTP address to advertise to the region, if not the one bound.
     #[arg(long)]
     advertise_http: Option<String>,
@@ -98,6 +102,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.join.is_some() {
         config.join = args.join;
+    }
+    if args.init_region {
+        config.init_region = true;
     }
     if args.advertise_http.is_some() {
         config.advertise_http_addr = args.advertise_http;

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use arca_chaos::{wait_until, LinkShape, Region, RegionOptions, RegionReplication, UdpProxy};
 use sha2::{Digest, Sha256};
 
-const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+/// The `arca` binary under test: this build's, or `ARCA_TEST_BINARY` (to run these tests
+/// against another build, an older release say).
+fn arca_binary() -> String {
+    std::env::var("ARCA_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_arca").to_string())
+}
 
 fn env() -> Vec<(String, String)> {
     vec![
@@ -26,7 +30,7 @@ fn region_options(
     nodes: u64,
     replication: RegionReplication,
 ) -> RegionOptions {
-    let mut options = RegionOptions::new(ARCA, root.join(name), nodes);
+    let mut options = RegionOptions::new(arca_binary(), root.join(name), nodes);
     options.region = name.into();
     options.env = env();
     options.replication = Some(replication);
@@ -140,7 +144,10 @@ async fn must_see(region: &Region, node: u64, path: &str, sha: &str, timeout: Du
 }
 
 fn arca(args: &[&str]) -> Output {
-    Command::new(ARCA).args(args).output().expect("run arca")
+    Command::new(arca_binary())
+        .args(args)
+        .output()
+        .expect("run arca")
 }
 
 fn admin(region: &Region, node: u64) -> String {
@@ -238,7 +245,7 @@ async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
     let file = root.path().join("upload.bin");
     let data = content(100, 300_000);
     std::fs::write(&file, &data).expect("write");
-    let output = Command::new(ARCA)
+    let output = Command::new(arca_binary())
         .args([
             "push",
             file.to_str().expect("path"),

@@ -10,10 +10,14 @@ use arca_chaos::{Region, RegionOptions};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+/// The `arca` binary under test: this build's, or `ARCA_TEST_BINARY` (to run these tests
+/// against another build, an older release say).
+fn arca_binary() -> String {
+    std::env::var("ARCA_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_arca").to_string())
+}
 
 fn options(root: &std::path::Path, nodes: u64) -> RegionOptions {
-    let mut options = RegionOptions::new(ARCA, root, nodes);
+    let mut options = RegionOptions::new(arca_binary(), root, nodes);
     options.env = vec![
         ("ARCA_CHUNKING__MIN_SIZE".into(), "8192".into()),
         ("ARCA_CHUNKING__AVG_SIZE".into(), "32768".into()),
@@ -321,7 +325,7 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
     let ready = region.must_wait_ready(4, Duration::from_secs(60)).await;
     assert_eq!(ready["resync_backlog"], 0);
 
-    let status = std::process::Command::new(ARCA)
+    let status = std::process::Command::new(arca_binary())
         .args(["cluster", "status", "--output", "json", "--admin"])
         .arg(region.node(1).grpc_addr.to_string())
         .output()
@@ -340,7 +344,7 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
             .all(|n| n["membership"] == "voter" && n["reachable"] == true),
         "{status}"
     );
-    let table = std::process::Command::new(ARCA)
+    let table = std::process::Command::new(arca_binary())
         .args(["cluster", "status", "--admin"])
         .arg(region.node(2).grpc_addr.to_string())
         .output()
@@ -364,7 +368,7 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
     );
 
     // And out again: removing it leaves three voters, and the region keeps taking writes.
-    let removed = std::process::Command::new(ARCA)
+    let removed = std::process::Command::new(arca_binary())
         .args([
             "cluster",
             "remove-node",
@@ -388,5 +392,171 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
     assert_eq!(
         put(&region, 2, "ci/after-removal.bin", content(999, 10_000)).await,
         201
+    );
+}
+
+/// Removes `--join ADDR` from a node's command line.
+fn without_join(args: &mut Vec<String>) {
+    if let Some(at) = args.iter().position(|a| a == "--join") {
+        args.drain(at..(at + 2).min(args.len()));
+    }
+}
+
+async fn status_code(region: &Region, node: u64, path: &str) -> u16 {
+    match region.http().get(region.url(node, path)).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Asserts `node` answers `/readyz` with 503 for `hold`.
+async fn must_stay_unready(region: &Region, node: u64, hold: Duration, what: &str) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        let status = status_code(region, node, "/readyz").await;
+        assert_ne!(status, 200, "{what}: node {node} became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_an_empty_disk_neither_forms_a_new_region_nor_rejoins_with_amnesia() {
+    // Audit D10: without --join an empty data directory became a new one-node region under
+    // the same name; with --join, a voter's id was accepted again with an empty log and vote.
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let before = content(40, 60_000);
+    assert_eq!(put(&region, 1, "ci/before.bin", before.clone()).await, 201);
+
+    // Node 3's disk is replaced; it is restarted without --join.
+    region.must_kill(3);
+    std::fs::remove_dir_all(region.data_dir(3)).expect("wipe node 3");
+    without_join(&mut region.node_mut(3).options_mut().extra_args);
+    region.must_restart(3);
+    must_stay_unready(
+        &region,
+        3,
+        Duration::from_secs(4),
+        "started blank without --join",
+    )
+    .await;
+    let listed = status_code(&region, 3, "/api/v1/repos").await;
+    assert_ne!(listed, 200, "a blank node serves no region of its own");
+
+    // With --join and the same id: refused (the id is a voter's), it must not vote.
+    region.must_kill(3);
+    std::fs::remove_dir_all(region.data_dir(3)).expect("wipe node 3");
+    let seed = region.node(1).grpc_addr.to_string();
+    region
+        .node_mut(3)
+        .options_mut()
+        .extra_args
+        .extend(["--join".to_string(), seed]);
+    region.must_restart(3);
+    must_stay_unready(
+        &region,
+        3,
+        Duration::from_secs(4),
+        "rejoined under a voter's id",
+    )
+    .await;
+    // The region goes on with nodes 1 and 2.
+    let during = put(&region, 2, "ci/during.bin", content(41, 30_000)).await;
+    assert_eq!(during, 201, "node 1 log:\n{}", region.node(1).log());
+
+    // Removing the old voter lets the new disk join as a fresh member, and it catches up.
+    let admin = region.node(1).grpc_addr.to_string();
+    let removed = std::process::Command::new(arca_binary())
+        .args(["cluster", "remove-node", "--id", "3", "--admin", &admin])
+        .output()
+        .expect("run arca");
+    assert!(removed.status.success(), "{removed:?}");
+    region.must_wait_ready(3, Duration::from_secs(60)).await;
+    must_read(&region, 3, "ci/before.bin", &sha256_hex(&before)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_reads_refuse_unless_stale_data_is_accepted() {
+    // Audit A9: a barrier that could not complete quietly served local, possibly stale state;
+    // only a header said so, and registry clients and curl ignore it.
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    let body = content(50, 30_000);
+    assert_eq!(put(&region, 1, "ci/a.bin", body.clone()).await, 201);
+    let survivor = 1;
+    region.must_kill(2);
+    region.must_kill(3);
+    let url = region.url(survivor, "/files/ci/a.bin");
+    let refused = region.http().get(&url).send().await.expect("get");
+    assert_eq!(
+        refused.status(),
+        503,
+        "a read that cannot be confirmed is refused"
+    );
+    let stale = region
+        .http()
+        .get(&url)
+        .header("x-arca-read-consistency", "stale-ok")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-arca-read-consistency"], "local");
+    assert_eq!(
+        sha256_hex(&stale.bytes().await.expect("body")),
+        sha256_hex(&body)
+    );
+}
+
+/// TCP connections in TIME_WAIT to any of `ports` on loopback, from /proc/net/tcp.
+fn time_wait_to(ports: &[u16]) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|remote| remote.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            fields.get(3) == Some(&"06") && remote_port.is_some_and(|p| ports.contains(&p))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_barriers_reuse_connections_and_are_shared() {
+    // Audit A2: every read barrier made openraft ask for a new client per voter, and each was
+    // a new TCP and HTTP/2 connection: hundreds of sockets in TIME_WAIT per second of reads.
+    let root = tempfile::tempdir().expect("tempdir");
+    let region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    assert_eq!(put(&region, 1, "ci/a.bin", content(60, 10_000)).await, 201);
+    let leader = region.must_wait_leader(Duration::from_secs(20)).await;
+    let ports: Vec<u16> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| region.node(id).grpc_addr.port())
+        .collect();
+    let before = time_wait_to(&ports);
+    let url = region.url(leader, "/files/ci/a.bin");
+    let mut reads = Vec::new();
+    for _ in 0..300 {
+        let http = region.http().clone();
+        let url = url.clone();
+        reads.push(tokio::spawn(async move {
+            http.get(&url).send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    for read in reads {
+        assert_eq!(read.await.expect("join").expect("get"), 200);
+    }
+    let after = time_wait_to(&ports);
+    assert!(
+        after.saturating_sub(before) < 10,
+        "300 reads left {} connections to the followers in TIME_WAIT",
+        after.saturating_sub(before)
     );
 }

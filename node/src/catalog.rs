@@ -244,6 +244,13 @@ impl Catalog {
         self.get(&keys::divergent(seq))
     }
 
+    /// The region's cluster id, once recorded.
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .get_raw(keys::CLUSTER_ID)?
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+    }
+
     /// The highest epoch this region has seen.
     pub fn max_epoch(&self) -> Result<u64> {
         Ok(self

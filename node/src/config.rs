@@ -33,9 +33,14 @@ pub struct NodeConfig {
     /// gRPC address the region's other nodes use to reach this node. Defaults to the bound
     /// address.
     pub advertise_grpc_addr: Option<String>,
-    /// gRPC address of any member of an existing region to join. Unset: a node whose data
-    /// directory is empty starts a new single-node region.
+    /// gRPC address of any member of an existing region to join (a node with an empty data
+    /// directory asks it to add this node under `node_id`, which must not be a voter's).
     pub join: Option<String>,
+    /// Create a new region if the data directory is empty (pass it once, to the region's first
+    /// node). Without it (or `join`), a node with an empty data directory serves nothing: a
+    /// node whose disk was replaced must not quietly become a second region of the same name.
+    /// The embedded single-node default (region `local`) creates its region without it.
+    pub init_region: bool,
     /// Coordination inside the region.
     pub cluster: ClusterConfig,
     /// Replication between regions.
@@ -63,6 +68,7 @@ impl Default for NodeConfig {
             advertise_http_addr: None,
             advertise_grpc_addr: None,
             join: None,
+            init_region: false,
             cluster: ClusterConfig::default(),
             replication: ReplicationConfig::default(),
             raft: RaftConfig::default(),
@@ -243,6 +249,11 @@ impl Default for OciConfig {
 }
 
 impl NodeConfig {
+    /// Whether an empty data directory may become a new region.
+    pub fn may_create_region(&self) -> bool {
+        self.join.is_none() && (self.init_region || self.region == "local")
+    }
+
     /// Loads defaults, then `file` (if any), then `ARCA_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,

@@ -147,7 +147,7 @@ impl Geo {
                     at_ms: f.at_ms,
                 })
                 .collect(),
-            cluster_id: None,
+            cluster_id: self.region.raft.cluster_id().get(),
         }
     }
 

@@ -19,6 +19,7 @@
 //! | `x/{key}` | a primary snapshot being staged, keyed by the key it will replace |
 //! | `m/staging` | [`Staging`](crate::model::Staging): which catch-up `x/` holds |
 //! | `m/max_epoch` | the highest epoch this region has seen (u64) |
+//! | `m/cluster_id` | the region's cluster id (UTF-8) |
 //! | `dc/{chunk}` | divergent writes using the chunk (u64): kept until acknowledged |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
 //! | `oi/{repo}/{image}` | [`ImageRecord`](crate::oci::model::ImageRecord) of an `oci` repository |
@@ -53,6 +54,8 @@ pub const DIVERGENT_PREFIX: &[u8] = b"d/";
 pub const STAGING_PREFIX: &[u8] = b"x/";
 /// The [`Staging`](crate::model::Staging) record of the catch-up whose pairs `x/` holds.
 pub const STAGING: &[u8] = b"m/staging";
+/// The region's cluster id (UTF-8), fixed when the region was created.
+pub const CLUSTER_ID: &[u8] = b"m/cluster_id";
 /// The highest epoch this region has seen anywhere (u64): a promotion goes past it.
 pub const MAX_EPOCH: &[u8] = b"m/max_epoch";
 /// `dc/{chunk}`: how many divergent writes' blobs use the chunk (u64); such chunks are kept.
@@ -73,6 +76,7 @@ pub fn is_region_local(key: &[u8]) -> bool {
     key == ROLE
         || key == STAGING
         || key == MAX_EPOCH
+        || key == CLUSTER_ID
         || key.starts_with(DIVERGENT_PREFIX)
         || key.starts_with(DIVERGENT_CHUNK_PREFIX)
         || key.starts_with(STAGING_PREFIX)

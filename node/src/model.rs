@@ -194,6 +194,10 @@ pub enum Command {
     AckDivergent {
         seqs: Vec<u64>,
     },
+    /// Records the region's cluster id, once: the first one proposed stays.
+    SetClusterId {
+        id: String,
+    },
     /// Drops change-log entries before `before_seq` (retention).
     TrimChangeLog {
         before_seq: u64,
@@ -235,7 +239,8 @@ impl Command {
             | Command::SnapshotFinish { id: Some(_), .. }
             | Command::SnapshotAbort { .. }
             | Command::ObserveEpoch { .. }
-            | Command::AckDivergent { .. } => 2,
+            | Command::AckDivergent { .. }
+            | Command::SetClusterId { .. } => 2,
         }
     }
 
@@ -256,6 +261,7 @@ impl Command {
             Command::SnapshotAbort { .. } => "snapshot_abort",
             Command::ObserveEpoch { .. } => "observe_epoch",
             Command::AckDivergent { .. } => "ack_divergent",
+            Command::SetClusterId { .. } => "set_cluster_id",
             Command::TrimChangeLog { .. } => "trim_change_log",
         }
     }
@@ -437,6 +443,10 @@ pub enum Outcome {
     },
     DivergentAcknowledged {
         removed: u64,
+    },
+    /// The region's cluster id (the one recorded first).
+    ClusterId {
+        id: String,
     },
     Trimmed {
         removed: u64,

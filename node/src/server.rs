@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use arca_proto::v1::chunk_service_server::ChunkServiceServer;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_proto::v1::cluster_service_server::ClusterServiceServer;
-use arca_proto::v1::AddNodeRequest;
+use arca_proto::v1::{AddNodeRequest, ClusterStatusRequest, NodeStatusRequest};
 use arca_raft::{NodeInfo, RaftGroup};
 use arca_replication::{Mirror, MirrorOptions};
 use serde::{Deserialize, Serialize};
@@ -74,19 +74,19 @@ impl RunningNode {
 struct Identity {
     node_id: u64,
     region: String,
+    /// The region's cluster id, once this node knows it (absent in directories written before
+    /// cluster ids, and on a node not yet added to its region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
 }
 
-fn check_identity(data_dir: &Path, node_id: u64, region: &str) -> anyhow::Result<()> {
+fn check_identity(data_dir: &Path, node_id: u64, region: &str) -> anyhow::Result<Identity> {
     let path = data_dir.join("node.json");
-    let wanted = Identity {
-        node_id,
-        region: region.to_string(),
-    };
     match std::fs::read(&path) {
         Ok(bytes) => {
             let found: Identity = serde_json::from_slice(&bytes)
                 .with_context(|| format!("parse {}", path.display()))?;
-            if found != wanted {
+            if found.node_id != node_id || found.region != region {
                 bail!(
                     "data directory {} belongs to node {} of region {:?}, not node {} of region {:?}",
                     data_dir.display(),
@@ -96,14 +96,54 @@ fn check_identity(data_dir: &Path, node_id: u64, region: &str) -> anyhow::Result
                     region
                 );
             }
-            Ok(())
+            Ok(found)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, serde_json::to_vec_pretty(&wanted)?)
-                .with_context(|| format!("write {}", path.display()))
+            let identity = Identity {
+                node_id,
+                region: region.to_string(),
+                cluster_id: None,
+            };
+            save_identity(data_dir, &identity)?;
+            Ok(identity)
         }
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }
+}
+
+/// Replaces `node.json` atomically.
+fn save_identity(data_dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+    let path = data_dir.join("node.json");
+    let tmp = data_dir.join("node.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(identity)?)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Records the region's cluster id in `node.json` (once) and in the Raft layer.
+fn adopt_cluster_id(
+    data_dir: &Path,
+    cluster_id: &arca_raft::ClusterId,
+    id: &str,
+) -> anyhow::Result<()> {
+    let mut identity: Identity =
+        serde_json::from_slice(&std::fs::read(data_dir.join("node.json"))?)?;
+    match &identity.cluster_id {
+        Some(known) if known == id => {}
+        Some(known) => {
+            bail!("this node belongs to cluster {known}, but its region's state names cluster {id}")
+        }
+        None => {
+            identity.cluster_id = Some(id.to_string());
+            save_identity(data_dir, &identity)?;
+            tracing::info!(cluster_id = id, "recorded the region's cluster id");
+        }
+    }
+    cluster_id.set(id.to_string());
+    Ok(())
 }
 
 /// Starts a node: opens its data directory, starts Raft (initializing a new single-node region
@@ -113,7 +153,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
-    check_identity(&config.data_dir, config.node_id, &config.region)?;
+    let identity = check_identity(&config.data_dir, config.node_id, &config.region)?;
+    let cluster_id = arca_raft::ClusterId::default();
+    if let Some(id) = &identity.cluster_id {
+        cluster_id.set(id.clone());
+    }
     let db = crate::storage::open_db(&config.data_dir.join("db"))?;
     let catalog = Catalog::new(db.clone());
     let chunks = ChunkStore::new(db.clone())?;
@@ -176,9 +220,32 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         db.clone(),
         handler,
         config.data_dir.join("snapshots"),
+        cluster_id.clone(),
     )
     .await
     .context("start raft")?;
+    // Where this node stands before its gRPC server serves anything: an empty data directory
+    // becomes a new region only when told to, joins when told to, and otherwise serves nothing
+    // (a node whose disk was replaced must not become a second region of the same name, nor
+    // vote with a forgotten log).
+    let initialized = raft
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| anyhow::anyhow!("raft stopped: {e}"))?;
+    let create_region = !initialized && config.may_create_region();
+    if !initialized && !create_region {
+        // A node about to join serves nothing either until it checked that its id is not a
+        // member already (see `join_region`).
+        cluster_id.set_standing(arca_raft::Standing::Blank);
+        if config.join.is_none() {
+            tracing::error!(
+                data_dir = %config.data_dir.display(),
+                region = %config.region,
+                "this node holds no region data and was not told to create a region (--init-region) or to join one (--join): it serves nothing until restarted with one of them"
+            );
+        }
+    }
     let peers = Peers::new(config.node_id, raft.clone());
     let resync = Resync::new(
         db.clone(),
@@ -219,6 +286,19 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let chunk_service = ChunkServiceServer::new(ChunkGrpcService::new(chunks.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Cluster and chunk RPCs from another cluster are refused, like Raft's.
+    let cluster_service = {
+        let id = cluster_id.clone();
+        tonic::service::interceptor::InterceptedService::new(cluster_service, move |request| {
+            crate::cluster::peers::check_cluster(&id, &request).map(|()| request)
+        })
+    };
+    let chunk_service = {
+        let id = cluster_id.clone();
+        tonic::service::interceptor::InterceptedService::new(chunk_service, move |request| {
+            crate::cluster::peers::check_cluster(&id, &request).map(|()| request)
+        })
+    };
     tasks.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         let served = tonic::transport::Server::builder()
@@ -234,7 +314,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     }));
 
     let mut initialized_now = false;
-    if config.join.is_none() {
+    if create_region {
         let mut members = BTreeMap::new();
         members.insert(config.node_id, self_info.clone());
         if raft
@@ -243,15 +323,19 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             .context("initialize raft group")?
         {
             initialized_now = true;
-            tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new single-node region");
+            let id = uuid::Uuid::new_v4().to_string();
+            adopt_cluster_id(&config.data_dir, &cluster_id, &id)
+                .context("record the new region's cluster id")?;
+            tracing::info!(node_id = config.node_id, region = %config.region, cluster_id = %id, "initialized a new single-node region");
         }
     }
     // Right after initializing, the Raft metrics may not show the new membership yet: a region
     // this node just created has it as its sole voter whatever the metrics say.
-    let sole_voter = initialized_now || {
-        let membership = raft.membership();
-        membership.voters.len() == 1 && membership.voters.contains(&config.node_id)
-    };
+    let sole_voter = initialized_now
+        || (initialized && {
+            let membership = raft.membership();
+            membership.voters.len() == 1 && membership.voters.contains(&config.node_id)
+        });
     if sole_voter {
         // A one-node region elects itself at once; wait so the first request can write.
         raft.wait_for_leader(Duration::from_secs(30))
@@ -266,8 +350,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     tasks.push(tokio::spawn(settle(
         region.clone(),
         collector.clone(),
-        config.join.clone(),
+        config.join.clone().filter(|_| !initialized),
         Duration::from_secs(config.gc.orphan_grace_secs),
+        config.data_dir.clone(),
         cancel.clone(),
     )));
     tasks.push(tokio::spawn(collector.clone().run(
@@ -367,12 +452,16 @@ async fn settle(
     collector: Collector,
     join: Option<String>,
     grace: Duration,
+    data_dir: std::path::PathBuf,
     cancel: CancellationToken,
 ) {
+    if join.is_none() && region.raft.cluster_id().standing() == arca_raft::Standing::Blank {
+        return;
+    }
     if let Some(join) = join {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = join_region(&region, &join) => {}
+            _ = join_region(&region, &join, &data_dir) => {}
         }
     }
     loop {
@@ -388,6 +477,33 @@ async fn settle(
             Err(e) => {
                 tracing::warn!(error = %e, "raft stopped; start-up housekeeping skipped");
                 return;
+            }
+        }
+    }
+    // Apply every entry the region committed before this start first: an entry fsynced in the
+    // log but not yet applied (or whose applied state a power cut lost) references chunks the
+    // sweep below would otherwise take for orphans.
+    loop {
+        let caught_up = async {
+            let index = region.read_index().await?;
+            region
+                .raft
+                .wait_applied(index, Duration::from_secs(30))
+                .await
+                .map_err(crate::error::Error::from)
+        };
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = caught_up => outcome,
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "start-up housekeeping waits to catch up with the region");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
             }
         }
     }
@@ -408,14 +524,64 @@ async fn settle(
         Ok(Err(e)) => tracing::warn!(error = %e, "start-up housekeeping failed"),
         Err(e) => tracing::error!(error = %e, "start-up housekeeping panicked"),
     }
+    settle_cluster_id(&region, &data_dir, &cancel).await;
 }
 
-/// Asks the region reachable at `join` to add this node, until it is a member.
-async fn join_region(region: &Region, join: &str) {
+/// Asks the region reachable at `join` to add this node, until it is a member: first learns
+/// the region's cluster id (so that the region's Raft messages are accepted and no other
+/// cluster's are), then asks for this node to be added under its id, which must not be a
+/// voter's. The node votes only once added.
+async fn join_region(region: &Region, join: &str, data_dir: &Path) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        if region.raft.membership().nodes.contains_key(&region.node_id) {
+        if region.raft.membership().nodes.contains_key(&region.node_id)
+            && region.raft.cluster_id().standing() == arca_raft::Standing::Member
+        {
             return;
+        }
+        let channel = region.peers.channel(join);
+        let mut client = ClusterServiceClient::new(channel);
+        if region.raft.cluster_id().standing() == arca_raft::Standing::Blank {
+            // This node's log is empty. If the region already counts it as a member, it lost
+            // that member's data: its empty log would contradict what the leader knows it
+            // holds (openraft stops the leader on such a reversion), and its vote would count
+            // with a forgotten log. It stays out until the old member is removed.
+            let status = match client.cluster_status(ClusterStatusRequest {}).await {
+                Ok(reply) => reply.into_inner(),
+                Err(status) => {
+                    tracing::warn!(join, code = ?status.code(), message = status.message(), "cannot reach the region to join; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if status.members.iter().any(|m| m.node_id == region.node_id) {
+                tracing::error!(
+                    node_id = region.node_id,
+                    "the region already has a member with this node's id, and this node holds no data: it will not join under that id; remove the old member (arca cluster remove-node --id {}) or start this node with a fresh --node-id",
+                    region.node_id
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            match client.node_status(NodeStatusRequest {}).await {
+                Ok(reply) => {
+                    let id = reply.into_inner().cluster_id;
+                    if !id.is_empty() {
+                        region.raft.cluster_id().set(id);
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(join, code = ?status.code(), message = status.message(), "cannot reach the region to join; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            region
+                .raft
+                .cluster_id()
+                .set_standing(arca_raft::Standing::Joining);
         }
         let request = AddNodeRequest {
             node_id: region.node_id,
@@ -424,10 +590,20 @@ async fn join_region(region: &Region, join: &str) {
             replication_addr: region.self_info.replication_addr.clone(),
             learner_only: false,
         };
-        let channel = region.peers.channel(join);
-        match ClusterServiceClient::new(channel).add_node(request).await {
+        match client.add_node(request).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
+                if !reply.cluster_id.is_empty() {
+                    if let Err(e) =
+                        adopt_cluster_id(data_dir, region.raft.cluster_id(), &reply.cluster_id)
+                    {
+                        tracing::error!(error = %e, "could not record the region's cluster id");
+                    }
+                }
+                region
+                    .raft
+                    .cluster_id()
+                    .set_standing(arca_raft::Standing::Member);
                 tracing::info!(voters = ?reply.voters, learners = ?reply.learners, "joined the region");
                 return;
             }
@@ -437,6 +613,44 @@ async fn join_region(region: &Region, join: &str) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Makes sure the region records a cluster id (one written by a node older than cluster ids
+/// has none: its leader records this node's, or a new one), and that this node knows it.
+async fn settle_cluster_id(region: &Region, data_dir: &Path, cancel: &CancellationToken) {
+    let catalog = region.resync.catalog().clone();
+    loop {
+        match catalog.cluster_id() {
+            Ok(Some(id)) => {
+                if let Err(e) = adopt_cluster_id(data_dir, region.raft.cluster_id(), &id) {
+                    tracing::error!(error = %e, "the region's cluster id does not match this node's");
+                }
+                return;
+            }
+            Ok(None) => {
+                let leads =
+                    region.raft.raft().metrics().borrow().current_leader == Some(region.node_id);
+                if leads {
+                    let id = region
+                        .raft
+                        .cluster_id()
+                        .get()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    if let Err(e) = region
+                        .propose_local(&crate::model::Command::SetClusterId { id })
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not record the cluster id yet");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "read the cluster id"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

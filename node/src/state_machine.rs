@@ -470,6 +470,15 @@ impl Txn<'_, '_> {
                 Ok(Outcome::EpochObserved { max_epoch })
             }
             Command::AckDivergent { seqs } => self.ack_divergent(seqs),
+            Command::SetClusterId { id } => {
+                if let Some(current) = self.get_raw(keys::CLUSTER_ID)? {
+                    return Ok(Outcome::ClusterId {
+                        id: String::from_utf8_lossy(&current).into_owned(),
+                    });
+                }
+                self.put_raw(keys::CLUSTER_ID.to_vec(), id.as_bytes().to_vec())?;
+                Ok(Outcome::ClusterId { id: id.clone() })
+            }
             Command::TrimChangeLog { before_seq } => self.trim_change_log(*before_seq),
             client => self.apply_change(client, raft_index, None),
         }

@@ -367,13 +367,22 @@ impl RaftGroup {
     ) -> Result<MembershipView, RaftGroupError> {
         let _serial = self.membership_lock.lock().await;
         let current = self.membership();
-        if current.voters.contains(&id) || (learner_only && current.learners.contains(&id)) {
-            if current.nodes.get(&id) != Some(&node) {
-                return Err(RaftGroupError::Membership(format!(
-                    "node {id} is already a member with different addresses ({:?})",
-                    current.nodes.get(&id)
-                )));
-            }
+        // A voter's id is never reused: a node that asks to join under a voter's id has lost
+        // that voter's log and vote (its disk was replaced), and letting it vote again could
+        // elect a leader that lacks committed entries. Remove the old voter first.
+        if current.voters.contains(&id) {
+            return Err(RaftGroupError::Membership(format!(
+                "node {id} is already a voter of the region; a node that lost its data must \
+                 rejoin under a fresh id, or after `arca cluster remove-node --id {id}`"
+            )));
+        }
+        if current.learners.contains(&id) && current.nodes.get(&id) != Some(&node) {
+            return Err(RaftGroupError::Membership(format!(
+                "node {id} is already a learner with different addresses ({:?})",
+                current.nodes.get(&id)
+            )));
+        }
+        if learner_only && current.learners.contains(&id) {
             return Ok(current);
         }
         if !current.learners.contains(&id) {

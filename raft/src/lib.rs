@@ -23,7 +23,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
-pub use cluster_id::ClusterId;
+pub use cluster_id::{ClusterId, RpcKind, Standing};
 pub use error::{ConsensusError, RaftGroupError};
 pub use group::{Applied, MembershipView, RaftConfig, RaftGroup};
 pub use log_store::LogStore;

@@ -7,7 +7,55 @@ use arca_proto::v1::chunk_service_client::ChunkServiceClient;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_raft::{NodeId, NodeInfo, RaftGroup};
 use parking_lot::Mutex;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// The metadata key that carries the sender's cluster id on cluster and chunk RPCs.
+pub const CLUSTER_ID_HEADER: &str = "arca-cluster-id";
+
+/// Adds this node's cluster id to every request to a peer.
+#[derive(Clone)]
+pub struct ClusterHeader(arca_raft::ClusterId);
+
+impl tonic::service::Interceptor for ClusterHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(id) = self.0.get() {
+            if let Ok(value) = id.parse() {
+                request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to a peer that says which cluster the caller belongs to.
+pub type PeerChannel = InterceptedService<Channel, ClusterHeader>;
+
+/// Refuses a cluster or chunk RPC from another cluster (a node that carries no id, an older
+/// node or the CLI, is served; so is any caller while this node does not know its id).
+pub fn check_cluster(
+    cluster_id: &arca_raft::ClusterId,
+    request: &tonic::Request<()>,
+) -> Result<(), tonic::Status> {
+    let theirs = request
+        .metadata()
+        .get(CLUSTER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match cluster_id.get() {
+        Some(mine) if !theirs.is_empty() && mine != theirs => {
+            metrics::counter!("arca_cluster_refused_rpcs_total", "reason" => "cluster_id")
+                .increment(1);
+            Err(tonic::Status::failed_precondition(format!(
+                "request from cluster {theirs:?} sent to a node of cluster {mine:?}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Largest gRPC message between nodes: a chunk is at most 16 MiB (FastCDC's upper bound).
 pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
@@ -71,14 +119,21 @@ impl Peers {
         channel
     }
 
-    pub fn cluster_client(&self, node: &NodeInfo) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(self.channel(&node.grpc_addr))
+    fn intercepted(&self, addr: &str) -> PeerChannel {
+        InterceptedService::new(
+            self.channel(addr),
+            ClusterHeader(self.raft.cluster_id().clone()),
+        )
+    }
+
+    pub fn cluster_client(&self, node: &NodeInfo) -> ClusterServiceClient<PeerChannel> {
+        ClusterServiceClient::new(self.intercepted(&node.grpc_addr))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    pub fn chunk_client(&self, node: &NodeInfo) -> ChunkServiceClient<Channel> {
-        ChunkServiceClient::new(self.channel(&node.grpc_addr))
+    pub fn chunk_client(&self, node: &NodeInfo) -> ChunkServiceClient<PeerChannel> {
+        ChunkServiceClient::new(self.intercepted(&node.grpc_addr))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

@@ -99,11 +99,12 @@ fn refuse_proposal(reason: &'static str, status: Status) -> Status {
     status
 }
 
-fn membership_reply(view: MembershipView) -> MembershipReply {
+fn membership_reply(view: MembershipView, cluster_id: Option<String>) -> MembershipReply {
     MembershipReply {
         voters: view.voters.into_iter().collect(),
         learners: view.learners.into_iter().collect(),
         log_index: view.log_index,
+        cluster_id: cluster_id.unwrap_or_default(),
     }
 }
 
@@ -168,7 +169,10 @@ impl ClusterService for ClusterGrpcService {
             .await
             .map_err(group_status)?;
         tracing::info!(node_id = request.node_id, voters = ?view.voters, learners = ?view.learners, "membership changed");
-        Ok(Response::new(membership_reply(view)))
+        Ok(Response::new(membership_reply(
+            view,
+            self.region.raft.cluster_id().get(),
+        )))
     }
 
     async fn remove_node(
@@ -191,7 +195,10 @@ impl ClusterService for ClusterGrpcService {
             .remove_node(node_id)
             .await
             .map_err(group_status)?;
-        Ok(Response::new(membership_reply(view)))
+        Ok(Response::new(membership_reply(
+            view,
+            self.region.raft.cluster_id().get(),
+        )))
     }
 
     async fn propose(

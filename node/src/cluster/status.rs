@@ -33,6 +33,7 @@ pub async fn node_status(region: &Region) -> NodeStatusReply {
         resync_backlog: region.resync.backlog(),
         ready,
         command_version: crate::model::COMMAND_VERSION,
+        cluster_id: region.raft.cluster_id().get().unwrap_or_default(),
     }
 }
 
@@ -46,6 +47,18 @@ pub async fn readiness(region: &Region) -> (bool, String) {
     }
     if let Err(fatal) = &metrics.running_state {
         return (false, format!("raft stopped on this node: {fatal}"));
+    }
+    match region.raft.cluster_id().standing() {
+        arca_raft::Standing::Blank => {
+            return (
+                false,
+                "this node holds no region data: start it with --init-region to create a new region, or with --join to be added to one".into(),
+            )
+        }
+        arca_raft::Standing::Joining => {
+            return (false, "this node is joining the region".into())
+        }
+        arca_raft::Standing::Member => {}
     }
     let Some(leader) = metrics.current_leader else {
         return (false, "no raft leader is known".into());

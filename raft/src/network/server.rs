@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::cluster_id::ClusterId;
+use crate::cluster_id::{ClusterId, RpcKind};
 use crate::storage::{decode, encode};
 use crate::Raft;
 
@@ -31,6 +31,7 @@ impl RaftGrpcService {
     fn decode_request<T: DeserializeOwned>(
         &self,
         request: Request<RaftRequest>,
+        kind: RpcKind,
     ) -> Result<T, Status> {
         let request = request.into_inner();
         if request.region != self.region {
@@ -40,7 +41,7 @@ impl RaftGrpcService {
             )));
         }
         self.cluster_id
-            .check(&request.cluster_id)
+            .check(&request.cluster_id, kind)
             .map_err(Status::failed_precondition)?;
         decode(&request.payload)
             .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
@@ -69,12 +70,12 @@ impl RaftService for RaftGrpcService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode_request(request)?;
+        let rpc = self.decode_request(request, RpcKind::Replication)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode_request(request)?;
+        let rpc = self.decode_request(request, RpcKind::Vote)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -82,7 +83,7 @@ impl RaftService for RaftGrpcService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode_request(request)?;
+        let rpc = self.decode_request(request, RpcKind::Replication)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 }
