@@ -55,6 +55,30 @@ impl TestNode {
         }
     }
 
+    /// Starts a node with settings given as `ARCA_*` variables (`("OCI__MAX_UPLOAD_SESSIONS",
+    /// "3")`), so a test can name a setting an older build does not know (it is ignored there).
+    pub async fn start_with_env(vars: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (format!("ARCA_{k}"), v.to_string()))
+            .collect();
+        let loaded = NodeConfig::load(None, env).expect("configuration");
+        Self::start_with(move |config| {
+            let (data_dir, http, grpc, chunking) = (
+                config.data_dir.clone(),
+                config.http_addr.clone(),
+                config.grpc_addr.clone(),
+                config.chunking,
+            );
+            *config = loaded;
+            config.data_dir = data_dir;
+            config.http_addr = http;
+            config.grpc_addr = grpc;
+            config.chunking = chunking;
+        })
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
