@@ -4,6 +4,7 @@
 
 pub mod divergent;
 pub mod files;
+pub mod limits;
 pub mod repos;
 pub mod system;
 
@@ -28,6 +29,7 @@ pub struct AppState {
     pub service: Arc<ArtifactService>,
     pub registry: Arc<crate::oci::Registry>,
     pub metrics: PrometheusHandle,
+    pub uploads: Arc<limits::UploadLimiter>,
 }
 
 /// Header naming how a read was served: `linearizable`; `immutable` (content by digest, or in
@@ -164,6 +166,10 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::oci::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::admit_uploads,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), mirror_writes));
     Router::new()
         .merge(data)

@@ -193,6 +193,19 @@ pub struct LimitsConfig {
     pub max_upload_bytes: u64,
     /// Largest page a listing returns.
     pub max_list_page: usize,
+    /// Uploads (file PUTs, OCI blob and manifest uploads) in progress on this node at once;
+    /// more are refused with `503 TOO_MANY_UPLOADS` (OCI: `429 TOOMANYREQUESTS`).
+    pub max_concurrent_uploads: usize,
+    /// Uploads in progress from one client address at once.
+    pub max_uploads_per_client: usize,
+    /// An upload whose body sends nothing for this long is cut off, in seconds.
+    pub body_idle_timeout_secs: u64,
+    /// An upload slower than this on average after its first 30 s is cut off, in bytes per
+    /// second (0: no minimum).
+    pub min_upload_bytes_per_sec: u64,
+    /// Uploads are refused with `507 INSUFFICIENT_STORAGE` while the data directory's
+    /// filesystem has less free space than this, in bytes, so a full disk never stops Raft.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -200,6 +213,11 @@ impl Default for LimitsConfig {
         Self {
             max_upload_bytes: 64 << 30,
             max_list_page: 10_000,
+            max_concurrent_uploads: 256,
+            max_uploads_per_client: 64,
+            body_idle_timeout_secs: 60,
+            min_upload_bytes_per_sec: 1024,
+            min_free_disk_bytes: 1 << 30,
         }
     }
 }
@@ -236,14 +254,24 @@ pub struct OciConfig {
     /// Largest accepted manifest, in bytes (larger pushes get `413`). The spec asks registries
     /// to accept at least 4 MB.
     pub max_manifest_bytes: u64,
+    /// Upload sessions open on this node at once (`429 TOOMANYREQUESTS` past it).
+    pub max_upload_sessions: usize,
+    /// Upload sessions open in one repository at once.
+    pub max_upload_sessions_per_repo: usize,
+    /// Bytes all upload sessions on this node may hold spooled at once (`413` for the PATCH
+    /// that would go past it).
+    pub max_spooled_bytes: u64,
 }
 
 impl Default for OciConfig {
     fn default() -> Self {
         Self {
-            upload_expiry_secs: 24 * 3600,
+            upload_expiry_secs: 6 * 3600,
             upload_sweep_interval_secs: 300,
             max_manifest_bytes: 4 << 20,
+            max_upload_sessions: 1024,
+            max_upload_sessions_per_repo: 256,
+            max_spooled_bytes: 64 << 30,
         }
     }
 }
@@ -300,8 +328,19 @@ impl NodeConfig {
         }
         self.raft.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.chunking.validate().map_err(|e| anyhow::anyhow!(e))?;
-        if self.limits.max_upload_bytes == 0 || self.limits.max_list_page == 0 {
+        if self.limits.max_upload_bytes == 0
+            || self.limits.max_list_page == 0
+            || self.limits.max_concurrent_uploads == 0
+            || self.limits.max_uploads_per_client == 0
+            || self.limits.body_idle_timeout_secs == 0
+        {
             bail!("limits must be > 0");
+        }
+        if self.oci.max_upload_sessions == 0
+            || self.oci.max_upload_sessions_per_repo == 0
+            || self.oci.max_spooled_bytes == 0
+        {
+            bail!("oci upload session limits must be > 0");
         }
         if self.cluster.read_barrier_timeout_ms == 0 || self.cluster.chunk_lease_secs == 0 {
             bail!("cluster timeouts must be > 0");

@@ -76,6 +76,12 @@ pub enum Error {
         version: u32,
         required: u32,
     },
+    #[error(
+        "{limit} uploads are in progress {scope}, the most this node takes at once; retry shortly"
+    )]
+    TooManyUploads { scope: &'static str, limit: usize },
+    #[error("the node's disk has {free} bytes free, under the reserve of {reserve}: uploads are refused until space is freed")]
+    InsufficientStorage { free: u64, reserve: u64 },
     #[error("not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -109,6 +115,8 @@ impl Error {
             Error::ReadOnlyMirror { .. } => "READ_ONLY_MIRROR",
             Error::SyncReplicationTimeout { .. } => "SYNC_REPLICATION_TIMEOUT",
             Error::MixedVersions { .. } => "MIXED_VERSIONS",
+            Error::TooManyUploads { .. } => "TOO_MANY_UPLOADS",
+            Error::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
             Error::RouteNotFound => "NOT_FOUND",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Error::Internal(_) => "INTERNAL",
@@ -132,9 +140,11 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::NoQuorum { .. } | Error::NotReady { .. } | Error::MixedVersions { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::NoQuorum { .. }
+            | Error::NotReady { .. }
+            | Error::MixedVersions { .. }
+            | Error::TooManyUploads { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             // A redirect: clients that follow it send the write to the primary.
             Error::ReadOnlyMirror { .. } => StatusCode::TEMPORARY_REDIRECT,
             Error::SyncReplicationTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -194,6 +204,12 @@ impl IntoResponse for Error {
             message,
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, Error::TooManyUploads { .. }) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
+        }
         if let Error::RangeNotSatisfiable { size } = self {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response

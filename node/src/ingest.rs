@@ -1,16 +1,18 @@
 //! Streaming ingest: a request body becomes stored chunks and a [`BlobDescriptor`] in one pass.
 //!
-//! The async side only moves frames; a blocking worker cuts chunks, hashes them (blake3 per
-//! chunk, blake3 and sha256 of the whole blob in the same pass) and writes the chunks the node
-//! does not hold yet. A bounded channel between them keeps memory at a few MiB per upload
-//! whatever the blob size, and slows a fast client down to the disk's pace.
+//! The async side reads the body; each batch of about 1 MiB goes to a short blocking task that
+//! cuts chunks, hashes them (blake3 per chunk, blake3 and sha256 of the whole blob in the same
+//! pass) and writes the chunks the node does not hold yet, while the next batch is read. Memory
+//! stays at a few MiB per upload whatever the blob size, a fast client is slowed to the disk's
+//! pace, and a slow one holds no thread: only a socket, until the idle timeout or the minimum
+//! rate ends it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::Digest as _;
-use tokio::sync::mpsc;
 
 use crate::chunk_store::{ChunkStore, Durability, PinGuard};
 use crate::chunker::{Chunker, ChunkerConfig};
@@ -19,13 +21,39 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::{BlobDescriptor, ChunkRef};
 
-/// Frames in flight between the body reader and the worker.
-const CHANNEL_FRAMES: usize = 32;
+/// Body bytes handed to a blocking task at a time: the task hashes, cuts and stores them
+/// while the next batch is read from the socket. No thread is held while a client is slow.
+const BATCH_BYTES: usize = 1 << 20;
 
 /// An upload writes its first new chunks through the WAL (one fsync makes a small upload
 /// durable); past this many new bytes it writes unlogged and flushes once at the end, so the
 /// bulk of a large upload reaches the disk once instead of twice.
 const LOGGED_BYTES: u64 = 8 << 20;
+
+/// How long an upload may take before its rate is checked against the minimum.
+const RATE_GRACE: Duration = Duration::from_secs(30);
+
+/// What an upload may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest body, in bytes (`TOO_LARGE` past it).
+    pub max_bytes: u64,
+    /// Longest wait for the next piece of the body (`INCOMPLETE_BODY` past it).
+    pub idle_timeout: Duration,
+    /// Slowest average rate tolerated once an upload has run for 30 s, in bytes per second
+    /// (0: any).
+    pub min_bytes_per_sec: u64,
+}
+
+impl IngestLimits {
+    pub fn from_config(limits: &crate::config::LimitsConfig) -> Self {
+        Self {
+            max_bytes: limits.max_upload_bytes,
+            idle_timeout: Duration::from_secs(limits.body_idle_timeout_secs),
+            min_bytes_per_sec: limits.min_upload_bytes_per_sec,
+        }
+    }
+}
 
 /// A blob whose chunks are durable on this node, not yet referenced by any command.
 pub struct IngestedBlob {
@@ -36,44 +64,86 @@ pub struct IngestedBlob {
     pub pins: PinGuard,
 }
 
-enum Frame {
-    Data(Bytes),
-    End,
-}
-
-/// Reads `body` to the end and stores its chunks. Fails with `TOO_LARGE` past `limit` bytes and
-/// `INCOMPLETE_BODY` if the body errors. On failure the chunks this upload wrote are released
-/// to `on_abandon` for deletion.
+/// Reads `body` to the end and stores its chunks. Fails with `TOO_LARGE` past the limit and
+/// `INCOMPLETE_BODY` if the body errors, stalls or crawls. On failure the chunks this upload
+/// wrote are released to `on_abandon` for deletion.
 pub async fn ingest<S, E>(
     store: Arc<ChunkStore>,
     chunking: ChunkerConfig,
     mut body: S,
-    limit: u64,
+    limits: IngestLimits,
     on_abandon: impl FnOnce(Vec<ChunkId>, PinGuard),
 ) -> Result<IngestedBlob>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (tx, rx) = mpsc::channel::<Frame>(CHANNEL_FRAMES);
-    let worker_store = store.clone();
-    let worker = tokio::task::spawn_blocking(move || ingest_worker(rx, worker_store, chunking));
+    let started = Instant::now();
+    let mut idle = Some(WorkerState::new(store, chunking));
+    let mut working: Option<tokio::task::JoinHandle<WorkerState>> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_bytes = 0usize;
     let mut received: u64 = 0;
     let mut failure: Option<Error> = None;
-    while let Some(frame) = body.next().await {
+    loop {
+        let frame = match tokio::time::timeout(limits.idle_timeout, body.next()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                failure = Some(Error::IncompleteBody {
+                    reason: format!("no data arrived for {:?}", limits.idle_timeout),
+                });
+                break;
+            }
+        };
         match frame {
-            Ok(data) => {
+            None => break,
+            Some(Ok(data)) => {
                 received += data.len() as u64;
                 metrics::bytes_received(data.len());
-                if received > limit {
-                    failure = Some(Error::TooLarge { limit });
+                if received > limits.max_bytes {
+                    failure = Some(Error::TooLarge {
+                        limit: limits.max_bytes,
+                    });
                     break;
                 }
-                if tx.send(Frame::Data(data)).await.is_err() {
-                    break; // the worker failed; its error is reported below
+                let elapsed = started.elapsed();
+                if limits.min_bytes_per_sec > 0
+                    && elapsed > RATE_GRACE
+                    && received < limits.min_bytes_per_sec * elapsed.as_secs()
+                {
+                    failure = Some(Error::IncompleteBody {
+                        reason: format!(
+                            "the upload is slower than the minimum of {} bytes per second",
+                            limits.min_bytes_per_sec
+                        ),
+                    });
+                    break;
+                }
+                batch_bytes += data.len();
+                batch.push(data);
+                if batch_bytes >= BATCH_BYTES {
+                    let state = match working.take() {
+                        Some(task) => task
+                            .await
+                            .map_err(|e| Error::internal("ingest worker panicked", e))?,
+                        None => idle.take().ok_or_else(|| {
+                            Error::Internal("ingest lost its worker state".into())
+                        })?,
+                    };
+                    if state.error.is_some() {
+                        idle = Some(state);
+                        break;
+                    }
+                    let frames = std::mem::take(&mut batch);
+                    batch_bytes = 0;
+                    working = Some(tokio::task::spawn_blocking(move || {
+                        let mut state = state;
+                        state.process(frames);
+                        state
+                    }));
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 failure = Some(Error::IncompleteBody {
                     reason: e.to_string(),
                 });
@@ -81,91 +151,96 @@ where
             }
         }
     }
-    if failure.is_none() {
-        // The worker may already have stopped on a storage error; it reports that below.
-        let _ = tx.send(Frame::End).await;
-    }
-    drop(tx);
-    let outcome = worker
-        .await
-        .map_err(|e| Error::internal("ingest worker panicked", e))?;
-    match (failure, outcome.result) {
-        (None, Ok(descriptor)) => Ok(IngestedBlob {
+    let state = match working.take() {
+        Some(task) => task
+            .await
+            .map_err(|e| Error::internal("ingest worker panicked", e))?,
+        None => idle
+            .take()
+            .ok_or_else(|| Error::Internal("ingest lost its worker state".into()))?,
+    };
+    let finish = failure.is_none();
+    let (result, state) = tokio::task::spawn_blocking(move || {
+        let mut state = state;
+        if !finish {
+            return (None, state);
+        }
+        state.process(batch);
+        let result = state.finish();
+        (Some(result), state)
+    })
+    .await
+    .map_err(|e| Error::internal("ingest worker panicked", e))?;
+    match (failure, result) {
+        (None, Some(Ok(descriptor))) => Ok(IngestedBlob {
             descriptor,
-            written: outcome.written,
-            pins: outcome.pins,
+            written: state.writes,
+            pins: state.pins,
         }),
-        (Some(error), _) | (None, Err(error)) => {
-            on_abandon(outcome.written, outcome.pins);
+        (Some(error), _) | (None, Some(Err(error))) => {
+            on_abandon(state.writes, state.pins);
             Err(error)
         }
+        (None, None) => Err(Error::Internal("ingest finished without a result".into())),
     }
 }
 
-struct WorkerOutcome {
-    result: Result<BlobDescriptor>,
-    written: Vec<ChunkId>,
-    pins: PinGuard,
-}
-
-fn ingest_worker(
-    mut rx: mpsc::Receiver<Frame>,
-    store: Arc<ChunkStore>,
-    chunking: ChunkerConfig,
-) -> WorkerOutcome {
-    let mut state = WorkerState {
-        store: store.clone(),
-        chunks: Vec::new(),
-        writes: Vec::new(),
-        written_bytes: 0,
-        pins: store.pin_guard(),
-    };
-    let result = state.run(&mut rx, chunking);
-    WorkerOutcome {
-        result,
-        written: state.writes,
-        pins: state.pins,
-    }
-}
-
+/// The chunking and hashing state of one upload, moved into a blocking task for each batch.
 struct WorkerState {
     store: Arc<ChunkStore>,
+    chunking: ChunkerConfig,
+    chunker: Chunker,
+    sha256: sha2::Sha256,
+    blake3: blake3::Hasher,
+    size: u64,
     chunks: Vec<ChunkRef>,
     /// Each chunk this upload wrote (the others were already stored).
     writes: Vec<ChunkId>,
     written_bytes: u64,
     pins: PinGuard,
+    /// The first storage failure; later batches are skipped.
+    error: Option<Error>,
 }
 
 impl WorkerState {
-    fn run(
-        &mut self,
-        rx: &mut mpsc::Receiver<Frame>,
-        chunking: ChunkerConfig,
-    ) -> Result<BlobDescriptor> {
-        let mut chunker = Chunker::new(chunking);
-        let mut sha256 = sha2::Sha256::new();
-        let mut blake3 = blake3::Hasher::new();
-        let mut size: u64 = 0;
-        loop {
-            match rx.blocking_recv() {
-                Some(Frame::Data(data)) => {
-                    sha256.update(&data);
-                    blake3.update(&data);
-                    size += data.len() as u64;
-                    for chunk in chunker.push(&data) {
-                        self.store_chunk(&chunk)?;
-                    }
-                }
-                Some(Frame::End) => break,
-                // The request ended without End: the reader gave up; nothing more to do.
-                None => {
-                    return Err(Error::IncompleteBody {
-                        reason: "upload abandoned".into(),
-                    })
+    fn new(store: Arc<ChunkStore>, chunking: ChunkerConfig) -> Self {
+        Self {
+            pins: store.pin_guard(),
+            store,
+            chunking,
+            chunker: Chunker::new(chunking),
+            sha256: sha2::Sha256::new(),
+            blake3: blake3::Hasher::new(),
+            size: 0,
+            chunks: Vec::new(),
+            writes: Vec::new(),
+            written_bytes: 0,
+            error: None,
+        }
+    }
+
+    fn process(&mut self, frames: Vec<Bytes>) {
+        for data in frames {
+            if self.error.is_some() {
+                return;
+            }
+            self.sha256.update(&data);
+            self.blake3.update(&data);
+            self.size += data.len() as u64;
+            for chunk in self.chunker.push(&data) {
+                if let Err(e) = self.store_chunk(&chunk) {
+                    self.error = Some(e);
+                    return;
                 }
             }
         }
+    }
+
+    fn finish(&mut self) -> Result<BlobDescriptor> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        let chunker = std::mem::replace(&mut self.chunker, Chunker::new(self.chunking));
         for chunk in chunker.finish() {
             self.store_chunk(&chunk)?;
         }
@@ -173,10 +248,11 @@ impl WorkerState {
         // without making it durable yet (and may have given up since).
         let ids: Vec<ChunkId> = self.chunks.iter().map(|c| c.id).collect();
         self.store.make_durable(&ids)?;
+        let sha256 = std::mem::replace(&mut self.sha256, sha2::Sha256::new());
         Ok(BlobDescriptor {
-            blake3: Blake3::from(blake3.finalize()),
+            blake3: Blake3::from(self.blake3.finalize()),
             sha256: Sha256(sha256.finalize().into()),
-            size,
+            size: self.size,
             chunks: std::mem::take(&mut self.chunks),
         })
     }

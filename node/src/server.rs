@@ -398,9 +398,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
 
     // Upload sessions whose acknowledged bytes survived are resumed; the rest are dropped.
-    let uploads = UploadStore::open(
+    let uploads = UploadStore::open_with(
         config.data_dir.join("uploads"),
         Duration::from_secs(config.oci.upload_expiry_secs),
+        crate::oci::uploads::SessionLimits::from_config(&config.oci),
     )
     .context("open blob upload sessions")?;
     tasks.push(tokio::spawn(uploads.clone().run_expiry(
@@ -421,13 +422,20 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         service: service.clone(),
         registry: Arc::new(Registry::new(service.clone(), uploads)),
         metrics: crate::metrics::install(),
+        uploads: crate::api::limits::UploadLimiter::new(
+            &service.config.limits,
+            service.config.data_dir.clone(),
+        ),
     };
     let app = api::router(state);
     let http_cancel = cancel.clone();
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_cancel.clone().cancelled_owned())
-            .await;
+        let served = axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_cancel.clone().cancelled_owned())
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
             http_cancel.cancel();

@@ -148,7 +148,7 @@ impl ArtifactService {
             self.chunks.clone(),
             self.config.chunking,
             body,
-            self.config.limits.max_upload_bytes,
+            ingest::IngestLimits::from_config(&self.config.limits),
             move |written, pins| collector.abandon(written, pins),
         )
         .await?;

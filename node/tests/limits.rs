@@ -14,9 +14,8 @@ async fn stalled_upload(node: &TestNode, path: &str) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(node.node().http_addr)
         .await
         .expect("connect");
-    let head = format!(
-        "PUT /files/files/{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx"
-    );
+    let head =
+        format!("PUT /files/files/{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx");
     stream.write_all(head.as_bytes()).await.expect("write");
     stream
 }
@@ -28,7 +27,10 @@ async fn slow_uploads_do_not_starve_downloads() {
     let node = TestNode::start_with_env(&[("LIMITS__MAX_CONCURRENT_UPLOADS", "2000")]).await;
     node.create_repo("files", false).await;
     let body = bytes(200_000, 1);
-    assert_eq!(node.put("files", "kept.bin", body.clone()).await.status(), 201);
+    assert_eq!(
+        node.put("files", "kept.bin", body.clone()).await.status(),
+        201
+    );
     let mut stalled = Vec::new();
     for i in 0..540 {
         stalled.push(stalled_upload(&node, &format!("slow/{i}")).await);
@@ -44,7 +46,11 @@ async fn slow_uploads_do_not_starve_downloads() {
         .expect("the body arrives")
         .expect("body");
     assert_eq!(got.len(), body.len());
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     drop(stalled);
 }
 
@@ -72,7 +78,10 @@ async fn an_upload_that_stops_sending_is_cut_off() {
         tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
     )
     .await;
-    assert!(read.is_ok(), "the node closed an upload idle past its timeout");
+    assert!(
+        read.is_ok(),
+        "the node closed an upload idle past its timeout"
+    );
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("INCOMPLETE_BODY"), "{text}");
@@ -98,7 +107,10 @@ async fn upload_sessions_are_capped() {
         .send()
         .await
         .expect("post");
-    assert_eq!(oci_error(refused).await, (429, "TOOMANYREQUESTS".to_string()));
+    assert_eq!(
+        oci_error(refused).await,
+        (429, "TOOMANYREQUESTS".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +123,10 @@ async fn spooled_session_bytes_are_capped() {
         .send()
         .await
         .expect("post");
-    let location = started.headers()["location"].to_str().expect("location").to_string();
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
     let url = if location.starts_with("http") {
         location
     } else {

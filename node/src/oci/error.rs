@@ -61,6 +61,8 @@ pub enum OciError {
     TooLarge { limit: u64 },
     #[error("denied: {reason}")]
     Denied { reason: String },
+    #[error("too many requests: {reason}")]
+    TooManyRequests { reason: String },
     #[error("unsupported: {reason}")]
     Unsupported { reason: String },
     #[error("no such endpoint of the OCI distribution API")]
@@ -79,7 +81,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// An error code: one of the spec's, or one of the two server-side codes.
+/// An error code: one of the spec's, or a code written out (`UNKNOWN`, `UNAVAILABLE`, and `TOOMANYREQUESTS`, whose oci-spec `Display` is not its wire form).
 enum Code {
     Spec(ErrorCode),
     Server(&'static str),
@@ -129,6 +131,9 @@ impl OciError {
                 (Spec(ErrorCode::SizeInvalid), StatusCode::PAYLOAD_TOO_LARGE)
             }
             OciError::Denied { .. } => (Spec(ErrorCode::Denied), StatusCode::FORBIDDEN),
+            OciError::TooManyRequests { .. } => {
+                (Server("TOOMANYREQUESTS"), StatusCode::TOO_MANY_REQUESTS)
+            }
             OciError::Unsupported { .. } => (Spec(ErrorCode::Unsupported), StatusCode::BAD_REQUEST),
             OciError::RouteNotFound => (Spec(ErrorCode::Unsupported), StatusCode::NOT_FOUND),
             OciError::MethodNotAllowed => {
@@ -168,6 +173,12 @@ impl OciError {
                 }
                 Error::NoQuorum { .. } | Error::NotReady { .. } | Error::MixedVersions { .. } => {
                     (Server("UNAVAILABLE"), StatusCode::SERVICE_UNAVAILABLE)
+                }
+                Error::TooManyUploads { .. } => {
+                    (Server("TOOMANYREQUESTS"), StatusCode::TOO_MANY_REQUESTS)
+                }
+                Error::InsufficientStorage { .. } => {
+                    (Server("UNAVAILABLE"), StatusCode::INSUFFICIENT_STORAGE)
                 }
                 // Registry clients do not follow redirects on writes: refuse, naming the primary.
                 Error::ReadOnlyMirror { .. } => (Spec(ErrorCode::Denied), StatusCode::FORBIDDEN),

@@ -20,3 +20,8 @@ pub fn upload_sessions(count: usize) {
 pub fn upload_session_expired() {
     counter!("arca_oci_upload_sessions_expired_total").increment(1);
 }
+
+/// An upload session was refused: too many open.
+pub fn upload_session_refused() {
+    metrics::counter!("arca_oci_upload_sessions_refused_total").increment(1);
+}

@@ -147,7 +147,7 @@ impl Registry {
             self.service.chunks.clone(),
             self.service.config.chunking,
             stream,
-            self.service.config.limits.max_upload_bytes,
+            ingest::IngestLimits::from_config(&self.service.config.limits),
             move |written, pins| collector.abandon(written, pins),
         )
         .await?)

@@ -49,11 +49,41 @@ struct Session {
     removed: bool,
 }
 
+/// What upload sessions may hold on a node.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub max_sessions: usize,
+    pub max_sessions_per_repo: usize,
+    /// Bytes all sessions may hold spooled at once.
+    pub max_spooled_bytes: u64,
+}
+
+impl SessionLimits {
+    pub fn from_config(oci: &crate::config::OciConfig) -> Self {
+        Self {
+            max_sessions: oci.max_upload_sessions,
+            max_sessions_per_repo: oci.max_upload_sessions_per_repo,
+            max_spooled_bytes: oci.max_spooled_bytes,
+        }
+    }
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self::from_config(&crate::config::OciConfig::default())
+    }
+}
+
 /// The node's upload sessions.
 pub struct UploadStore {
     dir: PathBuf,
     expiry: Duration,
+    limits: SessionLimits,
     sessions: parking_lot::Mutex<HashMap<Uuid, Arc<AsyncMutex<Session>>>>,
+    /// Open sessions per repository (counted at create, released at remove).
+    per_repo: parking_lot::Mutex<HashMap<RepoName, usize>>,
+    /// Bytes all sessions hold spooled.
+    spooled: std::sync::atomic::AtomicU64,
 }
 
 fn io_error(context: &str, e: std::io::Error) -> OciError {
@@ -64,6 +94,15 @@ impl UploadStore {
     /// Opens the session directory (creating it), keeping every session whose acknowledged
     /// bytes are intact.
     pub fn open(dir: PathBuf, expiry: Duration) -> anyhow::Result<Arc<Self>> {
+        Self::open_with(dir, expiry, SessionLimits::default())
+    }
+
+    /// [`UploadStore::open`] with explicit limits.
+    pub fn open_with(
+        dir: PathBuf,
+        expiry: Duration,
+        limits: SessionLimits,
+    ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
         let mut sessions = HashMap::new();
         let mut dropped = 0usize;
@@ -103,10 +142,21 @@ impl UploadStore {
             );
         }
         metrics::upload_sessions(sessions.len());
+        let mut per_repo: HashMap<RepoName, usize> = HashMap::new();
+        let mut spooled = 0u64;
+        for session in sessions.values() {
+            if let Ok(session) = session.try_lock() {
+                *per_repo.entry(session.meta.repo.clone()).or_default() += 1;
+                spooled += session.meta.received;
+            }
+        }
         Ok(Arc::new(Self {
             dir,
             expiry,
+            limits,
             sessions: parking_lot::Mutex::new(sessions),
+            per_repo: parking_lot::Mutex::new(per_repo),
+            spooled: std::sync::atomic::AtomicU64::new(spooled),
         }))
     }
 
@@ -120,6 +170,27 @@ impl UploadStore {
 
     /// Starts a session for `name`.
     pub async fn create(&self, name: &OciName) -> Result<Uuid, OciError> {
+        {
+            let total = self.sessions.lock().len();
+            let mut per_repo = self.per_repo.lock();
+            let in_repo = per_repo.get(&name.repo).copied().unwrap_or(0);
+            if total >= self.limits.max_sessions || in_repo >= self.limits.max_sessions_per_repo {
+                metrics::upload_session_refused();
+                return Err(OciError::TooManyRequests {
+                    reason: if total >= self.limits.max_sessions {
+                        format!(
+                            "{total} upload sessions are open on this node, the most it keeps; finish or cancel some"
+                        )
+                    } else {
+                        format!(
+                            "{in_repo} upload sessions are open in repository {}, the most it keeps",
+                            name.repo
+                        )
+                    },
+                });
+            }
+            *per_repo.entry(name.repo.clone()).or_default() += 1;
+        }
         let id = Uuid::new_v4();
         let now = now_ms();
         let meta = SessionMeta {
@@ -225,6 +296,17 @@ impl UploadStore {
     async fn remove(&self, session: &mut Session) {
         session.removed = true;
         let id = session.meta.id;
+        self.spooled
+            .fetch_sub(session.meta.received, std::sync::atomic::Ordering::SeqCst);
+        {
+            let mut per_repo = self.per_repo.lock();
+            if let Some(count) = per_repo.get_mut(&session.meta.repo) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_repo.remove(&session.meta.repo);
+                }
+            }
+        }
         let count = {
             let mut sessions = self.sessions.lock();
             sessions.remove(&id);
@@ -345,6 +427,8 @@ impl SessionGuard {
             .await
             .map_err(|e| io_error("seek upload data file", e))?;
         let mut length = start;
+        // Bytes this append added to the node's spooled total.
+        let mut counted = 0u64;
         let mut failure = None;
         while let Some(frame) = body.next().await {
             match frame {
@@ -352,6 +436,18 @@ impl SessionGuard {
                     length += data.len() as u64;
                     if length > limit {
                         failure = Some(OciError::TooLarge { limit });
+                        break;
+                    }
+                    let spooled = self
+                        .store
+                        .spooled
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst)
+                        + data.len() as u64;
+                    counted += data.len() as u64;
+                    if spooled > self.store.limits.max_spooled_bytes {
+                        failure = Some(OciError::TooLarge {
+                            limit: self.store.limits.max_spooled_bytes,
+                        });
                         break;
                     }
                     if let Err(e) = file.write_all(&data).await {
@@ -375,6 +471,10 @@ impl SessionGuard {
             Some(error) => Err(error),
         };
         if let Err(error) = synced {
+            // Give back what this append counted (its bytes are cut off below).
+            self.store
+                .spooled
+                .fetch_sub(counted, std::sync::atomic::Ordering::SeqCst);
             if let Err(e) = file.set_len(start).await {
                 tracing::warn!(error = %e, "could not cut back an upload data file; start-up will");
             }
