@@ -881,3 +881,36 @@ async fn a_mirror_behind_an_overwrite_whose_chunks_were_reclaimed_still_catches_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mirror_repairs_a_chunk_no_node_of_its_region_holds_from_the_primary() {
+    // Audit D3: a mirror resynced chunks only from its own region's nodes; a chunk none of them
+    // held (lost, corrupt) was missing there for ever although the primary had it.
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let mut eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let body = content(80, 150_000);
+    assert_eq!(put(&us, 1, "ci/app.bin", body.clone()).await.status(), 201);
+    must_see(
+        &eu,
+        1,
+        "ci/app.bin",
+        &sha256_hex(&body),
+        Duration::from_secs(30),
+    )
+    .await;
+    eu.must_stop(1, Duration::from_secs(10));
+    let corrupted =
+        arca_chaos::faults::corrupt_chunks(&eu.data_dir(1).join("db"), 100, 7).expect("corrupt");
+    assert!(!corrupted.is_empty());
+    eu.must_restart(1);
+    must_see(
+        &eu,
+        1,
+        "ci/app.bin",
+        &sha256_hex(&body),
+        Duration::from_secs(30),
+    )
+    .await;
+}

@@ -560,3 +560,72 @@ async fn read_barriers_reuse_connections_and_are_shared() {
         after.saturating_sub(before)
     );
 }
+
+/// Deletes every chunk of `path` from a stopped node's database.
+fn delete_chunks_of(data_dir: &std::path::Path, repo: &str, path: &str) -> usize {
+    let db = arca_node::storage::open_db(&data_dir.join("db")).expect("open the node's db");
+    let catalog = arca_node::catalog::Catalog::new(db.clone());
+    let repo = arca_node::names::RepoName::parse(repo).expect("repo");
+    let path = arca_node::names::ArtifactPath::parse(path).expect("path");
+    let artifact = catalog
+        .artifact(&repo, &path)
+        .expect("read")
+        .expect("the artifact");
+    let blob = catalog
+        .blob(&artifact.blob)
+        .expect("read")
+        .expect("the blob");
+    let store = arca_node::chunk_store::ChunkStore::new(db.clone()).expect("store");
+    let mut deleted = 0;
+    for chunk in &blob.descriptor.chunks {
+        if store
+            .delete_unless(&chunk.id, |_| Ok(false))
+            .expect("delete")
+        {
+            deleted += 1;
+        }
+    }
+    db.flush_wal(true).expect("sync");
+    deleted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_needs_a_chunk_from_stopped_peers_ends_within_its_deadline() {
+    // Audit A5: peer RPCs had no deadline and channels no keepalive; a read of a chunk this
+    // node lacks, from a peer that is SIGSTOPped, hung for as long as the client waited.
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    must_create_repo(&region, 1, "ci").await;
+    assert_eq!(put(&region, 1, "ci/a.bin", content(70, 100_000)).await, 201);
+    for id in 1..=3 {
+        region.must_wait_ready(id, Duration::from_secs(30)).await;
+    }
+    region.must_stop(1, Duration::from_secs(10));
+    assert!(delete_chunks_of(region.data_dir(1), "ci", "a.bin") > 0);
+    region.must_pause(2);
+    region.must_pause(3);
+    region.must_restart(1);
+    let started = Instant::now();
+    let answer = region
+        .http()
+        .get(region.url(1, "/files/ci/a.bin"))
+        .header("x-arca-read-consistency", "stale-ok")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let answered = match answer {
+        Ok(response) => {
+            let _ = response.bytes().await;
+            true
+        }
+        Err(e) => !e.is_timeout(),
+    };
+    assert!(answered, "no answer within 60 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the read took {:?}",
+        started.elapsed()
+    );
+    region.must_resume(2);
+    region.must_resume(3);
+}
