@@ -54,6 +54,26 @@ pub struct Geo {
     /// Whether this node accepts writes as a primary: closed at start-up in a primary region
     /// with peer regions configured, until every peer answered and none is a newer primary.
     write_gate: std::sync::atomic::AtomicBool,
+    /// A connection to a primary node for repairs, kept between them.
+    primary_connection: parking_lot::Mutex<Option<(String, quinn::Connection)>>,
+}
+
+/// The primary region as a last-resort source of chunks for resync (see
+/// [`crate::cluster::resync::RemoteChunks`]).
+pub struct PrimaryChunks(pub std::sync::Weak<Geo>);
+
+impl crate::cluster::resync::RemoteChunks for PrimaryChunks {
+    fn fetch(
+        &self,
+        id: crate::digest::ChunkId,
+    ) -> futures::future::BoxFuture<'_, Result<Option<bytes::Bytes>>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(geo) => geo.fetch_from_primary(id).await,
+                None => Ok(None),
+            }
+        })
+    }
 }
 
 impl Geo {
@@ -79,7 +99,11 @@ impl Geo {
             catch_up_id: parking_lot::Mutex::new(None),
             staging_seen: parking_lot::Mutex::new(None),
             write_gate: std::sync::atomic::AtomicBool::new(true),
+            primary_connection: parking_lot::Mutex::new(None),
         });
+        geo.region
+            .resync
+            .set_remote(Arc::new(PrimaryChunks(Arc::downgrade(&geo))));
         // A primary that knows of other regions must hear from them before it takes a write:
         // one of them may have been promoted while this region was away.
         let gated = geo.role() == RegionRole::Primary && !geo.config.peers.is_empty();
@@ -149,6 +173,60 @@ impl Geo {
                 .collect(),
             cluster_id: self.region.raft.cluster_id().get(),
         }
+    }
+
+    /// Fetches one chunk from the primary (a mirror's last resort when no node of its region
+    /// holds it), over a connection kept for the next time.
+    async fn fetch_from_primary(&self, id: crate::digest::ChunkId) -> Result<Option<bytes::Bytes>> {
+        if !matches!(self.role(), RegionRole::Mirror { .. }) {
+            return Ok(None);
+        }
+        let Some(endpoint) = self.endpoint.clone() else {
+            return Ok(None);
+        };
+        let wanted = vec![(arca_replication::ChunkId(id.0), 0u32)];
+        let options = MirrorOptions::default();
+        let mut last_error = String::from("no primary address is known");
+        for addr in self.primary_addrs() {
+            let cached = self.primary_connection.lock().clone();
+            let connection = match cached {
+                Some((cached_addr, connection))
+                    if cached_addr == addr && connection.close_reason().is_none() =>
+                {
+                    connection
+                }
+                _ => match client::connect(&endpoint, &addr).await {
+                    Ok(connection) => {
+                        *self.primary_connection.lock() = Some((addr.clone(), connection.clone()));
+                        connection
+                    }
+                    Err(e) => {
+                        last_error = e.to_string();
+                        continue;
+                    }
+                },
+            };
+            let found = parking_lot::Mutex::new(None);
+            let fetched = tokio::time::timeout(
+                Duration::from_secs(30),
+                client::fetch_chunks(&connection, wanted.clone(), &options, |chunks| {
+                    if let Some((_, data)) = chunks.into_iter().next() {
+                        *found.lock() = Some(data);
+                    }
+                    async { Ok(()) }
+                }),
+            )
+            .await;
+            match fetched {
+                Ok(Ok(_)) => return Ok(found.into_inner()),
+                Ok(Err(arca_replication::Error::ChunkUnavailable { .. })) => return Ok(None),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "timed out".into(),
+            }
+        }
+        Err(Error::NotReady {
+            reason: format!("the primary could not be asked for the chunk: {last_error}"),
+        })
     }
 
     /// Whether this node takes writes as a primary (see the fencing module).

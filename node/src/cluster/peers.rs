@@ -60,6 +60,19 @@ pub fn check_cluster(
 /// Largest gRPC message between nodes: a chunk is at most 16 MiB (FastCDC's upper bound).
 pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
+/// Deadline of one chunk read from a peer.
+pub const CHUNK_READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline of a presence check (with leases) at a peer.
+pub const HAS_CHUNKS_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline of an admin call forwarded to the leader.
+pub const FORWARD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The deadline of a push of `bytes` of chunks: 10 s, and a second per 8 MiB (a peer slower
+/// than that is not helping the quorum).
+pub fn push_deadline(bytes: u64) -> Duration {
+    Duration::from_secs(10 + bytes / (8 << 20))
+}
+
 /// The region's other nodes, as the Raft membership names them.
 #[derive(Clone)]
 pub struct Peers {
@@ -107,9 +120,14 @@ impl Peers {
             return channel.clone();
         }
         let channel = match Endpoint::from_shared(format!("http://{addr}")) {
+            // Keepalive: a peer that stops answering (SIGSTOP, a black-holed host) is noticed
+            // in seconds, and every call also carries its own deadline.
             Ok(endpoint) => endpoint
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
                 .connect_lazy(),
             // An address that is not a URI cannot come from a valid membership; a channel to
             // nowhere makes every call fail with a clear transport error.

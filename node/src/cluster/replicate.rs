@@ -11,9 +11,13 @@ use metrics::counter;
 use tokio::sync::mpsc;
 
 use crate::chunk_store::ChunkStore;
-use crate::cluster::peers::{Peer, Peers};
+use crate::cluster::peers::{push_deadline, Peer, Peers, HAS_CHUNKS_DEADLINE};
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+
+/// Chunk pushes to peers in flight on this node at once.
+const PUSHES_IN_FLIGHT: usize = 64;
+static PUSHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PUSHES_IN_FLIGHT);
 
 /// Ensures every chunk in `ids` is durable on a majority of voters (this node included when it
 /// is a voter; it must hold them all already). Fails with `NO_QUORUM` after `timeout`.
@@ -53,7 +57,14 @@ pub async fn to_quorum(
         // Detached: a push that outlives the quorum still completes, so the rest of the region
         // gets the chunks without waiting for resync.
         tokio::spawn(async move {
-            let result = push(&peers, &peer, &store, &ids, lease).await;
+            // Bounded: at most PUSHES_IN_FLIGHT pushes run on this node at once, each with
+            // deadlines, so a stuck peer cannot pile up detached work and its buffers.
+            let result = match tokio::time::timeout(timeout, PUSHES.acquire()).await {
+                Ok(Ok(_permit)) => push(&peers, &peer, &store, &ids, lease).await,
+                _ => Err(Error::NoQuorum {
+                    reason: "too many chunk pushes in flight on this node".into(),
+                }),
+            };
             let _ = done_tx.send((peer, result));
         });
     }
@@ -105,11 +116,13 @@ async fn push(
     lease: Duration,
 ) -> Result<u64> {
     let mut client = peers.chunk_client(&peer.info);
+    let mut request = tonic::Request::new(HasChunksRequest {
+        ids: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
+        lease_seconds: lease.as_secs().min(u64::from(u32::MAX)) as u32,
+    });
+    request.set_timeout(HAS_CHUNKS_DEADLINE);
     let reply = client
-        .has_chunks(HasChunksRequest {
-            ids: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
-            lease_seconds: lease.as_secs().min(u64::from(u32::MAX)) as u32,
-        })
+        .has_chunks(request)
         .await
         .map_err(|s| Error::NoQuorum {
             reason: format!("{}: {}", s.code(), s.message()),
@@ -125,6 +138,8 @@ async fn push(
         return Ok(0);
     }
     let expected = missing.len() as u64;
+    // Chunks are at most 4 MiB with the default chunker; the deadline allows for that.
+    let bytes = expected * (4 << 20);
     let store = store.clone();
     let outgoing = async_stream::stream! {
         for id in missing {
@@ -136,8 +151,10 @@ async fn push(
             }
         }
     };
+    let mut request = tonic::Request::new(outgoing);
+    request.set_timeout(push_deadline(bytes));
     let reply = client
-        .put_chunks(outgoing)
+        .put_chunks(request)
         .await
         .map_err(|s| Error::NoQuorum {
             reason: format!("{}: {}", s.code(), s.message()),

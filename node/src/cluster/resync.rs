@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::chunk_store::ChunkStore;
-use crate::cluster::peers::Peers;
+use crate::cluster::peers::{Peers, CHUNK_READ_DEADLINE};
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
 
@@ -65,6 +65,14 @@ pub struct Resync {
     /// Announcements of referenced chunks not yet checked against the store (and start-up
     /// reconciliation until it is done): the queue is incomplete while this is above zero.
     unsettled: Arc<AtomicU64>,
+    /// Where chunks no region peer holds come from, if anywhere (a mirror's primary).
+    remote: std::sync::OnceLock<Arc<dyn RemoteChunks>>,
+}
+
+/// A source of chunks outside the region.
+pub trait RemoteChunks: Send + Sync + 'static {
+    /// The chunk's verified bytes, `None` if the source does not have it.
+    fn fetch(&self, id: ChunkId) -> futures::future::BoxFuture<'_, Result<Option<Bytes>>>;
 }
 
 impl Resync {
@@ -84,6 +92,7 @@ impl Resync {
             queued: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             unsettled,
+            remote: std::sync::OnceLock::new(),
         });
         let mut queued = BTreeSet::new();
         for item in resync
@@ -193,13 +202,16 @@ impl Resync {
         peers.shuffle(&mut rand::rng());
         let mut last_error = String::from("no peer is known");
         for peer in peers {
-            let reply = self
-                .peers
-                .chunk_client(&peer.info)
-                .get_chunk(GetChunkRequest {
-                    id: id.as_bytes().to_vec(),
-                })
-                .await;
+            let mut request = tonic::Request::new(GetChunkRequest {
+                id: id.as_bytes().to_vec(),
+            });
+            request.set_timeout(CHUNK_READ_DEADLINE);
+            let reply = tokio::time::timeout(
+                CHUNK_READ_DEADLINE + Duration::from_secs(1),
+                self.peers.chunk_client(&peer.info).get_chunk(request),
+            )
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
             let chunk = match reply {
                 Ok(chunk) => chunk.into_inner(),
                 Err(status) => {
@@ -232,9 +244,39 @@ impl Resync {
             }
             return Ok(data);
         }
+        // No node of this region has it: a mirror asks its primary.
+        let remote = self.remote.get().cloned();
+        if let Some(remote) = remote {
+            match remote.fetch(id).await {
+                Ok(Some(data)) => {
+                    let store = self.store.clone();
+                    let to_store = data.clone();
+                    tokio::task::spawn_blocking(move || {
+                        store.put_verified(&id, &to_store)?;
+                        store.sync()
+                    })
+                    .await
+                    .map_err(|e| Error::internal("chunk writer panicked", e))??;
+                    counter!("arca_region_chunks_fetched_total", "reason" => "primary")
+                        .increment(1);
+                    tracing::warn!(chunk = %id, ?reason, "no node of this region had the chunk: fetched it from the primary region");
+                    if self.queued.lock().contains(&id) {
+                        self.dequeue(&id)?;
+                    }
+                    return Ok(data);
+                }
+                Ok(None) => last_error = format!("{last_error}; the primary does not have it"),
+                Err(e) => last_error = format!("{last_error}; the primary: {e}"),
+            }
+        }
         Err(Error::MissingChunk {
             chunk: format!("{id} ({last_error})"),
         })
+    }
+
+    /// Lets this node fetch chunks no region peer has from elsewhere (a mirror's primary).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteChunks>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Drains the queue until `cancel`: fetches each chunk that is still referenced and still

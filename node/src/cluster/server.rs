@@ -16,6 +16,7 @@ use arca_proto::v1::{
 use arca_raft::{ConsensusError, MembershipView, NodeInfo, RaftGroupError};
 use tonic::{Request, Response, Status};
 
+use crate::cluster::peers::FORWARD_DEADLINE;
 use crate::cluster::{status, Region};
 use crate::geo::Geo;
 use crate::model::{Command, Outcome, MAX_COMMAND_BYTES};
@@ -88,6 +89,15 @@ fn group_status(e: RaftGroupError) -> Status {
     }
 }
 
+/// A learner catches up before it becomes a voter: adding one may take minutes.
+const ADD_NODE_DEADLINE: Duration = Duration::from_secs(600);
+
+fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
 /// Counts and logs a proposal refused at the boundary.
 fn refuse_proposal(reason: &'static str, status: Status) -> Status {
     metrics::counter!("arca_cluster_refused_proposals_total", "reason" => reason).increment(1);
@@ -127,7 +137,7 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .cluster_status(request.into_inner())
+                .cluster_status(with_deadline(request.into_inner(), FORWARD_DEADLINE))
                 .await;
             if let Ok(reply) = forwarded {
                 return Ok(reply);
@@ -147,7 +157,7 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .add_node(request.into_inner())
+                .add_node(with_deadline(request.into_inner(), ADD_NODE_DEADLINE))
                 .await;
         }
         let request = request.into_inner();
@@ -184,7 +194,7 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .remove_node(request.into_inner())
+                .remove_node(with_deadline(request.into_inner(), FORWARD_DEADLINE))
                 .await;
         }
         let node_id = request.into_inner().node_id;
@@ -290,7 +300,7 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .promote(request.into_inner())
+                .promote(with_deadline(request.into_inner(), FORWARD_DEADLINE))
                 .await;
         }
         let request = request.into_inner();
@@ -342,7 +352,7 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .ack_divergent(request.into_inner())
+                .ack_divergent(with_deadline(request.into_inner(), FORWARD_DEADLINE))
                 .await;
         }
         let request = request.into_inner();

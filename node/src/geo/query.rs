@@ -111,7 +111,11 @@ pub async fn region_digest(geo: &Arc<Geo>) -> DigestAnswer {
             geo.region
                 .peers
                 .cluster_client(&info)
-                .check_chunks(arca_proto::v1::CheckChunksRequest {})
+                .check_chunks({
+                    let mut request = tonic::Request::new(arca_proto::v1::CheckChunksRequest {});
+                    request.set_timeout(std::time::Duration::from_secs(120));
+                    request
+                })
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| s.message().to_string())
