@@ -880,6 +880,13 @@ async fn a_mirror_behind_an_overwrite_whose_chunks_were_reclaimed_still_catches_
         Duration::from_secs(30),
     )
     .await;
+    // Audit A4: the primary keeps freed chunks until every mirror it knows passed the change
+    // that freed them, so the mirror follows the log instead of starting a snapshot.
+    let catch_ups = eu
+        .metric(1, "arca_replication_snapshot_catch_ups_total", "")
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(catch_ups, 0.0, "the mirror needed a snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

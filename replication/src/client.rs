@@ -445,6 +445,7 @@ impl<K: ChangeSink> Mirror<K> {
     }
 
     async fn catch_up_from_snapshot(&self, connection: &quinn::Connection) -> Result<()> {
+        self.lag.count_snapshot();
         let (mut send, mut recv) = connection
             .open_bi()
             .await

@@ -9,6 +9,7 @@
 //! | `arca_replication_bytes_total` | counter | `region`, `primary` | chunk bytes received from the primary |
 //! | `arca_replication_chunks_skipped_total` | counter | `region`, `primary` | referenced chunks not transferred because this region already held them |
 //! | `arca_replication_entries_applied_total` | counter | `region`, `primary` | primary entries applied here |
+//! | `arca_replication_snapshot_catch_ups_total` | counter | `region`, `primary` | catch-ups from a snapshot of the primary (fell behind the retained log, an entry named a chunk the primary no longer had, or this region's history diverged) |
 
 use std::time::{Duration, Instant};
 
@@ -130,6 +131,15 @@ impl MirrorLag {
             ("region", self.region.clone()),
             ("primary", primary.to_string()),
         ]
+    }
+
+    pub fn count_snapshot(&self) {
+        let primary = self.state.lock().primary.clone();
+        counter!(
+            "arca_replication_snapshot_catch_ups_total",
+            &self.labels(&primary)
+        )
+        .increment(1);
     }
 
     pub fn count_bytes(&self, bytes: u64) {
