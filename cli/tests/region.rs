@@ -259,16 +259,30 @@ async fn five_nodes_survive_two_failures_and_refuse_writes_without_a_majority() 
     );
 
     for node in &survivors {
-        let response = region
+        // Without a majority no read can be confirmed current: refused unless the client
+        // accepts a possibly stale answer.
+        let refused = region
             .http()
             .get(region.url(*node, "/files/ci/before.bin"))
             .send()
             .await
             .expect("get");
         assert_eq!(
+            refused.status(),
+            503,
+            "an unconfirmed read is refused on node {node}"
+        );
+        let response = region
+            .http()
+            .get(region.url(*node, "/files/ci/before.bin"))
+            .header("x-arca-read-consistency", "stale-ok")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
             response.status(),
             200,
-            "reads of existing artifacts still work on node {node}"
+            "reads of existing artifacts that accept stale data still work on node {node}"
         );
         assert_eq!(response.headers()["x-arca-read-consistency"], "local");
         assert_eq!(

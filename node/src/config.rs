@@ -231,6 +231,17 @@ pub struct GcConfig {
     /// An unreferenced chunk younger than this is left alone (an upload may still be about to
     /// reference it), in seconds.
     pub orphan_grace_secs: u64,
+    /// A chunk an overwrite or delete freed is kept at least this long (downloads of the old
+    /// version finish, lagging readers find it), in seconds.
+    pub freed_retention_secs: u64,
+    /// ... and until every mirror this region knows applied the change that freed it, but no
+    /// longer than this (a mirror gone for good catches up from a snapshot), in seconds.
+    pub freed_max_retention_secs: u64,
+    /// How often the region's leader reclaims freed chunks that are due, in seconds.
+    pub release_interval_secs: u64,
+    /// A new leader waits this long before its first reclaim, so that mirrors can reconnect
+    /// and say how far they are, in seconds.
+    pub release_start_delay_secs: u64,
 }
 
 impl Default for GcConfig {
@@ -238,6 +249,10 @@ impl Default for GcConfig {
         Self {
             sweep_interval_secs: 600,
             orphan_grace_secs: 3600,
+            freed_retention_secs: 600,
+            freed_max_retention_secs: 86_400,
+            release_interval_secs: 10,
+            release_start_delay_secs: 60,
         }
     }
 }
@@ -354,8 +369,11 @@ impl NodeConfig {
         if self.replication.retain_entries == 0 || self.replication.parallel_streams == 0 {
             bail!("replication.retain_entries and replication.parallel_streams must be > 0");
         }
-        if self.gc.sweep_interval_secs == 0 {
-            bail!("gc.sweep_interval_secs must be > 0");
+        if self.gc.sweep_interval_secs == 0 || self.gc.release_interval_secs == 0 {
+            bail!("gc.sweep_interval_secs and gc.release_interval_secs must be > 0");
+        }
+        if self.gc.freed_max_retention_secs < self.gc.freed_retention_secs {
+            bail!("gc.freed_max_retention_secs must be at least gc.freed_retention_secs");
         }
         if self.oci.upload_expiry_secs == 0 || self.oci.upload_sweep_interval_secs == 0 {
             bail!("oci.upload_expiry_secs and oci.upload_sweep_interval_secs must be > 0");

@@ -8,6 +8,7 @@
 pub mod fencing;
 pub mod mirrors;
 pub mod query;
+pub mod reclaim;
 pub mod sink;
 pub mod source;
 pub mod status;
@@ -354,33 +355,10 @@ impl Geo {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.mirrors.subscribe();
         loop {
-            let mut acked: std::collections::BTreeMap<String, u64> =
-                std::collections::BTreeMap::new();
-            fn note(acked: &mut std::collections::BTreeMap<String, u64>, region: &str, seq: u64) {
-                let entry = acked.entry(region.to_string()).or_default();
-                *entry = (*entry).max(seq);
-            }
-            for mirror in self.mirrors.list() {
-                note(&mut acked, &mirror.info.region, mirror.acked_seq);
-            }
-            if !self.sync_satisfied(&acked, seq) {
-                for peer in self.region.peers.others() {
-                    let mut request = tonic::Request::new(arca_proto::v1::MirrorsRequest {});
-                    request.set_timeout(Duration::from_millis(500));
-                    if let Ok(reply) = self
-                        .region
-                        .peers
-                        .cluster_client(&peer.info)
-                        .mirrors(request)
-                        .await
-                    {
-                        for mirror in reply.into_inner().mirrors {
-                            note(&mut acked, &mirror.region, mirror.acked_seq);
-                        }
-                    }
-                }
-            }
-            if self.sync_satisfied(&acked, seq) {
+            let local = self.local_mirror_acks();
+            if self.sync_satisfied(&local, seq)
+                || self.sync_satisfied(&self.mirror_acks().await, seq)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -391,6 +369,39 @@ impl Geo {
                 _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))) => {}
             }
         }
+    }
+
+    /// How far each mirror subscribed to this node has applied.
+    fn local_mirror_acks(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut acked = std::collections::BTreeMap::new();
+        for mirror in self.mirrors.list() {
+            let entry = acked.entry(mirror.info.region.clone()).or_insert(0u64);
+            *entry = (*entry).max(mirror.acked_seq);
+        }
+        acked
+    }
+
+    /// How far each mirror this region knows of has applied, asked of every node of the
+    /// region (a mirror may subscribe to any of them).
+    pub async fn mirror_acks(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut acked = self.local_mirror_acks();
+        for peer in self.region.peers.others() {
+            let mut request = tonic::Request::new(arca_proto::v1::MirrorsRequest {});
+            request.set_timeout(Duration::from_millis(500));
+            if let Ok(reply) = self
+                .region
+                .peers
+                .cluster_client(&peer.info)
+                .mirrors(request)
+                .await
+            {
+                for mirror in reply.into_inner().mirrors {
+                    let entry = acked.entry(mirror.region).or_insert(0);
+                    *entry = (*entry).max(mirror.acked_seq);
+                }
+            }
+        }
+        acked
     }
 
     /// Whether the mirrors' acknowledgements cover `seq` for sync replication.

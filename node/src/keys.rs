@@ -21,6 +21,7 @@
 //! | `m/max_epoch` | the highest epoch this region has seen (u64) |
 //! | `m/cluster_id` | the region's cluster id (UTF-8) |
 //! | `dc/{chunk}` | divergent writes using the chunk (u64): kept until acknowledged |
+//! | `fr/{seq}{chunk}` | a chunk change `seq` freed, and when (i64 ms): reclaimed by `ReleaseFreed` |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
 //! | `oi/{repo}/{image}` | [`ImageRecord`](crate::oci::model::ImageRecord) of an `oci` repository |
 //! | `ob/{repo}/{image}:{sha256}` | [`BlobLink`](crate::oci::model::BlobLink): a blob visible in the image |
@@ -58,6 +59,14 @@ pub const STAGING: &[u8] = b"m/staging";
 pub const CLUSTER_ID: &[u8] = b"m/cluster_id";
 /// The highest epoch this region has seen anywhere (u64): a promotion goes past it.
 pub const MAX_EPOCH: &[u8] = b"m/max_epoch";
+/// `fr/{seq}{chunk}`: a chunk change `seq` freed, with the time it was freed (i64 ms); kept
+/// until a `ReleaseFreed` passes it (retention window, mirrors' progress).
+pub const FREED_PREFIX: &[u8] = b"fr/";
+
+pub fn freed(seq: u64, chunk: &ChunkId) -> Vec<u8> {
+    join(&[FREED_PREFIX, &seq.to_be_bytes(), chunk.as_bytes()])
+}
+
 /// `dc/{chunk}`: how many divergent writes' blobs use the chunk (u64); such chunks are kept.
 pub const DIVERGENT_CHUNK_PREFIX: &[u8] = b"dc/";
 
@@ -79,6 +88,7 @@ pub fn is_region_local(key: &[u8]) -> bool {
         || key == CLUSTER_ID
         || key.starts_with(DIVERGENT_PREFIX)
         || key.starts_with(DIVERGENT_CHUNK_PREFIX)
+        || key.starts_with(FREED_PREFIX)
         || key.starts_with(STAGING_PREFIX)
 }
 

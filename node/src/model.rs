@@ -198,6 +198,13 @@ pub enum Command {
     SetClusterId {
         id: String,
     },
+    /// Reclaims chunks freed by changes up to `through_seq` that were freed before
+    /// `before_ms`, unless something references them again (at most `limit` of them).
+    ReleaseFreed {
+        through_seq: u64,
+        before_ms: i64,
+        limit: u64,
+    },
     /// Drops change-log entries before `before_seq` (retention).
     TrimChangeLog {
         before_seq: u64,
@@ -240,7 +247,8 @@ impl Command {
             | Command::SnapshotAbort { .. }
             | Command::ObserveEpoch { .. }
             | Command::AckDivergent { .. }
-            | Command::SetClusterId { .. } => 2,
+            | Command::SetClusterId { .. }
+            | Command::ReleaseFreed { .. } => 2,
         }
     }
 
@@ -262,6 +270,7 @@ impl Command {
             Command::ObserveEpoch { .. } => "observe_epoch",
             Command::AckDivergent { .. } => "ack_divergent",
             Command::SetClusterId { .. } => "set_cluster_id",
+            Command::ReleaseFreed { .. } => "release_freed",
             Command::TrimChangeLog { .. } => "trim_change_log",
         }
     }
@@ -447,6 +456,11 @@ pub enum Outcome {
     /// The region's cluster id (the one recorded first).
     ClusterId {
         id: String,
+    },
+    /// Freed chunks reclaimed (`released`) and whether more were due than `limit`.
+    FreedReleased {
+        released: u64,
+        more: bool,
     },
     Trimmed {
         removed: u64,

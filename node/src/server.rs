@@ -367,6 +367,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         cancel.clone(),
     )));
     tasks.push(tokio::spawn(resync.clone().run(cancel.clone())));
+    tasks.push(tokio::spawn(crate::geo::reclaim::run(
+        geo.clone(),
+        config.gc.clone(),
+        cancel.clone(),
+    )));
     tasks.push(tokio::spawn(forward_head(
         geo.clone(),
         applied_rx.clone(),

@@ -279,6 +279,8 @@ pub(crate) struct Txn<'b, 'a> {
     batch: &'b mut ApplyBatch<'a>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     freed: Vec<ChunkId>,
+    /// Chunks this command left unreferenced, queued under its seq for later reclaim.
+    deferred: Vec<ChunkId>,
     referenced: Vec<ChunkId>,
     /// The whole state was replaced: every chunk must be rechecked.
     reset_chunks: bool,
@@ -297,6 +299,7 @@ impl<'b, 'a> Txn<'b, 'a> {
             batch,
             writes: BTreeMap::new(),
             freed: Vec::new(),
+            deferred: Vec::new(),
             referenced: Vec::new(),
             reset_chunks: false,
         }
@@ -470,6 +473,11 @@ impl Txn<'_, '_> {
                 Ok(Outcome::EpochObserved { max_epoch })
             }
             Command::AckDivergent { seqs } => self.ack_divergent(seqs),
+            Command::ReleaseFreed {
+                through_seq,
+                before_ms,
+                limit,
+            } => self.release_freed(*through_seq, *before_ms, *limit),
             Command::SetClusterId { id } => {
                 if let Some(current) = self.get_raw(keys::CLUSTER_ID)? {
                     return Ok(Outcome::ClusterId {
@@ -562,6 +570,49 @@ impl Txn<'_, '_> {
         Ok(Outcome::DivergentAcknowledged { removed })
     }
 
+    /// Reclaims queued freed chunks in seq order, up to `through_seq` and freed before
+    /// `before_ms`, at most `limit`: those nothing references again go to the collector.
+    fn release_freed(
+        &mut self,
+        through_seq: u64,
+        before_ms: i64,
+        limit: u64,
+    ) -> anyhow::Result<Outcome> {
+        let mut released = 0;
+        let mut more = false;
+        for key in self.keys_with_prefix(keys::FREED_PREFIX)? {
+            let rest = &key[keys::FREED_PREFIX.len()..];
+            let (Some(seq), Some(chunk)) = (
+                rest.get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes),
+                rest.get(8..).and_then(ChunkId::from_slice),
+            ) else {
+                anyhow::bail!("corrupt freed-chunk key");
+            };
+            let freed_at = self
+                .get_raw(&key)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(i64::from_be_bytes)
+                .unwrap_or(i64::MIN);
+            if seq > through_seq || freed_at > before_ms {
+                break;
+            }
+            if released == limit {
+                more = true;
+                break;
+            }
+            self.delete(key)?;
+            let staged = self.get_raw(&keys::staged_chunk_refs(&chunk))?.is_some();
+            let divergent = self.get_count(&keys::divergent_chunk(&chunk))? > 0;
+            if self.chunk_refs(&chunk)? == 0 && !staged && !divergent {
+                self.freed.push(chunk);
+            }
+            released += 1;
+        }
+        Ok(Outcome::FreedReleased { released, more })
+    }
+
     fn chunk_refs(&self, id: &ChunkId) -> anyhow::Result<u64> {
         Ok(match self.get_raw(&keys::chunk_refs(id))? {
             Some(raw) => {
@@ -620,6 +671,9 @@ impl Txn<'_, '_> {
             );
         }
         let seq = self.append_change(command, raft_index, at_ms, replicated)?;
+        for chunk in std::mem::take(&mut self.deferred) {
+            self.put_raw(keys::freed(seq, &chunk), at_ms.to_be_bytes().to_vec())?;
+        }
         Ok(match outcome {
             Outcome::ArtifactStored { replaced, .. } => Outcome::ArtifactStored { replaced, seq },
             Outcome::ArtifactDeleted { .. } => Outcome::ArtifactDeleted { seq },
@@ -1042,7 +1096,8 @@ impl Txn<'_, '_> {
                 self.delete(refs_key)?;
                 stats.chunks -= 1;
                 stats.physical_bytes -= u64::from(len);
-                self.freed.push(chunk);
+                // Kept until a ReleaseFreed passes this change (see keys::FREED_PREFIX).
+                self.deferred.push(chunk);
             } else {
                 self.put_raw(refs_key, refs.encode())?;
             }

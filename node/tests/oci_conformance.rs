@@ -636,7 +636,14 @@ async fn content_discovery() {
 
 #[tokio::test]
 async fn content_management() {
-    let node = registry().await;
+    // Freed chunks are reclaimed once past the retention window: make it short here.
+    let node = TestNode::start_with_env(&[
+        ("GC__FREED_RETENTION_SECS", "0"),
+        ("GC__RELEASE_INTERVAL_SECS", "1"),
+        ("GC__RELEASE_START_DELAY_SECS", "0"),
+    ])
+    .await;
+    node.create_oci_repo("containers", false).await;
     let image = Image::new(5, &[80_000, 40_000]);
     image.push(&node, NAME, "t1").await;
     assert_eq!(
