@@ -23,6 +23,31 @@ pub struct Catalog {
     db: Arc<DB>,
 }
 
+/// The repository state of one view, in batches (see [`Catalog::state_reader`]).
+pub struct StateReader {
+    pub head: ChangeLogHead,
+    rx: std::sync::mpsc::Receiver<Result<arca_replication::store::Pairs>>,
+}
+
+impl StateReader {
+    /// The next batch; `None` at the end.
+    pub fn next_batch(&mut self) -> Result<Option<arca_replication::store::Pairs>> {
+        match self.rx.recv() {
+            Ok(batch) => batch.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every remaining pair (tests and small states).
+    pub fn collect_all(mut self) -> Result<arca_replication::store::Pairs> {
+        let mut all = Vec::new();
+        while let Some(batch) = self.next_batch()? {
+            all.extend(batch);
+        }
+        Ok(all)
+    }
+}
+
 /// A page of a listing and the cursor for the next one.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -270,9 +295,71 @@ impl Catalog {
         Ok(items)
     }
 
-    /// Every key/value pair of the repository state (not driver- or region-local keys), from
-    /// one consistent view, with the change-log head of that view.
-    pub fn state_pairs(&self) -> Result<(ChangeLogHead, arca_replication::store::Pairs)> {
+    /// The repository state (not driver- or region-local keys) from one consistent view,
+    /// read in batches of about `batch_bytes` by a thread of its own: memory stays at two
+    /// batches whatever the size of the state (a mirror snapshot of a million artifacts).
+    pub fn state_reader(&self, batch_bytes: usize) -> Result<StateReader> {
+        let db = self.db.clone();
+        let (head_tx, head_rx) = std::sync::mpsc::sync_channel::<Result<ChangeLogHead>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<arca_replication::store::Pairs>>(1);
+        std::thread::Builder::new()
+            .name("state-reader".into())
+            .spawn(move || {
+                let Some(cf) = db.cf_handle(CF_STATE_MACHINE) else {
+                    let _ = head_tx.send(Err(Error::Internal(
+                        "state machine column family is missing".into(),
+                    )));
+                    return;
+                };
+                let view = db.snapshot();
+                let head = match view.get_cf(cf, keys::CHANGELOG_HEAD) {
+                    Ok(Some(bytes)) => decode(&bytes),
+                    Ok(None) => Ok(ChangeLogHead::default()),
+                    Err(e) => Err(e.into()),
+                };
+                if head_tx.send(head).is_err() {
+                    return;
+                }
+                let mut options = rocksdb::ReadOptions::default();
+                options.set_snapshot(&view);
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                for item in db.iterator_cf_opt(cf, options, IteratorMode::Start) {
+                    let (key, value) = match item {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    if key.first() == Some(&0) || keys::is_region_local(&key) {
+                        continue;
+                    }
+                    bytes += key.len() + value.len();
+                    batch.push((key.to_vec(), value.to_vec()));
+                    if bytes >= batch_bytes {
+                        // Blocks while the consumer holds the previous batch: back-pressure.
+                        if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                            return;
+                        }
+                        bytes = 0;
+                    }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok(batch));
+                }
+            })
+            .map_err(|e| Error::internal("start the state reader", e))?;
+        let head = head_rx
+            .recv()
+            .map_err(|_| Error::Internal("the state reader stopped".into()))??;
+        Ok(StateReader { head, rx })
+    }
+
+    /// A digest of the repository metadata (see [`keys::in_state_digest`]), with the
+    /// change-log head it corresponds to: two regions that applied the same entries have the
+    /// same digest. Streams the state (one consistent view), holding nothing but the hasher.
+    pub fn state_digest(&self) -> Result<(ChangeLogHead, String, u64)> {
         let cf = self.cf()?;
         let view = self.db.snapshot();
         let head: ChangeLogHead = match view.get_cf(cf, keys::CHANGELOG_HEAD)? {
@@ -281,25 +368,11 @@ impl Catalog {
         };
         let mut options = rocksdb::ReadOptions::default();
         options.set_snapshot(&view);
-        let mut pairs = Vec::new();
-        for item in self.db.iterator_cf_opt(cf, options, IteratorMode::Start) {
-            let (key, value) = item?;
-            if key.first() == Some(&0) || keys::is_region_local(&key) {
-                continue;
-            }
-            pairs.push((key.to_vec(), value.to_vec()));
-        }
-        Ok((head, pairs))
-    }
-
-    /// A digest of the repository metadata (see [`keys::in_state_digest`]), with the change-log head it corresponds to: two regions that applied
-    /// the same entries have the same digest.
-    pub fn state_digest(&self) -> Result<(ChangeLogHead, String, u64)> {
-        let (head, pairs) = self.state_pairs()?;
         let mut hasher = blake3::Hasher::new();
         let mut referenced_chunks = 0u64;
-        for (key, value) in pairs {
-            if !keys::in_state_digest(&key) {
+        for item in self.db.iterator_cf_opt(cf, options, IteratorMode::Start) {
+            let (key, value) = item?;
+            if key.first() == Some(&0) || !keys::in_state_digest(&key) {
                 continue;
             }
             if key.starts_with(keys::CHUNK_REFS_PREFIX) {
@@ -333,6 +406,30 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_streams_in_bounded_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::storage::open_db(dir.path()).expect("open");
+        let catalog = Catalog::new(db.clone());
+        let cf = catalog.cf().expect("cf");
+        for i in 0..20_000u32 {
+            db.put_cf(cf, format!("a/r/{i:08}"), vec![7u8; 100])
+                .expect("put");
+        }
+        db.put_cf(cf, keys::ROLE, b"x").expect("put");
+        let mut reader = catalog.state_reader(64 << 10).expect("reader");
+        let mut pairs = 0;
+        let mut batches = 0;
+        while let Some(batch) = reader.next_batch().expect("batch") {
+            let bytes: usize = batch.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(bytes < (64 << 10) + 200, "a batch of {bytes} bytes");
+            pairs += batch.len();
+            batches += 1;
+        }
+        assert_eq!(pairs, 20_000, "every pair, no region-local one");
+        assert!(batches > 20);
+    }
 
     #[test]
     fn the_state_digest_ignores_where_this_region_forked() {

@@ -60,6 +60,9 @@ impl ChunkEntry {
     }
 }
 
+/// Blob garbage collection waits for garbage of at least 1/this of the blob files' bytes.
+const BLOB_GC_STORE_FRACTION: u64 = 10;
+
 /// Share of the oldest blob files whose live chunks a blob garbage collection relocates.
 const BLOB_GC_AGE_CUTOFF: f64 = 0.5;
 
@@ -399,7 +402,13 @@ impl ChunkStore {
     /// which relocates the live chunks of the oldest blob files and drops those files. Returns
     /// whether it ran.
     pub fn collect_blob_garbage(&self, min_garbage: u64) -> Result<bool> {
-        if self.blob_garbage_bytes()? < min_garbage.max(1) {
+        // The compaction relocates the live chunks of the oldest half of the blob files: worth
+        // it only once the garbage is a tenth of the store, so that reclaiming 256 MiB never
+        // rewrites terabytes (at most five bytes rewritten per byte reclaimed).
+        let threshold = min_garbage
+            .max(self.blob_file_bytes()? / BLOB_GC_STORE_FRACTION)
+            .max(1);
+        if self.blob_garbage_bytes()? < threshold {
             return Ok(false);
         }
         let cf = self.cf(CF_CHUNKS)?;
@@ -416,7 +425,37 @@ impl ChunkStore {
         Ok(true)
     }
 
-    /// Every chunk this node holds, with its index entry.
+    /// Up to `limit` chunks this node holds after `after` (in id order), with their index
+    /// entries: a page of the index, so a sweep never loads the whole of it.
+    pub fn entries_page(
+        &self,
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, ChunkEntry)>> {
+        let cf = self.cf(CF_CHUNK_INDEX)?;
+        let mode = match after {
+            Some(id) => rocksdb::IteratorMode::From(id.as_bytes(), rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        let mut out = Vec::with_capacity(limit.min(65_536));
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item?;
+            if after.is_some_and(|a| key.as_ref() == a.as_bytes()) {
+                continue;
+            }
+            if let (Some(id), Some(entry)) = (ChunkId::from_slice(&key), ChunkEntry::decode(&value))
+            {
+                out.push((id, entry));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk this node holds, with its index entry (tests and small stores; the sweep
+    /// pages through [`ChunkStore::entries_page`]).
     pub fn entries(&self) -> Result<Vec<(ChunkId, ChunkEntry)>> {
         let mut out = Vec::new();
         for item in self
@@ -740,6 +779,29 @@ mod tests {
             .expect("grant");
         leases.grant(&[], std::time::Duration::ZERO).expect("grant");
         assert_eq!(leases.len(), 0, "expired leases were dropped");
+    }
+
+    #[test]
+    fn blob_garbage_collection_waits_for_garbage_in_proportion_to_the_store() {
+        // Audit P5: after 256 MiB of deletions a full-range compaction relocated every live
+        // blob in the oldest half of all blob files, however large the store.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let all: Vec<_> = (0..60).map(|i| chunk(1000 + i, 1 << 20)).collect();
+        for (id, data) in &all {
+            store.put(id, data).expect("put");
+        }
+        store.flush_for_test().expect("flush");
+        for (id, _) in all.iter().take(3) {
+            assert!(store.delete_unless(id, |_| Ok(false)).expect("delete"));
+        }
+        // 3 MiB of garbage in a 60 MiB store: not worth relocating 30 MiB.
+        assert!(!store.collect_blob_garbage(1 << 20).expect("collect"));
+        for (id, _) in all.iter().skip(3).take(5) {
+            assert!(store.delete_unless(id, |_| Ok(false)).expect("delete"));
+        }
+        assert!(store.collect_blob_garbage(1 << 20).expect("collect"));
     }
 
     #[test]

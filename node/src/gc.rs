@@ -22,6 +22,9 @@ use crate::state_machine::FreedChunks;
 /// one blob file).
 const BLOB_GC_MIN_GARBAGE: u64 = 256 << 20;
 
+/// Index entries a sweep reads at a time.
+const SWEEP_PAGE: usize = 10_000;
+
 enum Job {
     Reclaim(Vec<ChunkId>),
     Sweep,
@@ -63,16 +66,28 @@ impl Collector {
     }
 
     /// Deletes unreferenced, unpinned chunks written more than `grace` ago.
+    /// Pages through the chunk index (a bounded page at a time, so memory does not grow with
+    /// the store).
     pub fn sweep(&self, grace: Duration) -> Result<usize> {
         let cutoff = crate::model::now_ms() - grace.as_millis() as i64;
-        let candidates: Vec<ChunkId> = self
-            .store
-            .entries()?
-            .into_iter()
-            .filter(|(_, entry)| entry.written_at_ms <= cutoff)
-            .map(|(id, _)| id)
-            .collect();
-        self.reclaim(&candidates)
+        let mut deleted = 0;
+        let mut after: Option<ChunkId> = None;
+        loop {
+            let page = self.store.entries_page(after.as_ref(), SWEEP_PAGE)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(deleted);
+            };
+            after = Some(*last);
+            let candidates: Vec<ChunkId> = page
+                .iter()
+                .filter(|(_, entry)| entry.written_at_ms <= cutoff)
+                .map(|(id, _)| *id)
+                .collect();
+            deleted += self.reclaim(&candidates)?;
+            if page.len() < SWEEP_PAGE {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// After deletions worth a blob file, compacts the chunk store with blob garbage collection

@@ -342,7 +342,14 @@ async fn replicated_entries_from_an_older_or_another_lineage_are_refused() {
 async fn a_mirror_installs_a_primary_snapshot_whole() {
     let primary = TestNode::start().await;
     put_files(&primary, 2).await;
-    let (head, pairs) = primary.node().service.catalog.state_pairs().expect("pairs");
+    let reader = primary
+        .node()
+        .service
+        .catalog
+        .state_reader(1 << 20)
+        .expect("reader");
+    let head = reader.head.clone();
+    let pairs = reader.collect_all().expect("pairs");
     let mirror = TestNode::start().await;
     commit_command(
         &mirror,

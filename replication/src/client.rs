@@ -209,9 +209,17 @@ impl<K: ChangeSink> Mirror<K> {
         let publisher = {
             let lag = self.lag.clone();
             let cancel = cancel.clone();
+            let sink = self.sink.clone();
             tokio::spawn(async move {
+                // Only the node running the subscription publishes lag: a follower's figures
+                // would be zeros under the same labels.
                 while !cancel.is_cancelled() {
-                    lag.publish();
+                    if sink.is_active() {
+                        lag.activate();
+                        lag.publish();
+                    } else {
+                        lag.deactivate();
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
@@ -228,6 +236,7 @@ impl<K: ChangeSink> Mirror<K> {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
                 }
             }
+            self.lag.activate();
             let addr = addrs[next_addr % addrs.len()].clone();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => break,

@@ -38,6 +38,10 @@ struct LagState {
     next: Option<(u64, i64)>,
     last_contact: Option<Instant>,
     pending_bytes: u64,
+    /// When this node started running the subscription (it became its region's leader) and
+    /// has not heard from the primary since: until it does, its lag is unknown, at least the
+    /// time it has been waiting.
+    active_since: Option<Instant>,
 }
 
 /// Lag figures at one moment.
@@ -121,6 +125,21 @@ impl MirrorLag {
         self.publish();
     }
 
+    /// This node starts running the subscription (it leads its mirror region).
+    pub fn activate(&self) {
+        let mut state = self.state.lock();
+        if state.active_since.is_none() {
+            state.active_since = Some(Instant::now());
+            // A new term of running the subscription: what an earlier one heard is history.
+            state.last_contact = None;
+        }
+    }
+
+    /// This node stopped running the subscription.
+    pub fn deactivate(&self) {
+        self.state.lock().active_since = None;
+    }
+
     pub fn set_connected(&self, connected: bool) {
         self.state.lock().connected = connected;
         self.publish();
@@ -172,10 +191,14 @@ impl MirrorLag {
             (0, _) | (_, None) => 0.0,
             (_, Some(at)) => ((now_ms() - at).max(0) as f64) / 1000.0,
         };
-        let silence = state.last_contact.map(|t| t.elapsed());
+        // Silence counts from the last word of the primary, or, on a leader that never heard
+        // from it, from when it started waiting: a new leader in a partition is not "0 s".
+        let silence = state
+            .last_contact
+            .or(state.active_since)
+            .map(|t| t.elapsed());
         let stale = match silence {
             Some(s) if s > SILENCE_GRACE => s.as_secs_f64(),
-            None if !state.connected => 0.0,
             _ => 0.0,
         };
         LagReport {
@@ -186,13 +209,16 @@ impl MirrorLag {
             lag_entries,
             lag_seconds: behind.max(stale),
             pending_bytes: state.pending_bytes,
-            last_contact_seconds: silence.map(|s| s.as_secs_f64()),
+            last_contact_seconds: state.last_contact.map(|t| t.elapsed().as_secs_f64()),
         }
     }
 
     /// Sets the gauges from the current state (also called periodically, so seconds keep
     /// counting while nothing happens).
     pub fn publish(&self) {
+        if self.state.lock().active_since.is_none() {
+            return;
+        }
         let report = self.report();
         let labels = self.labels(&report.primary);
         gauge!("arca_replication_lag_entries", &labels).set(report.lag_entries as f64);
@@ -205,6 +231,20 @@ impl MirrorLag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_that_never_reached_the_primary_does_not_report_zero_lag() {
+        // Audit P9: a new mirror leader that never reached the primary reported 0 s of lag, so
+        // a partition that coincided with a leader change looked healthy.
+        let lag = MirrorLag::new("eu");
+        {
+            let mut state = lag.state.lock();
+            state.active_since = Some(Instant::now() - Duration::from_secs(10));
+        }
+        let report = lag.report();
+        assert!(report.lag_seconds >= 9.0, "{report:?}");
+        assert_eq!(report.last_contact_seconds, None);
+    }
 
     #[test]
     fn lag_follows_heartbeats_and_applies() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use arca_proto::v1::GetChunkRequest;
 use bytes::Bytes;
+use futures::StreamExt;
 use metrics::{counter, gauge};
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
@@ -24,6 +25,12 @@ use crate::chunk_store::ChunkStore;
 use crate::cluster::peers::{Peers, CHUNK_READ_DEADLINE};
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+
+/// Missing chunks queued at a time by a reconciliation.
+const RECONCILE_BATCH: usize = 10_000;
+
+/// Chunks fetched at once by the resync worker.
+const RESYNC_PARALLEL: usize = 8;
 
 /// Node-local queue of referenced chunks this node does not hold.
 pub const CF_RESYNC: &str = "resync";
@@ -169,16 +176,21 @@ impl Resync {
 
     /// Queues every referenced chunk this node lacks (start-up, after a snapshot install).
     pub fn reconcile(&self) -> Result<usize> {
+        // Streamed: missing chunks are queued a batch at a time, never all held in memory.
         let mut missing = Vec::new();
         let mut total = 0;
+        let mut added = 0;
         self.catalog.for_each_referenced_chunk(|id| {
             total += 1;
             if !self.store.contains(&id)? {
                 missing.push(id);
+                if missing.len() >= RECONCILE_BATCH {
+                    added += self.enqueue_missing(&std::mem::take(&mut missing))?;
+                }
             }
             Ok(())
         })?;
-        let added = self.enqueue_missing(&missing)?;
+        added += self.enqueue_missing(&missing)?;
         if added > 0 {
             tracing::info!(
                 referenced = total,
@@ -196,8 +208,22 @@ impl Resync {
         Ok(())
     }
 
-    /// Fetches a chunk from whichever peer has it, verifies it, stores it here.
+    /// Fetches a chunk from whichever peer has it, verifies it, stores it here durably.
     pub async fn fetch(&self, id: ChunkId, reason: FetchReason) -> Result<Bytes> {
+        let data = self.fetch_unsynced(id, reason).await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(|e| Error::internal("chunk writer panicked", e))??;
+        if self.queued.lock().contains(&id) {
+            self.dequeue(&id)?;
+        }
+        Ok(data)
+    }
+
+    /// [`Resync::fetch`] without the WAL sync and the dequeue: the caller syncs once for a
+    /// batch, then dequeues.
+    async fn fetch_unsynced(&self, id: ChunkId, reason: FetchReason) -> Result<Bytes> {
         let mut peers = self.peers.others();
         peers.shuffle(&mut rand::rng());
         let mut last_error = String::from("no peer is known");
@@ -223,12 +249,9 @@ impl Resync {
             let data = Bytes::from(chunk.data);
             let store = self.store.clone();
             let to_store = data.clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                store.put_verified(&id, &to_store)?;
-                store.sync()
-            })
-            .await
-            .map_err(|e| Error::internal("chunk writer panicked", e))?;
+            let stored = tokio::task::spawn_blocking(move || store.put_verified(&id, &to_store))
+                .await
+                .map_err(|e| Error::internal("chunk writer panicked", e))?;
             if let Err(e) = stored {
                 last_error = format!("node {}: {e}", peer.id);
                 continue;
@@ -239,9 +262,6 @@ impl Resync {
             if reason == FetchReason::Repair {
                 tracing::warn!(chunk = %id, peer = peer.id, "repaired a corrupt chunk from a peer");
             }
-            if self.queued.lock().contains(&id) {
-                self.dequeue(&id)?;
-            }
             return Ok(data);
         }
         // No node of this region has it: a mirror asks its primary.
@@ -251,18 +271,12 @@ impl Resync {
                 Ok(Some(data)) => {
                     let store = self.store.clone();
                     let to_store = data.clone();
-                    tokio::task::spawn_blocking(move || {
-                        store.put_verified(&id, &to_store)?;
-                        store.sync()
-                    })
-                    .await
-                    .map_err(|e| Error::internal("chunk writer panicked", e))??;
+                    tokio::task::spawn_blocking(move || store.put_verified(&id, &to_store))
+                        .await
+                        .map_err(|e| Error::internal("chunk writer panicked", e))??;
                     counter!("arca_region_chunks_fetched_total", "reason" => "primary")
                         .increment(1);
                     tracing::warn!(chunk = %id, ?reason, "no node of this region had the chunk: fetched it from the primary region");
-                    if self.queued.lock().contains(&id) {
-                        self.dequeue(&id)?;
-                    }
                     return Ok(data);
                 }
                 Ok(None) => last_error = format!("{last_error}; the primary does not have it"),
@@ -286,6 +300,7 @@ impl Resync {
         loop {
             let batch: Vec<ChunkId> = self.queued.lock().iter().take(256).copied().collect();
             let mut failed = 0;
+            let mut needed = Vec::new();
             for id in &batch {
                 if cancel.is_cancelled() {
                     return;
@@ -304,9 +319,37 @@ impl Resync {
                     }
                     continue;
                 }
-                if let Err(e) = self.fetch(*id, FetchReason::Resync).await {
-                    tracing::debug!(chunk = %id, error = %e, "resync fetch failed; will retry");
-                    failed += 1;
+                needed.push(*id);
+            }
+            // Fetched in parallel, made durable with one WAL sync for the batch.
+            let this = &self;
+            let results: Vec<(ChunkId, Result<Bytes>)> = futures::stream::iter(needed)
+                .map(|id| async move { (id, this.fetch_unsynced(id, FetchReason::Resync).await) })
+                .buffer_unordered(RESYNC_PARALLEL)
+                .collect()
+                .await;
+            let mut fetched = Vec::new();
+            for (id, result) in results {
+                match result {
+                    Ok(_) => fetched.push(id),
+                    Err(e) => {
+                        tracing::debug!(chunk = %id, error = %e, "resync fetch failed; will retry");
+                        failed += 1;
+                    }
+                }
+            }
+            if !fetched.is_empty() {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.sync()).await {
+                    Ok(Ok(())) => {
+                        for id in &fetched {
+                            if let Err(e) = self.dequeue(id) {
+                                tracing::warn!(error = %e, "resync dequeue failed");
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "resync sync failed; will retry"),
+                    Err(e) => tracing::warn!(error = %e, "resync sync panicked"),
                 }
             }
             if !batch.is_empty() && failed < batch.len() {

@@ -39,7 +39,7 @@ pub fn to_entry(record: crate::model::ChangeRecord) -> arca_replication::Result<
 
 struct PairsSnapshot {
     head: Head,
-    pairs: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    reader: crate::catalog::StateReader,
 }
 
 impl SnapshotReader for PairsSnapshot {
@@ -47,19 +47,13 @@ impl SnapshotReader for PairsSnapshot {
         self.head
     }
 
-    fn next_batch(&mut self, max_bytes: usize) -> arca_replication::Result<Option<Pairs>> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for (key, value) in self.pairs.by_ref() {
-            bytes += key.len() + value.len();
-            batch.push((key, value));
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok((!batch.is_empty()).then_some(batch))
+    fn next_batch(&mut self, _max_bytes: usize) -> arca_replication::Result<Option<Pairs>> {
+        self.reader.next_batch().map_err(storage)
     }
 }
+
+/// Bytes of pairs the state reader hands over at a time (the protocol's snapshot frames).
+const SNAPSHOT_BATCH_BYTES: usize = 4 << 20;
 
 impl ChangeSource for NodeSource {
     fn region_info(&self) -> RegionInfo {
@@ -111,14 +105,19 @@ impl ChangeSource for NodeSource {
     }
 
     fn snapshot(&self) -> arca_replication::Result<Box<dyn SnapshotReader>> {
-        let (head, pairs) = self.0.catalog.state_pairs().map_err(storage)?;
+        let reader = self
+            .0
+            .catalog
+            .state_reader(SNAPSHOT_BATCH_BYTES)
+            .map_err(storage)?;
+        let head = &reader.head;
         Ok(Box::new(PairsSnapshot {
             head: Head {
                 epoch: head.epoch,
                 seq: head.last_seq,
                 at_ms: head.last_at_ms,
             },
-            pairs: pairs.into_iter(),
+            reader,
         }))
     }
 

@@ -419,6 +419,22 @@ async fn other_regions(geo: &Geo) -> Vec<Vec<String>> {
     regions
 }
 
+/// Where another region's change log stands (the first of its nodes that answers).
+async fn remote_head(geo: &Geo, addrs: &[String]) -> Option<u64> {
+    let endpoint = geo.endpoint.clone()?;
+    for addr in addrs {
+        let hello = tokio::time::timeout(
+            Duration::from_secs(2),
+            arca_replication::client::hello(&endpoint, addr, geo.region_info()),
+        )
+        .await;
+        if let Ok(Ok(info)) = hello {
+            return Some(info.head.seq);
+        }
+    }
+    None
+}
+
 async fn ask_digest(geo: &Geo, addrs: &[String]) -> std::result::Result<DigestAnswer, String> {
     let Some(endpoint) = geo.endpoint.clone() else {
         return Err("replication is not configured on this node".into());
@@ -438,24 +454,28 @@ async fn ask_digest(geo: &Geo, addrs: &[String]) -> std::result::Result<DigestAn
 /// change-log position, and every node's referenced chunks against the chunks it holds.
 pub async fn verify(geo: &Arc<Geo>) -> VerifyReply {
     let others = other_regions(geo).await;
-    let mut attempt = 0;
-    let (local, remote) = loop {
-        let local = region_digest(geo).await;
-        let mut remote = Vec::new();
+    // Regions applying a stream are rarely at the same entry: give a quiet system a moment to
+    // line up, comparing heads only (a hello each), before the one full comparison (a digest
+    // of the state and a chunk check on every node of every region).
+    for _ in 0..20 {
+        let local = geo.head().last_seq;
+        let mut aligned = true;
         for addrs in &others {
-            remote.push(ask_digest(geo, addrs).await);
+            if remote_head(geo, addrs).await != Some(local) {
+                aligned = false;
+                break;
+            }
         }
-        let aligned = remote
-            .iter()
-            .all(|r| matches!(r, Ok(answer) if answer.seq == local.seq));
-        attempt += 1;
-        // Regions applying a stream are rarely at the same entry: give a quiet system a moment
-        // to line up before comparing.
-        if aligned || attempt >= 20 {
-            break (local, remote);
+        if aligned {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    }
+    let local = region_digest(geo).await;
+    let mut remote = Vec::new();
+    for addrs in &others {
+        remote.push(ask_digest(geo, addrs).await);
+    }
     let mut differences = Vec::new();
     let mut regions = vec![to_proto(local.clone())];
     for answer in remote {
