@@ -437,11 +437,14 @@ fn immutable_never_changes(
             op.kind == OpKind::PutImmutable && op.outcome == Outcome::Ok && !divergent(op)
         });
         if let Some(first) = first_ok {
+            // A divergent write (lost with a former primary's history, and listed) does not
+            // count, before or after: the path may legitimately get other content since.
             for later in ops.iter().filter(|op| {
                 op.kind == OpKind::PutImmutable
                     && op.outcome == Outcome::Ok
                     && op.id != first.id
                     && op.sha256 != first.sha256
+                    && !divergent(op)
             }) {
                 violations.push(format!(
                     "{key}: a second content was acknowledged: {} after {}",
@@ -681,6 +684,24 @@ mod tests {
         let results = check(&history, &observations);
         assert!(results[4].held, "{:?}", results[4]);
         assert_eq!(results[4].notes.len(), 1);
+    }
+
+    #[test]
+    fn an_acknowledged_immutable_write_lost_in_a_failover_may_be_written_again() {
+        // After a forced failover the new primary never had the divergent write, and a client
+        // may write other content to the path: the divergent one was reported as lost.
+        let history = vec![
+            op(1, OpKind::PutImmutable, "imm/c", Some("11"), Outcome::Ok),
+            op(2, OpKind::PutImmutable, "imm/c", Some("22"), Outcome::Ok),
+        ];
+        let mut observations = Observations {
+            verify_consistent: true,
+            primaries: vec!["ap".into()],
+            ..Default::default()
+        };
+        assert!(!check(&history, &observations)[4].held);
+        observations.divergent = vec!["put imm/c sha256:11 (10 bytes)".into()];
+        assert!(check(&history, &observations)[4].held);
     }
 
     #[test]

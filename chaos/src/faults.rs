@@ -83,6 +83,22 @@ pub enum Fault {
     /// Kill every node of the primary region, force-promote `mirror`, and after the hold bring
     /// the old primary back (it must demote itself and list its divergent writes).
     PrimaryLossPromote { mirror: usize },
+    /// Two failovers: lose the primary and force-promote `first`, then lose `first` and
+    /// force-promote `second`; then both come back and must become mirrors of `second`, each
+    /// listing its own divergent writes.
+    DoubleFailover { first: usize, second: usize },
+    /// A node's disk is replaced: `kill -9`, its data directory wiped, restarted with `--join`
+    /// under its old id. It must stay out (no second region, no vote with a forgotten log);
+    /// after `arca cluster remove-node` it joins again as a new member and catches up.
+    WipeNode { region: usize, node: u64 },
+    /// A large upload (past the logged first 8 MiB) is broken off half-way and retried in full
+    /// through a node of the region; once acknowledged, every node of the region is killed with
+    /// `kill -9` (a power cut) and restarted: the retried upload must read back whole.
+    UploadRetryKill {
+        region: usize,
+        node: u64,
+        round: u64,
+    },
 }
 
 impl Fault {
@@ -137,6 +153,19 @@ impl Fault {
             Fault::PrimaryLossPromote { mirror } => format!(
                 "lose primary region, force-promote {}",
                 region_name(*mirror)
+            ),
+            Fault::DoubleFailover { first, second } => format!(
+                "lose the primary, force-promote {}, lose it, force-promote {}",
+                region_name(*first),
+                region_name(*second)
+            ),
+            Fault::WipeNode { region, node } => {
+                format!("replace the disk of {}-{node}", region_name(*region))
+            }
+            Fault::UploadRetryKill { region, node, .. } => format!(
+                "large upload broken off and retried through {}-{node}, then a power cut of {}",
+                region_name(*region),
+                region_name(*region)
             ),
         }
     }
@@ -215,7 +244,7 @@ pub async fn run(cluster: &mut Cluster, planned: &Planned, history: &History) ->
         error: None,
     };
     let hold = Duration::from_millis(planned.hold_ms);
-    if let Err(error) = apply(cluster, &planned.fault, hold, &mut record).await {
+    if let Err(error) = apply(cluster, &planned.fault, hold, &mut record, history).await {
         record.error = Some(format!("{error:#}"));
         // Leave nothing broken behind a fault that failed half-way.
         cluster.heal_network();
@@ -230,6 +259,7 @@ async fn apply(
     fault: &Fault,
     hold: Duration,
     record: &mut FaultRecord,
+    history: &History,
 ) -> anyhow::Result<()> {
     match fault.clone() {
         Fault::KillLeader { region } => {
@@ -360,7 +390,310 @@ async fn apply(
             Ok(())
         }
         Fault::PrimaryLossPromote { mirror } => primary_loss(cluster, mirror, hold, record).await,
+        Fault::DoubleFailover { first, second } => {
+            double_failover(cluster, first, second, hold, record).await
+        }
+        Fault::WipeNode { region, node } => wipe_node(cluster, region, node, hold, record).await,
+        Fault::UploadRetryKill {
+            region,
+            node,
+            round,
+        } => upload_retry_kill(cluster, region, node, round, record, history).await,
     }
+}
+
+/// The gRPC address other nodes of `region` reach node `id` at (its proxy when it has one).
+fn peer_grpc_addr(cluster: &Cluster, region: usize, id: u64) -> String {
+    let region = &cluster.regions[region].region;
+    match region.grpc_proxies.get(&id) {
+        Some(proxy) => proxy.addr.to_string(),
+        None => region.node(id).grpc_addr.to_string(),
+    }
+}
+
+async fn wipe_node(
+    cluster: &mut Cluster,
+    region: usize,
+    node: u64,
+    hold: Duration,
+    record: &mut FaultRecord,
+) -> anyhow::Result<()> {
+    let other = cluster.regions[region]
+        .region
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != node)
+        .ok_or_else(|| anyhow!("{} has no other node", region_name(region)))?;
+    let seed = peer_grpc_addr(cluster, region, other);
+    let target = &mut cluster.regions[region].region;
+    target.must_kill(node);
+    let data_dir = target.data_dir(node).to_path_buf();
+    std::fs::remove_dir_all(&data_dir).with_context(|| format!("wipe {}", data_dir.display()))?;
+    // The replaced disk comes back under its old command line, which joins the region.
+    let args = &mut target.node_mut(node).options_mut().extra_args;
+    if let Some(at) = args.iter().position(|a| a == "--join") {
+        args.drain(at..(at + 2).min(args.len()));
+    }
+    args.extend(["--join".to_string(), seed]);
+    target.must_restart(node);
+    let until = tokio::time::Instant::now() + hold.max(Duration::from_secs(3));
+    while tokio::time::Instant::now() < until {
+        if cluster.regions[region].region.readyz(node).await.is_some() {
+            anyhow::bail!(
+                "{}-{node} rejoined with an empty disk under a member's id",
+                region_name(region)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    record
+        .notes
+        .push("the wiped node stayed out under its old id".to_string());
+    let admin = cluster
+        .admin_addr(region)
+        .ok_or_else(|| anyhow!("no live node in {}", region_name(region)))?;
+    let id = node.to_string();
+    let mut removed = false;
+    for _ in 0..40 {
+        let (ok, _) = cluster
+            .cli_json(&["cluster", "remove-node", "--id", &id], &admin)
+            .await?;
+        if ok {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !removed {
+        anyhow::bail!("could not remove {}-{node}", region_name(region));
+    }
+    if !wait_region_ready(cluster, region, Duration::from_secs(90)).await {
+        anyhow::bail!(
+            "{}-{node} did not join again as a new member",
+            region_name(region)
+        );
+    }
+    record
+        .notes
+        .push("removed, then joined again as a new member".to_string());
+    Ok(())
+}
+
+async fn upload_retry_kill(
+    cluster: &mut Cluster,
+    region: usize,
+    node: u64,
+    round: u64,
+    record: &mut FaultRecord,
+    history: &History,
+) -> anyhow::Result<()> {
+    use crate::history::{Op, OpKind, Outcome};
+    const LEN: usize = 24 << 20;
+    const BROKEN_AT: usize = 20 << 20;
+    let key = format!("mut/retry-{round}");
+    let mut content = vec![0u8; LEN];
+    blake3::Hasher::new()
+        .update(key.as_bytes())
+        .update(&round.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut content);
+    let sha = crate::content::sha256_hex(&content);
+    let url = cluster.regions[region]
+        .region
+        .url(node, &format!("/files/{key}"));
+    let client = crate::workload::http_client();
+    let name = region_name(region).to_string();
+    let op = |outcome, status: Option<u16>, detail: String, start_ms, end_ms| Op {
+        id: 0,
+        client: 10_000,
+        kind: OpKind::Put,
+        key: key.clone(),
+        version: Some(1),
+        sha256: Some(sha.clone()),
+        region: name.clone(),
+        node,
+        start_ms,
+        end_ms,
+        outcome,
+        status,
+        detail,
+        blob_mismatch: None,
+    };
+    // 1. The first attempt breaks off after 20 MiB: its last chunks sit unflushed.
+    let start = history.now_ms();
+    let broken = content[..BROKEN_AT].to_vec();
+    let body = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from(broken)),
+        Err(std::io::Error::other("the client gave up")),
+    ]);
+    let first = client
+        .put(&url)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await;
+    history.push(op(
+        Outcome::Failed,
+        first.as_ref().ok().map(|r| r.status().as_u16()),
+        "broken off by the client half-way".into(),
+        start,
+        history.now_ms(),
+    ));
+    // 2. The retry sends it all; it reuses the chunks the first attempt wrote.
+    let start = history.now_ms();
+    let retried = client.put(&url).body(content).send().await;
+    let (outcome, status, detail) = match &retried {
+        Ok(response) if response.status().is_success() => {
+            (Outcome::Ok, Some(response.status().as_u16()), String::new())
+        }
+        Ok(response) if response.status().is_server_error() => (
+            Outcome::Unknown,
+            Some(response.status().as_u16()),
+            "server error".into(),
+        ),
+        Ok(response) => (
+            Outcome::Failed,
+            Some(response.status().as_u16()),
+            "refused".into(),
+        ),
+        Err(e) => (Outcome::Unknown, None, e.to_string()),
+    };
+    history.push(op(outcome, status, detail, start, history.now_ms()));
+    record
+        .notes
+        .push(format!("retried upload of {key}: {outcome:?} {status:?}"));
+    // 3. A power cut of the whole region, right after the acknowledgement.
+    let ids: Vec<u64> = cluster.regions[region]
+        .region
+        .nodes
+        .keys()
+        .copied()
+        .collect();
+    for id in &ids {
+        cluster.regions[region].region.must_kill(*id);
+    }
+    for id in &ids {
+        cluster.regions[region].region.must_restart(*id);
+    }
+    if !wait_region_ready(cluster, region, Duration::from_secs(90)).await {
+        anyhow::bail!(
+            "{} did not come back after the power cut",
+            region_name(region)
+        );
+    }
+    Ok(())
+}
+
+/// Loses the current primary (killed, links cut) and force-promotes `mirror`; the lost
+/// region's nodes stay down. Returns the lost region and its node ids.
+async fn lose_primary_and_promote(
+    cluster: &mut Cluster,
+    mirror: usize,
+    record: &mut FaultRecord,
+) -> anyhow::Result<(usize, Vec<u64>)> {
+    let old = cluster.endpoints.primary();
+    for region in &cluster.regions {
+        for link in &region.links {
+            link.cut();
+        }
+    }
+    cluster.endpoints.set_down(old, true);
+    let ids: Vec<u64> = cluster.regions[old].region.nodes.keys().copied().collect();
+    for id in &ids {
+        cluster.regions[old].region.must_kill(*id);
+    }
+    let admin = cluster
+        .admin_addr(mirror)
+        .ok_or_else(|| anyhow!("no live node in {}", region_name(mirror)))?;
+    let name = region_name(mirror);
+    cluster.endpoints.set_down(mirror, true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut promoted = None;
+    for _ in 0..60 {
+        let (ok, reply) = cluster
+            .cli_json(&["cluster", "promote", name, "--force"], &admin)
+            .await?;
+        if ok && reply["promoted"] == true {
+            promoted = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let promoted = promoted.ok_or_else(|| anyhow!("{name} could not be promoted"))?;
+    record.notes.push(format!("promoted {name}: {promoted}"));
+    cluster.endpoints.set_primary(mirror);
+    cluster.endpoints.set_down(mirror, false);
+    for region in &cluster.regions {
+        for link in &region.links {
+            link.heal();
+        }
+    }
+    Ok((old, ids))
+}
+
+/// Restarts a lost region's nodes knowing every other region (`--peer`); they must become
+/// mirrors.
+async fn bring_back_as_mirror(
+    cluster: &mut Cluster,
+    lost: usize,
+    ids: &[u64],
+    record: &mut FaultRecord,
+) -> anyhow::Result<()> {
+    let mut peers = Vec::new();
+    for (index, region) in cluster.regions.iter().enumerate() {
+        if index != lost {
+            peers.extend(region.region.replication_addrs());
+        }
+    }
+    for id in ids {
+        let node = cluster.regions[lost].region.node_mut(*id);
+        for peer in &peers {
+            if !node.options_mut().extra_args.contains(peer) {
+                node.options_mut()
+                    .extra_args
+                    .extend(["--peer".to_string(), peer.clone()]);
+            }
+        }
+        node.must_restart();
+    }
+    if !wait_region_ready(cluster, lost, Duration::from_secs(60)).await {
+        anyhow::bail!("{} did not come back", region_name(lost));
+    }
+    let name = region_name(lost);
+    for _ in 0..120 {
+        if let Some(admin) = cluster.admin_addr(lost) {
+            if let Ok((true, status)) = cluster.cli_json(&["cluster", "status"], &admin).await {
+                let role = status["regions"].as_array().and_then(|rows| {
+                    rows.iter()
+                        .find(|r| r["name"] == name)
+                        .map(|r| r["role"].clone())
+                });
+                if role == Some(serde_json::json!("mirror")) {
+                    record.notes.push(format!("{name} rejoined as a mirror"));
+                    cluster.endpoints.set_down(lost, false);
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("{name} did not become a mirror within 60 s")
+}
+
+async fn double_failover(
+    cluster: &mut Cluster,
+    first: usize,
+    second: usize,
+    hold: Duration,
+    record: &mut FaultRecord,
+) -> anyhow::Result<()> {
+    let (original, original_ids) = lose_primary_and_promote(cluster, first, record).await?;
+    tokio::time::sleep(hold / 2).await;
+    let (lost, lost_ids) = lose_primary_and_promote(cluster, second, record).await?;
+    tokio::time::sleep(hold / 2).await;
+    bring_back_as_mirror(cluster, lost, &lost_ids, record).await?;
+    bring_back_as_mirror(cluster, original, &original_ids, record).await?;
+    Ok(())
 }
 
 async fn kill_and_restart(
@@ -442,90 +775,7 @@ async fn primary_loss(
     hold: Duration,
     record: &mut FaultRecord,
 ) -> anyhow::Result<()> {
-    let old = cluster.endpoints.primary();
-    for region in &cluster.regions {
-        for link in &region.links {
-            link.cut();
-        }
-    }
-    cluster.endpoints.set_down(old, true);
-    let ids: Vec<u64> = cluster.regions[old].region.nodes.keys().copied().collect();
-    for id in &ids {
-        cluster.regions[old].region.must_kill(*id);
-    }
-    let admin = cluster
-        .admin_addr(mirror)
-        .ok_or_else(|| anyhow!("no live node in {}", region_name(mirror)))?;
-    let name = region_name(mirror);
-    // Writes the workload sends to "a mirror" must not race the promotion and land on the new
-    // primary: take the region out of the clients' view while it changes role.
-    cluster.endpoints.set_down(mirror, true);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut promoted = None;
-    for _ in 0..60 {
-        let (ok, reply) = cluster
-            .cli_json(&["cluster", "promote", name, "--force"], &admin)
-            .await?;
-        if ok && reply["promoted"] == true {
-            promoted = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let promoted = promoted.ok_or_else(|| anyhow!("{name} could not be promoted"))?;
-    record.notes.push(format!("promoted: {promoted}"));
-    cluster.endpoints.set_primary(mirror);
-    cluster.endpoints.set_down(mirror, false);
-    for region in &cluster.regions {
-        for link in &region.links {
-            link.heal();
-        }
-    }
+    let (old, ids) = lose_primary_and_promote(cluster, mirror, record).await?;
     tokio::time::sleep(hold).await;
-
-    // The old primary returns and learns of the newer epoch from its peers.
-    let mut peers = Vec::new();
-    for (index, region) in cluster.regions.iter().enumerate() {
-        if index != old {
-            peers.extend(region.region.replication_addrs());
-        }
-    }
-    for id in &ids {
-        let node = cluster.regions[old].region.node_mut(*id);
-        for peer in &peers {
-            node.options_mut()
-                .extra_args
-                .extend(["--peer".to_string(), peer.clone()]);
-        }
-        node.must_restart();
-    }
-    if !wait_region_ready(cluster, old, Duration::from_secs(60)).await {
-        anyhow::bail!("the old primary did not come back");
-    }
-    let old_name = region_name(old);
-    let mut demoted = false;
-    for _ in 0..120 {
-        if let Some(admin) = cluster.admin_addr(old) {
-            if let Ok((true, status)) = cluster.cli_json(&["cluster", "status"], &admin).await {
-                let role = status["regions"].as_array().and_then(|rows| {
-                    rows.iter()
-                        .find(|r| r["name"] == old_name)
-                        .map(|r| r["role"].clone())
-                });
-                if role == Some(serde_json::json!("mirror")) {
-                    demoted = true;
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if !demoted {
-        anyhow::bail!("the old primary {old_name} did not become a mirror within 60 s");
-    }
-    record
-        .notes
-        .push(format!("{old_name} rejoined as a mirror"));
-    cluster.endpoints.set_down(old, false);
-    Ok(())
+    bring_back_as_mirror(cluster, old, &ids, record).await
 }

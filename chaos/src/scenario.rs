@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::cluster::Topology;
 use crate::faults::{Fault, Planned, Way};
 
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 10] = [
     "leader-kill",
     "region-partition",
     "flaky-wan",
@@ -15,6 +15,9 @@ pub const SCENARIOS: [&str; 7] = [
     "primary-loss-promote",
     "rolling-restart",
     "mixed",
+    "upload-retry-kill",
+    "wiped-node",
+    "double-failover",
 ];
 
 /// Builds the plan of `scenario`. Faults start after a tenth of the run (the workload warms
@@ -129,6 +132,52 @@ pub fn plan(
                 at_ms: at,
                 hold_ms: duration_ms / 5,
                 fault: Fault::PrimaryLossPromote { mirror: 1 },
+            });
+        }
+        "upload-retry-kill" => {
+            let mut round = 0;
+            while at < last {
+                let region = pick_region(&mut rng, regions);
+                let node = rng.random_range(1..=topology.0[region]);
+                push(
+                    &mut at,
+                    1_000,
+                    rng.random_range(3_000..6_000),
+                    Fault::UploadRetryKill {
+                        region,
+                        node,
+                        round,
+                    },
+                );
+                round += 1;
+            }
+        }
+        "wiped-node" => {
+            let Some(_) = pick_multi_node_region(&mut rng, topology) else {
+                anyhow::bail!("wiped-node needs a region of at least 2 nodes");
+            };
+            while at < last {
+                let region = pick_multi_node_region(&mut rng, topology).unwrap_or(0);
+                let node = rng.random_range(1..=topology.0[region]);
+                push(
+                    &mut at,
+                    3_000,
+                    rng.random_range(3_000..6_000),
+                    Fault::WipeNode { region, node },
+                );
+            }
+        }
+        "double-failover" => {
+            if regions < 3 {
+                anyhow::bail!("double-failover needs at least three regions");
+            }
+            plan.push(Planned {
+                at_ms: duration_ms * 3 / 10,
+                hold_ms: duration_ms * 3 / 10,
+                fault: Fault::DoubleFailover {
+                    first: 1,
+                    second: 2,
+                },
             });
         }
         "rolling-restart" => {
