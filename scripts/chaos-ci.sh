@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded chaos runs for CI: four scenarios of 25 s each against real `arca` processes on
+# Bounded chaos runs for CI: seven scenarios of 25 s each against real `arca` processes on
 # loopback (about 4 minutes in all on 2 cores with the debug build; 244 s measured). Exits
 # non-zero when any run reports a violated invariant (exit 1) or cannot run (exit 2, timeout).
 #
@@ -50,6 +50,9 @@ run leader-kill 3,1
 run region-partition 3,1
 run disk-corruption 3,1
 run primary-loss-promote 3,1
+run upload-retry-kill 3,1
+run wiped-node 3,1
+run double-failover 1,1,1
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "chaos: FAILED: ${failed[*]} (reports under $out)"

@@ -74,8 +74,8 @@ impl UploadLimiter {
             self.checked_at_ms.store(now, Ordering::Relaxed);
             match nix::sys::statvfs::statvfs(&self.data_dir) {
                 Ok(stat) => {
-                    let free = u64::from(stat.blocks_available())
-                        .saturating_mul(u64::from(stat.fragment_size()));
+                    // `fsblkcnt_t` and `c_ulong` are both 64-bit on the Linux targets Arca runs on.
+                    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
                     self.free.store(free, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(error = %e, "read the free space of the data directory"),
