@@ -921,3 +921,153 @@ async fn a_mirror_repairs_a_chunk_no_node_of_its_region_holds_from_the_primary()
     )
     .await;
 }
+
+/// Audit A6: a primary region that knows of peer regions takes no write, on any node, after a
+/// start until every peer answered that none of them replaced it; before this, followers of a
+/// returning multi-node former primary (and every node, when a peer did not answer) took writes
+/// that a later probe could only record as divergent. `arca cluster unfence` lifts the gate for
+/// the whole region when a peer is gone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_takes_no_write_on_any_node_before_it_heard_from_every_peer_region() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // A peer region that never answers: a UDP port nothing listens on any more.
+    let silent_peer = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.local_addr().expect("addr").to_string()
+    };
+    let replication = RegionReplication {
+        tls_dir: root.path().join("tls"),
+        peers: vec![silent_peer],
+        ..Default::default()
+    };
+    let us = Region::must_start(region_options(root.path(), "us", 3, replication)).await;
+    // Reads are served while writes wait.
+    let response = us
+        .http()
+        .get(us.url(2, "/api/v1/repos"))
+        .send()
+        .await
+        .expect("list repos");
+    assert_eq!(response.status(), 200);
+    for node in 1..=3u64 {
+        let response = us
+            .http()
+            .post(us.url(node, "/api/v1/repos"))
+            .json(&serde_json::json!({"name": format!("r{node}")}))
+            .send()
+            .await
+            .expect("create repo");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(
+            status, 503,
+            "node {node} took a write before hearing from its peer: {body}"
+        );
+        assert_eq!(body["code"], "NOT_READY", "{body}");
+    }
+
+    let output = arca(&[
+        "cluster",
+        "unfence",
+        "--admin",
+        &admin(&us, 2),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    must_create_repo(&us, 3, serde_json::json!({"name": "ci"})).await;
+    for node in 1..=3u64 {
+        let path = format!("ci/after-unfence-{node}.bin");
+        assert_eq!(
+            put(&us, node, &path, content(node, 5000)).await.status(),
+            201
+        );
+    }
+}
+
+/// Audit D4: a mirror's orphan sweep must not delete the chunks it fetched for a batch or a
+/// snapshot that is not committed yet. The mirror here sweeps every second with no grace, and
+/// catches up over a slow link from a primary that kept almost none of its log (so from a
+/// snapshot, then entries). Before the fix, fetched chunks were unreferenced and unpinned until
+/// the commit, so the sweep deleted them, and the committed files referenced chunks the mirror
+/// region lacked. Nothing is ever deleted on the primary, so the mirror must not delete a
+/// single chunk either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mirror_sweeping_with_no_grace_keeps_the_chunks_of_batches_and_snapshots_in_flight() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut options = region_options(
+        root.path(),
+        "us",
+        1,
+        RegionReplication {
+            tls_dir: root.path().join("tls"),
+            ..Default::default()
+        },
+    );
+    options
+        .env
+        .push(("ARCA_REPLICATION__RETAIN_ENTRIES".into(), "2".into()));
+    let us = Region::must_start(options).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let mut files = Vec::new();
+    for i in 0..6u64 {
+        let data = content(100 + i, 2_500_000);
+        let path = format!("ci/seed-{i}.bin");
+        assert_eq!(put(&us, 1, &path, data.clone()).await.status(), 201);
+        files.push((path, sha256_hex(&data)));
+    }
+
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    // About 2 MiB/s: the 15 MB the mirror needs take several sweeps to arrive.
+    proxy.shape(LinkShape {
+        bandwidth: Some(2 << 20),
+        latency: Duration::from_millis(5),
+        ..Default::default()
+    });
+    let mut options = region_options(
+        root.path(),
+        "eu",
+        1,
+        RegionReplication {
+            tls_dir: root.path().join("tls"),
+            primary: vec![proxy.addr.to_string()],
+            ..Default::default()
+        },
+    );
+    options.env.extend([
+        ("ARCA_GC__ORPHAN_GRACE_SECS".to_string(), "0".to_string()),
+        ("ARCA_GC__SWEEP_INTERVAL_SECS".to_string(), "1".to_string()),
+    ]);
+    let eu = Region::must_start(options).await;
+    // More writes while the mirror catches up: these cross as entries.
+    for i in 0..3u64 {
+        let data = content(200 + i, 1_500_000);
+        let path = format!("ci/live-{i}.bin");
+        assert_eq!(put(&us, 1, &path, data.clone()).await.status(), 201);
+        files.push((path, sha256_hex(&data)));
+    }
+    for (path, sha) in &files {
+        must_see(&eu, 1, path, sha, Duration::from_secs(120)).await;
+    }
+    let deleted = eu
+        .metric(1, "arca_storage_chunks_deleted_total", "")
+        .await
+        .expect("metrics");
+    let from_primary = eu
+        .metric(1, "arca_region_chunks_fetched_total", "reason=\"primary\"")
+        .await
+        .expect("metrics");
+    assert_eq!(
+        (deleted, from_primary),
+        (0.0, 0.0),
+        "the mirror deleted chunks it had fetched for entries it then committed (and fetched \
+         them again from the primary); log:\n{}",
+        eu.node(1).log()
+    );
+}
