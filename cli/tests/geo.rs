@@ -1071,3 +1071,106 @@ async fn a_mirror_sweeping_with_no_grace_keeps_the_chunks_of_batches_and_snapsho
         eu.node(1).log()
     );
 }
+
+/// Audit D6: sync replication that names its mirrors. With `replication.sync_mirrors = eu, ap`
+/// a write to a sync repository (a delete too) is acknowledged only once both hold it: before,
+/// one acknowledgement from any mirror was enough, and deletes never waited, so promoting the
+/// mirror that did not acknowledge lost acknowledged writes. And a promotion without `--force`
+/// refuses a mirror that another mirror region is ahead of, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_writes_wait_for_every_named_mirror_and_promotion_names_the_mirror_ahead() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut options = region_options(
+        root.path(),
+        "us",
+        1,
+        RegionReplication {
+            tls_dir: root.path().join("tls"),
+            ..Default::default()
+        },
+    );
+    options
+        .env
+        .push(("ARCA_REPLICATION__SYNC_MIRRORS".into(), "eu,ap".into()));
+    let mut us = Region::must_start(options).await;
+    let eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
+    let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
+        .await
+        .expect("proxy");
+    let ap = Region::must_start(region_options(
+        root.path(),
+        "ap",
+        1,
+        RegionReplication {
+            tls_dir: root.path().join("tls"),
+            primary: vec![proxy.addr.to_string()],
+            peers: eu.replication_addrs(),
+            read_through: false,
+        },
+    ))
+    .await;
+    must_create_repo(
+        &us,
+        1,
+        serde_json::json!({"name": "critical", "replication": "sync"}),
+    )
+    .await;
+    let first = content(1, 40_000);
+    assert_eq!(
+        put(&us, 1, "critical/a.bin", first.clone()).await.status(),
+        201
+    );
+    must_see(
+        &ap,
+        1,
+        "critical/a.bin",
+        &sha256_hex(&first),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // ap is cut off; eu still acknowledges everything.
+    proxy.cut();
+    let second = content(2, 40_000);
+    let response = put(&us, 1, "critical/b.bin", second.clone()).await;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(status, 504, "acknowledged without ap: {body}");
+    assert_eq!(body["code"], "SYNC_REPLICATION_TIMEOUT", "{body}");
+    let response = us
+        .http()
+        .delete(us.url(1, "/files/critical/a.bin"))
+        .send()
+        .await
+        .expect("delete");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 504, "a sync delete did not wait for ap: {body}");
+    must_see(
+        &eu,
+        1,
+        "critical/b.bin",
+        &sha256_hex(&second),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // The primary is lost. ap is behind eu: promoting it would lose what eu applied.
+    us.must_kill(1);
+    let refused = arca(&[
+        "cluster",
+        "promote",
+        "ap",
+        "--admin",
+        &admin(&ap, 1),
+        "--output",
+        "json",
+    ]);
+    let reply = String::from_utf8_lossy(&refused.stdout).to_string()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        reply.contains("region eu has applied entry"),
+        "the promotion of ap did not name eu as ahead: {reply}"
+    );
+    assert!(!reply.contains("\"promoted\":true"), "{reply}");
+}
