@@ -782,3 +782,71 @@ async fn primary_loss(
     tokio::time::sleep(hold).await;
     bring_back_as_mirror(cluster, old, &ids, record).await
 }
+
+/// What a power cut can take from a node whose Raft log survives: the state machine's column
+/// family (applies are written without a sync; the log's fsync is what makes a write durable)
+/// and the unsynced committed-index hint. Saved from a stopped node, to be put back later
+/// with [`restore_unsynced_state`]: the node then holds log entries it has not applied, and
+/// no record that they were committed, as after a power cut right after an apply.
+pub struct UnsyncedState {
+    state_machine: Vec<(Vec<u8>, Vec<u8>)>,
+    committed: Option<Vec<u8>>,
+}
+
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// Saves the state a power cut could roll back (see [`UnsyncedState`]) of a stopped node.
+pub fn save_unsynced_state(db_path: &std::path::Path) -> anyhow::Result<UnsyncedState> {
+    use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
+    let db = arca_node::storage::open_db(db_path)?;
+    let sm = db
+        .cf_handle(CF_STATE_MACHINE)
+        .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;
+    let mut state_machine = Vec::new();
+    for item in db.iterator_cf(sm, rocksdb::IteratorMode::Start) {
+        let (key, value) = item.context("iterate the state machine")?;
+        state_machine.push((key.to_vec(), value.to_vec()));
+        if state_machine.len() > 1_000_000 {
+            anyhow::bail!("the state machine is too large to save for a test");
+        }
+    }
+    let meta = db
+        .cf_handle(CF_RAFT_META)
+        .ok_or_else(|| anyhow!("no {CF_RAFT_META} column family"))?;
+    let committed = db.get_cf(meta, KEY_COMMITTED).context("read committed")?;
+    Ok(UnsyncedState {
+        state_machine,
+        committed,
+    })
+}
+
+/// Puts a stopped node's state machine and committed-index hint back to `saved`, leaving its
+/// Raft log, votes and chunks as they are.
+pub fn restore_unsynced_state(
+    db_path: &std::path::Path,
+    saved: &UnsyncedState,
+) -> anyhow::Result<()> {
+    use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
+    let db = arca_node::storage::open_db(db_path)?;
+    let sm = db
+        .cf_handle(CF_STATE_MACHINE)
+        .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;
+    let meta = db
+        .cf_handle(CF_RAFT_META)
+        .ok_or_else(|| anyhow!("no {CF_RAFT_META} column family"))?;
+    let mut batch = rocksdb::WriteBatch::default();
+    for item in db.iterator_cf(sm, rocksdb::IteratorMode::Start) {
+        let (key, _) = item.context("iterate the state machine")?;
+        batch.delete_cf(sm, key);
+    }
+    for (key, value) in &saved.state_machine {
+        batch.put_cf(sm, key, value);
+    }
+    match &saved.committed {
+        Some(value) => batch.put_cf(meta, KEY_COMMITTED, value),
+        None => batch.delete_cf(meta, KEY_COMMITTED),
+    }
+    db.write(batch).context("restore the state machine")?;
+    db.flush_wal(true).context("sync")?;
+    Ok(())
+}

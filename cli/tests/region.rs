@@ -643,3 +643,76 @@ async fn a_read_that_needs_a_chunk_from_stopped_peers_ends_within_its_deadline()
     region.must_resume(2);
     region.must_resume(3);
 }
+
+/// Audit D11: a node that is its region's only voter sweeps unreferenced chunks at start-up
+/// with no grace, and must do so only after it applied every entry in its log. Here a power cut
+/// is emulated on a stopped node: its Raft log (synced) and chunks (synced before each write was
+/// proposed) are kept, while its state machine and the unsynced committed-index hint are put
+/// back to what they were before 600 uploads. At the restart the uploads are applied again,
+/// after the new term's first entry commits; before the fix the sweep ran as soon as a leader
+/// was known and deleted the chunks of every upload not re-applied yet, which a single node can
+/// never get back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sole_voter_sweeps_at_start_up_only_after_reapplying_its_log() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 1)).await;
+    must_create_repo(&region, 1, "ci").await;
+    region.must_stop(1, Duration::from_secs(20));
+    let db = region.data_dir(1).join("db");
+    let before = arca_chaos::faults::save_unsynced_state(&db).expect("save the state");
+    region.must_restart(1);
+    region.must_wait_ready(1, Duration::from_secs(60)).await;
+
+    let mut files = Vec::new();
+    for i in 0..600u64 {
+        let data = content(i, 2_000 + (i as usize % 7) * 300);
+        let path = format!("ci/small-{i}.bin");
+        assert_eq!(put(&region, 1, &path, data.clone()).await, 201);
+        files.push((path, sha256_hex(&data)));
+    }
+    // The last write, and so the last to be applied again, is a file of many chunks.
+    let large = content(9_999, 2 << 20);
+    assert_eq!(put(&region, 1, "ci/large.bin", large.clone()).await, 201);
+    files.push(("ci/large.bin".to_string(), sha256_hex(&large)));
+    region.must_stop(1, Duration::from_secs(20));
+    arca_chaos::faults::restore_unsynced_state(&db, &before).expect("power cut");
+
+    region.must_restart(1);
+    // A node that lost referenced chunks never becomes ready (it cannot fetch them from
+    // anyone): look at what it serves either way.
+    let ready = arca_chaos::wait_until(
+        "node 1 to be ready after the power cut",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || region.readyz(1),
+    )
+    .await
+    .is_ok();
+    let mut broken = Vec::new();
+    for (path, sha) in &files {
+        let response = region
+            .http()
+            .get(region.url(1, &format!("/files/{path}")))
+            .send()
+            .await
+            .expect("get");
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        if status != 200 || sha256_hex(&body) != *sha {
+            broken.push(format!("{path}: {status}"));
+        }
+    }
+    let deleted = region
+        .metric(1, "arca_storage_chunks_deleted_total", "")
+        .await
+        .expect("metrics");
+    assert!(
+        ready && broken.is_empty() && deleted == 0.0,
+        "{} of {} acknowledged files lost after a power cut ({deleted} chunks swept, ready: \
+         {ready}): {:?}; log:\n{}",
+        broken.len(),
+        files.len(),
+        &broken[..broken.len().min(5)],
+        region.node(1).log()
+    );
+}
