@@ -664,7 +664,12 @@ mod tests {
         let store =
             ChunkStore::new(crate::storage::open_db(std::path::Path::new(&path)).expect("open"))
                 .expect("store");
-        let index = store.cf(CF_CHUNK_INDEX).expect("cf");
+        // Which column family's own flush to wait for: the index (audit D2) or the bytes (L3).
+        let watched = match std::env::var("ARCA_TEST_CRASH_WATCH").as_deref() {
+            Ok(CF_CHUNKS) => CF_CHUNKS,
+            _ => CF_CHUNK_INDEX,
+        };
+        let index = store.cf(watched).expect("cf");
         let active = |store: &ChunkStore| {
             store
                 .db
@@ -717,22 +722,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = dir.path().join("db");
-        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "chunk_store::tests::crash_child_writes_unlogged_chunks_until_rocksdb_flushes_on_its_own",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("ARCA_TEST_CRASH_DB", &db_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run the crashing child");
-        assert!(!status.success(), "the child crashed as planned");
-        let store =
-            ChunkStore::new(crate::storage::open_db(&db_path).expect("reopen")).expect("store");
+        let store = crash_after_own_flush_of(CF_CHUNK_INDEX, &dir.path().join("db"));
         let mut ghosts = 0;
         let entries = store.entries().expect("entries");
         assert!(!entries.is_empty(), "some chunks survived the crash");
@@ -746,6 +736,60 @@ mod tests {
             0,
             "{ghosts} of {} index entries name chunks whose bytes are gone",
             entries.len()
+        );
+    }
+
+    /// Runs the crashing child above until RocksDB flushed `watched` on its own, then reopens
+    /// what it left.
+    fn crash_after_own_flush_of(watched: &str, db_path: &std::path::Path) -> Arc<ChunkStore> {
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "chunk_store::tests::crash_child_writes_unlogged_chunks_until_rocksdb_flushes_on_its_own",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ARCA_TEST_CRASH_DB", db_path)
+            .env("ARCA_TEST_CRASH_WATCH", watched)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the crashing child");
+        assert!(!status.success(), "the child crashed as planned");
+        ChunkStore::new(crate::storage::open_db(db_path).expect("reopen")).expect("store")
+    }
+
+    #[test]
+    fn a_crash_after_rocksdb_flushed_the_chunk_bytes_leaves_no_bytes_without_an_index_entry() {
+        // Audit L3, the other half of D2: when the bytes' column family is flushed on its own
+        // and the node dies before the index is, the bytes are on disk with no index entry.
+        // The sweep walks the index, so nothing would ever delete them.
+        if std::env::var("ARCA_TEST_CRASH_DB").is_ok() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crash_after_own_flush_of(CF_CHUNKS, &dir.path().join("db"));
+        let indexed: std::collections::HashSet<ChunkId> = store
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let chunks = store.cf(CF_CHUNKS).expect("cf");
+        let mut stored = 0usize;
+        let mut unindexed = 0usize;
+        for item in store.db.iterator_cf(chunks, rocksdb::IteratorMode::Start) {
+            let (key, _) = item.expect("iterate chunks");
+            stored += 1;
+            let id = ChunkId::from_slice(&key).expect("32-byte chunk name");
+            if !indexed.contains(&id) {
+                unindexed += 1;
+            }
+        }
+        assert!(stored > 0, "some chunk bytes survived the crash");
+        assert_eq!(
+            unindexed, 0,
+            "{unindexed} of {stored} stored chunks have no index entry (never swept)"
         );
     }
 
