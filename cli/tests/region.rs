@@ -524,6 +524,88 @@ async fn without_a_quorum_reads_refuse_unless_stale_data_is_accepted() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn immutable_content_is_read_without_a_leader_round_even_without_a_quorum() {
+    // Audit P8: every GET and HEAD was a leader round trip, including files that can never
+    // change and OCI content by digest: read throughput was capped by what the leader could
+    // confirm, and without a quorum those reads were "local" like any other. A local hit on
+    // immutable content is proof: it is served at once, labelled `immutable`, counted in no
+    // barrier, while a mutable read on the same node is refused.
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut region = Region::must_start(options(root.path(), 3)).await;
+    let response = region
+        .http()
+        .post(region.url(1, "/api/v1/repos"))
+        .json(&serde_json::json!({"name": "releases", "immutable": true}))
+        .send()
+        .await
+        .expect("create repo");
+    assert_eq!(response.status(), 201);
+    must_create_repo(&region, 1, "ci").await;
+    let release = content(70, 30_000);
+    assert_eq!(
+        put(&region, 1, "releases/v1.bin", release.clone()).await,
+        201
+    );
+    assert_eq!(
+        put(&region, 1, "ci/latest.bin", content(71, 1_000)).await,
+        201
+    );
+    // Every node holds the release before two of them go.
+    for node in 1..=3 {
+        let response = region
+            .http()
+            .get(region.url(node, "/files/releases/v1.bin"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200);
+    }
+    let survivor = 1;
+    region.must_kill(2);
+    region.must_kill(3);
+    let before = region
+        .metric(survivor, "arca_region_read_barriers_total", "")
+        .await
+        .expect("metrics");
+    let response = region
+        .http()
+        .get(region.url(survivor, "/files/releases/v1.bin"))
+        .send()
+        .await
+        .expect("get");
+    let status = response.status();
+    let consistency = response
+        .headers()
+        .get("x-arca-read-consistency")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.bytes().await.expect("body");
+    assert_eq!(status, 200);
+    assert_eq!(
+        consistency, "immutable",
+        "served after a barrier, not as immutable"
+    );
+    assert_eq!(sha256_hex(&body), sha256_hex(&release));
+    let after = region
+        .metric(survivor, "arca_region_read_barriers_total", "")
+        .await
+        .expect("metrics");
+    assert_eq!(after, before, "an immutable read ran a barrier");
+    let mutable = region
+        .http()
+        .get(region.url(survivor, "/files/ci/latest.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        mutable.status(),
+        503,
+        "a mutable read without a quorum is refused"
+    );
+}
+
 /// TCP connections in TIME_WAIT to any of `ports` on loopback, from /proc/net/tcp.
 fn time_wait_to(ports: &[u16]) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
