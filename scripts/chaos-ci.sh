@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bounded chaos runs for CI: seven scenarios of 25 s each against real `arca` processes on
-# loopback (about 4 minutes in all on 2 cores with the debug build; 244 s measured). Exits
+# loopback (about 7 minutes in all on 2 cores with the debug build). Exits
 # non-zero when any run reports a violated invariant (exit 1) or cannot run (exit 2, timeout).
 #
 #   scripts/chaos-ci.sh                       # debug build, fixed seed
