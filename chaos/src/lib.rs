@@ -28,7 +28,7 @@ pub mod timeline;
 pub mod wait;
 pub mod workload;
 
-pub use process::{ArcaProcess, ProcessOptions};
+pub use process::{time_wait_to, ArcaProcess, ProcessOptions};
 pub use proxy::{Direction, LinkShape, TcpProxy, UdpProxy};
 pub use region::{must_issue, Region, RegionOptions, RegionReplication};
 pub use wait::wait_until;

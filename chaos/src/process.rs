@@ -185,6 +185,24 @@ pub fn memory_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// TCP connections in TIME_WAIT to any of `ports` on loopback (IPv4), from `/proc/net/tcp`:
+/// what a client that opens a connection per call leaves behind.
+pub fn time_wait_to(ports: &[u16]) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|remote| remote.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            fields.get(3) == Some(&"06") && remote_port.is_some_and(|p| ports.contains(&p))
+        })
+        .count()
+}
+
 impl Drop for ArcaProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

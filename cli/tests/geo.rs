@@ -38,11 +38,20 @@ fn region_options(
 }
 
 async fn primary(root: &Path, nodes: u64) -> Region {
+    primary_with_env(root, nodes, &[]).await
+}
+
+/// The primary region `us`, with `env` (`ARCA_*` variables) on top of the tests' defaults.
+async fn primary_with_env(root: &Path, nodes: u64, env: &[(&str, &str)]) -> Region {
     let replication = RegionReplication {
         tls_dir: root.join("tls"),
         ..Default::default()
     };
-    Region::must_start(region_options(root, "us", nodes, replication)).await
+    let mut options = region_options(root, "us", nodes, replication);
+    options
+        .env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Region::must_start(options).await
 }
 
 async fn mirror(
@@ -999,19 +1008,7 @@ async fn a_primary_takes_no_write_on_any_node_before_it_heard_from_every_peer_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mirror_sweeping_with_no_grace_keeps_the_chunks_of_batches_and_snapshots_in_flight() {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut options = region_options(
-        root.path(),
-        "us",
-        1,
-        RegionReplication {
-            tls_dir: root.path().join("tls"),
-            ..Default::default()
-        },
-    );
-    options
-        .env
-        .push(("ARCA_REPLICATION__RETAIN_ENTRIES".into(), "2".into()));
-    let us = Region::must_start(options).await;
+    let us = primary_with_env(root.path(), 1, &[("ARCA_REPLICATION__RETAIN_ENTRIES", "2")]).await;
     must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
     let mut files = Vec::new();
     for i in 0..6u64 {
@@ -1080,19 +1077,12 @@ async fn a_mirror_sweeping_with_no_grace_keeps_the_chunks_of_batches_and_snapsho
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_writes_wait_for_every_named_mirror_and_promotion_names_the_mirror_ahead() {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut options = region_options(
+    let mut us = primary_with_env(
         root.path(),
-        "us",
         1,
-        RegionReplication {
-            tls_dir: root.path().join("tls"),
-            ..Default::default()
-        },
-    );
-    options
-        .env
-        .push(("ARCA_REPLICATION__SYNC_MIRRORS".into(), "eu,ap".into()));
-    let mut us = Region::must_start(options).await;
+        &[("ARCA_REPLICATION__SYNC_MIRRORS", "eu,ap")],
+    )
+    .await;
     let eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
     let proxy = UdpProxy::start(us.node(1).replication_addr.expect("replication addr"))
         .await

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arca_chaos::{Region, RegionOptions};
+use arca_chaos::{time_wait_to, Region, RegionOptions};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
@@ -604,23 +604,6 @@ async fn immutable_content_is_read_without_a_leader_round_even_without_a_quorum(
         503,
         "a mutable read without a quorum is refused"
     );
-}
-
-/// TCP connections in TIME_WAIT to any of `ports` on loopback, from /proc/net/tcp.
-fn time_wait_to(ports: &[u16]) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote_port = fields
-                .get(2)
-                .and_then(|remote| remote.rsplit(':').next())
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            fields.get(3) == Some(&"06") && remote_port.is_some_and(|p| ports.contains(&p))
-        })
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

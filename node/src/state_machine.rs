@@ -351,15 +351,7 @@ impl Txn<'_, '_> {
     pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut keys: std::collections::BTreeSet<Vec<u8>> =
             self.batch.keys_with_prefix(prefix)?.into_iter().collect();
-        for (key, value) in self.writes.range(prefix.to_vec()..) {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            match value {
-                Some(_) => keys.insert(key.clone()),
-                None => keys.remove(key),
-            };
-        }
+        arca_raft::state_machine::apply_overlay(&mut keys, &self.writes, prefix);
         Ok(keys.into_iter().collect())
     }
 

@@ -38,6 +38,8 @@ async fn chunks_freed_by_an_overwrite_are_kept_for_the_retention_window_then_rec
             .status(),
         201
     );
+    // A window, not a wait for a condition: what is checked is that nothing deletes the freed
+    // chunks in it (before the fix, the overwrite's apply did at once).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let store = &node.node().service.chunks;
     for id in &old {

@@ -10,6 +10,25 @@ use support::{bytes, TestNode};
 use tokio::io::AsyncWriteExt;
 
 /// Opens a PUT that sends its headers and a first byte, then stalls.
+/// Uploads the node has answered so far: admitted (it read their body) or refused at admission.
+async fn uploads_handled(node: &TestNode) -> f64 {
+    node.metric("arca_http_received_bytes_total").await
+        + node.metric("arca_http_refused_uploads_total").await
+}
+
+/// Waits until the node has handled `count` more stalled uploads than `before` (from
+/// [`uploads_handled`]): each either holds its place, its one body byte read, or was refused.
+async fn wait_for_stalled_uploads(node: &TestNode, before: f64, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while uploads_handled(node).await < before + count as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{count} stalled uploads never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn stalled_upload(node: &TestNode, path: &str) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(node.node().http_addr)
         .await
@@ -31,11 +50,12 @@ async fn slow_uploads_do_not_starve_downloads() {
         node.put("files", "kept.bin", body.clone()).await.status(),
         201
     );
+    let before = uploads_handled(&node).await;
     let mut stalled = Vec::new();
     for i in 0..540 {
         stalled.push(stalled_upload(&node, &format!("slow/{i}")).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_stalled_uploads(&node, before, 540).await;
     let started = Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(10), node.get("/files/files/kept.bin"))
         .await
@@ -58,9 +78,10 @@ async fn slow_uploads_do_not_starve_downloads() {
 async fn concurrent_uploads_past_the_limit_are_refused() {
     let node = TestNode::start_with_env(&[("LIMITS__MAX_CONCURRENT_UPLOADS", "2")]).await;
     node.create_repo("files", false).await;
+    let before = uploads_handled(&node).await;
     let _a = stalled_upload(&node, "a").await;
     let _b = stalled_upload(&node, "b").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_stalled_uploads(&node, before, 2).await;
     let refused = node.put("files", "c", bytes(1000, 2)).await;
     assert_eq!(refused.status(), 503);
     let body: serde_json::Value = refused.json().await.expect("json");

@@ -65,6 +65,24 @@ pub trait ApplyHandler: Send + Sync + 'static {
     fn reset(&self) {}
 }
 
+/// Brings `keys` (those starting with `prefix` in some committed state) up to date with an
+/// overlay of pending writes over that state: puts add keys, deletes remove them.
+pub fn apply_overlay(
+    keys: &mut std::collections::BTreeSet<Vec<u8>>,
+    overlay: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    prefix: &[u8],
+) {
+    for (key, value) in overlay.range(prefix.to_vec()..) {
+        if !key.starts_with(prefix) {
+            break;
+        }
+        match value {
+            Some(_) => keys.insert(key.clone()),
+            None => keys.remove(key),
+        };
+    }
+}
+
 /// The writes of one `apply` call, with read-your-own-writes over the committed state.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
@@ -126,15 +144,7 @@ impl<'a> ApplyBatch<'a> {
             }
             keys.insert(key.to_vec());
         }
-        for (key, value) in self.overlay.range(prefix.to_vec()..) {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            match value {
-                Some(_) => keys.insert(key.clone()),
-                None => keys.remove(key),
-            };
-        }
+        apply_overlay(&mut keys, &self.overlay, prefix);
         Ok(keys.into_iter().collect())
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arca_benches::random_bytes;
-use arca_chaos::{Region, RegionOptions};
+use arca_chaos::{time_wait_to, Region, RegionOptions};
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
@@ -49,23 +49,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-/// TCP connections in TIME_WAIT to any of `ports`, from /proc/net/tcp.
-fn time_wait_to(ports: &[u16]) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port = fields
-                .get(2)
-                .and_then(|remote| remote.rsplit(':').next())
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            fields.get(3) == Some(&"06") && port.is_some_and(|p| ports.contains(&p))
-        })
-        .count()
 }
 
 struct Run {

@@ -157,6 +157,18 @@ impl TestNode {
         response.json().await.expect("json")
     }
 
+    /// A counter or gauge from `/metrics`, summed over its label sets (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Sends raw bytes as an HTTP/1.1 request and returns (status, body).
     pub async fn raw(&self, request: &[u8]) -> (u16, String) {
         raw_request(self.node().http_addr, request).await
