@@ -59,6 +59,20 @@ fn immutable_read(state: &AppState, path: &str) -> bool {
     false
 }
 
+/// `NOT_READY` while this mirror installs a snapshot of its primary: its state is then part
+/// old, part new, and not even a stale read (or a read by digest) may be answered from it.
+pub(crate) fn installing_error(state: &AppState) -> Option<Error> {
+    match state.service.catalog.installing_snapshot() {
+        Ok(false) => None,
+        Ok(true) => Some(Error::NotReady {
+            reason:
+                "this mirror is installing a snapshot of its primary; reads resume when it is done"
+                    .into(),
+        }),
+        Err(e) => Some(e),
+    }
+}
+
 /// Runs the read barrier before every GET and HEAD of repository data, so a read on any node
 /// sees every write acknowledged before it started; refuses the read (`NOT_READY`) when that
 /// cannot be confirmed, unless the client accepts a stale answer.
@@ -67,6 +81,12 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
         return next.run(request).await;
     }
     let path = request.uri().path().to_string();
+    if let Some(error) = installing_error(&state) {
+        if path.starts_with("/v2") {
+            return crate::oci::error::OciError::Node(error).into_response();
+        }
+        return error.into_response();
+    }
     let consistency = if immutable_read(&state, &path) {
         request.extensions_mut().insert(LocalFirst);
         crate::cluster::ReadConsistency::Immutable

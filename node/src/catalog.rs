@@ -222,6 +222,14 @@ impl Catalog {
         Ok(self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default())
     }
 
+    /// Whether a staged snapshot is being installed: the state is then half the old one and
+    /// half the snapshot's, and no read may be answered from it.
+    pub fn installing_snapshot(&self) -> Result<bool> {
+        Ok(self
+            .staging()?
+            .is_some_and(|staging| staging.install.is_some()))
+    }
+
     /// This region's role (primary unless a mirror role was set).
     pub fn role(&self) -> Result<RegionRole> {
         Ok(self.get(keys::ROLE)?.unwrap_or_default())

@@ -79,6 +79,11 @@ pub fn staged_chunk_refs(id: &ChunkId) -> Vec<u8> {
     join(&[STAGING_PREFIX, CHUNK_REFS_PREFIX, id.as_bytes()])
 }
 
+/// Where a snapshot's `key` is staged until the snapshot is installed.
+pub fn staged(key: &[u8]) -> Vec<u8> {
+    join(&[STAGING_PREFIX, key])
+}
+
 /// Keys that describe this region rather than the repository data: they are neither taken from
 /// a primary's snapshot nor replaced by one, and they are left out of state digests.
 pub fn is_region_local(key: &[u8]) -> bool {
@@ -86,10 +91,32 @@ pub fn is_region_local(key: &[u8]) -> bool {
         || key == STAGING
         || key == MAX_EPOCH
         || key == CLUSTER_ID
-        || key.starts_with(DIVERGENT_PREFIX)
-        || key.starts_with(DIVERGENT_CHUNK_PREFIX)
-        || key.starts_with(FREED_PREFIX)
-        || key.starts_with(STAGING_PREFIX)
+        || region_local_prefix(key).is_some()
+}
+
+/// Whole key ranges that are region-local (see [`is_region_local`]).
+const REGION_LOCAL_PREFIXES: [&[u8]; 4] = [
+    DIVERGENT_PREFIX,
+    DIVERGENT_CHUNK_PREFIX,
+    FREED_PREFIX,
+    STAGING_PREFIX,
+];
+
+/// The region-local range `key` is in, if any.
+pub fn region_local_prefix(key: &[u8]) -> Option<&'static [u8]> {
+    REGION_LOCAL_PREFIXES
+        .into_iter()
+        .find(|prefix| key.starts_with(prefix))
+}
+
+/// The first key after every key that starts with `prefix` (which ends in `/`).
+pub fn after_prefix(prefix: &[u8]) -> Vec<u8> {
+    debug_assert_eq!(prefix.last(), Some(&b'/'));
+    let mut next = prefix.to_vec();
+    if let Some(last) = next.last_mut() {
+        *last += 1;
+    }
+    next
 }
 
 /// Whether a key of the repository state counts in the state digest two regions compare

@@ -173,13 +173,24 @@ pub enum Command {
         pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
     },
     /// Replaces the state with the staged snapshot, if it is the catch-up `id` and holds the
-    /// `pairs` its parts carried.
+    /// `pairs` its parts carried. With `step_keys` (command version 3) it only starts the
+    /// replacement, which [`Command::SnapshotInstall`] steps carry out; without, the whole
+    /// state is replaced in this one apply (as nodes before version 3 do).
     SnapshotFinish {
         head: StreamHead,
         #[serde(default)]
         id: Option<String>,
         #[serde(default)]
         pairs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_keys: Option<u32>,
+    },
+    /// One bounded step of installing the staged snapshot `id`: visits at most `max_keys`
+    /// keys, deleting the old state's and then moving staged ones into place. Any leader of
+    /// the region proposes these until the install is done.
+    SnapshotInstall {
+        id: Option<String>,
+        max_keys: u32,
     },
     /// Drops a staged snapshot nobody is sending any more (its leader lost leadership).
     SnapshotAbort {
@@ -216,7 +227,7 @@ pub enum Command {
 /// voter of its region reports at least that version, so during a rolling upgrade no node is
 /// ever asked to apply a command it cannot decode. (A command a node cannot decode anyway is
 /// applied as a refusal, never an error that stops Raft.)
-pub const COMMAND_VERSION: u32 = 2;
+pub const COMMAND_VERSION: u32 = 3;
 
 /// The version every node since the first release applies.
 pub const BASE_COMMAND_VERSION: u32 = 1;
@@ -229,6 +240,10 @@ impl Command {
     /// The oldest command version that knows this kind (see [`COMMAND_VERSION`]).
     pub fn required_version(&self) -> u32 {
         match self {
+            Command::SnapshotFinish {
+                step_keys: Some(_), ..
+            }
+            | Command::SnapshotInstall { .. } => 3,
             Command::CreateRepo { .. }
             | Command::PutArtifact { .. }
             | Command::DeleteArtifact { .. }
@@ -266,6 +281,7 @@ impl Command {
             Command::SnapshotBegin { .. } => "snapshot_begin",
             Command::SnapshotPart { .. } => "snapshot_part",
             Command::SnapshotFinish { .. } => "snapshot_finish",
+            Command::SnapshotInstall { .. } => "snapshot_install",
             Command::SnapshotAbort { .. } => "snapshot_abort",
             Command::ObserveEpoch { .. } => "observe_epoch",
             Command::AckDivergent { .. } => "ack_divergent",
@@ -379,6 +395,32 @@ pub struct Staging {
     pub head: StreamHead,
     /// Pairs the accepted parts carried.
     pub pairs: u64,
+    /// Set once the finish was accepted: the state is being replaced, step by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallCursor>,
+}
+
+/// How far the install of a staged snapshot has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallCursor {
+    /// The primary's position the snapshot is at.
+    pub head: StreamHead,
+    pub phase: InstallPhase,
+    /// The key the next step starts at.
+    pub next: serde_bytes::ByteBuf,
+    /// Whether the snapshot holds a change-log head (one from a primary that never wrote
+    /// does not).
+    pub staged_head: bool,
+    pub steps: u64,
+}
+
+/// The two halves of an install: the old state's keys are deleted, then the staged keys are
+/// moved into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallPhase {
+    Clear,
+    Move,
 }
 
 /// What applying a command did. Refusals are outcomes, not errors: they are as deterministic as
@@ -436,6 +478,12 @@ pub enum Outcome {
     },
     SnapshotInstalled {
         seq: u64,
+    },
+    /// The staged snapshot is being installed (this region refuses reads until it is): the
+    /// step `steps` visited `visited` keys.
+    SnapshotInstalling {
+        steps: u64,
+        visited: u64,
     },
     /// The staged snapshot was dropped.
     SnapshotAborted,

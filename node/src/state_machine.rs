@@ -23,10 +23,13 @@ use crate::digest::{Blake3, ChunkId};
 use crate::keys::{self, ChunkRefCount};
 use crate::model::{
     Artifact, BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, DivergentWrite,
-    Fork, Format, GlobalStats, Outcome, RegionRole, ReplicatedEntry, RepoStats, Repository,
-    Staging, StreamHead,
+    Fork, Format, GlobalStats, InstallCursor, InstallPhase, Outcome, RegionRole, ReplicatedEntry,
+    RepoStats, Repository, Staging,
 };
 use crate::names::{ArtifactPath, RepoName};
+
+/// The first key of the application's state (keys from `\0` are the Raft driver's).
+const FIRST_APPLICATION_KEY: &[u8] = &[1];
 
 /// What the node learns from the state machine after each committed apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -347,6 +350,14 @@ impl Txn<'_, '_> {
         Ok(())
     }
 
+    /// Pairs from `start` on, in key order, as this command would leave them.
+    pub(crate) fn iter_from<'s>(
+        &'s self,
+        start: &[u8],
+    ) -> impl Iterator<Item = anyhow::Result<(Vec<u8>, Vec<u8>)>> + 's {
+        arca_raft::state_machine::overlaid(self.batch.iter_from(start), &self.writes, start)
+    }
+
     /// Every key starting with `prefix` as this command would leave them.
     pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut keys: std::collections::BTreeSet<Vec<u8>> =
@@ -407,11 +418,16 @@ impl Txn<'_, '_> {
                 at_ms,
             } => self.demote(role, *epoch, *fork_seq, *at_ms),
             Command::SnapshotBegin { head, id } => {
+                if let Some(installing) = self.installing()? {
+                    // A half-replaced state is finished first, whoever began it.
+                    return Ok(installing);
+                }
                 self.clear_staging()?;
                 let staging = Staging {
                     id: id.clone(),
                     head: *head,
                     pairs: 0,
+                    install: None,
                 };
                 self.put(keys::STAGING.to_vec(), &staging)?;
                 Ok(Outcome::SnapshotStaged)
@@ -425,7 +441,7 @@ impl Txn<'_, '_> {
                     self.stage_pairs(pairs)?;
                     return Ok(Outcome::SnapshotStaged);
                 };
-                if staging.id != *id {
+                if staging.id != *id || staging.install.is_some() {
                     return Ok(Outcome::SnapshotIgnored);
                 }
                 self.stage_pairs(pairs)?;
@@ -433,7 +449,12 @@ impl Txn<'_, '_> {
                 self.put(keys::STAGING.to_vec(), &staging)?;
                 Ok(Outcome::SnapshotStaged)
             }
-            Command::SnapshotFinish { head, id, pairs } => {
+            Command::SnapshotFinish {
+                head,
+                id,
+                pairs,
+                step_keys,
+            } => {
                 let staging = self.get::<Staging>(keys::STAGING)?;
                 match (&staging, id) {
                     (Some(staging), Some(_)) if staging.id != *id => {
@@ -441,6 +462,9 @@ impl Txn<'_, '_> {
                     }
                     (None, Some(_)) => return Ok(Outcome::SnapshotIgnored),
                     _ => {}
+                }
+                if let Some(installing) = self.installing()? {
+                    return Ok(installing);
                 }
                 if let (Some(staging), Some(expected)) = (&staging, pairs) {
                     if staging.pairs != *expected {
@@ -450,11 +474,45 @@ impl Txn<'_, '_> {
                         });
                     }
                 }
-                self.install_staged(head)
+                if self.role()? == RegionRole::Primary {
+                    return Ok(Outcome::NotAMirror);
+                }
+                let cursor = InstallCursor {
+                    head: *head,
+                    phase: InstallPhase::Clear,
+                    next: serde_bytes::ByteBuf::from(FIRST_APPLICATION_KEY.to_vec()),
+                    staged_head: self.get_raw(&keys::staged(keys::CHANGELOG_HEAD))?.is_some(),
+                    steps: 0,
+                };
+                match (staging, step_keys) {
+                    (Some(mut staging), Some(_)) => {
+                        staging.install = Some(cursor);
+                        self.put(keys::STAGING.to_vec(), &staging)?;
+                        Ok(Outcome::SnapshotInstalling {
+                            steps: 0,
+                            visited: 0,
+                        })
+                    }
+                    // Nodes before command version 3 replace the whole state in this apply.
+                    (staging, _) => self.install_step(staging, cursor, usize::MAX),
+                }
+            }
+            Command::SnapshotInstall { id, max_keys } => {
+                let Some(staging) = self.get::<Staging>(keys::STAGING)? else {
+                    return Ok(Outcome::SnapshotIgnored);
+                };
+                let Some(cursor) = staging.install.clone() else {
+                    return Ok(Outcome::SnapshotIgnored);
+                };
+                if staging.id != *id {
+                    return Ok(Outcome::SnapshotIgnored);
+                }
+                self.install_step(Some(staging), cursor, (*max_keys).max(1) as usize)
             }
             Command::SnapshotAbort { id } => {
                 match self.get::<Staging>(keys::STAGING)? {
-                    Some(staging) if staging.id == *id => {}
+                    // A half-replaced state cannot be given back: it is finished instead.
+                    Some(staging) if staging.id == *id && staging.install.is_none() => {}
                     _ => return Ok(Outcome::SnapshotIgnored),
                 }
                 self.clear_staging()?;
@@ -479,7 +537,12 @@ impl Txn<'_, '_> {
                 self.put_raw(keys::CLUSTER_ID.to_vec(), id.as_bytes().to_vec())?;
                 Ok(Outcome::ClusterId { id: id.clone() })
             }
-            Command::TrimChangeLog { before_seq } => self.trim_change_log(*before_seq),
+            Command::TrimChangeLog { before_seq } => {
+                if self.installing()?.is_some() {
+                    return Ok(Outcome::Trimmed { removed: 0 });
+                }
+                self.trim_change_log(*before_seq)
+            }
             client => self.apply_change(client, raft_index, None),
         }
     }
@@ -713,6 +776,9 @@ impl Txn<'_, '_> {
         if self.role()? == RegionRole::Primary {
             return Ok(Outcome::NotAMirror);
         }
+        if let Some(installing) = self.installing()? {
+            return Ok(installing);
+        }
         for entry in entries {
             let head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
             if head.needs_snapshot {
@@ -765,6 +831,10 @@ impl Txn<'_, '_> {
                 epoch: head.epoch,
                 after_seq: head.last_seq,
             });
+        }
+        if let Some(installing) = self.installing()? {
+            // Half the old state and half the snapshot: never a primary's.
+            return Ok(installing);
         }
         // Past every epoch this region has seen, not just its own: a demoted primary promoted
         // again must not reuse the epoch of the region that replaced it.
@@ -844,33 +914,114 @@ impl Txn<'_, '_> {
         Ok(Outcome::Demoted { divergent })
     }
 
-    /// Replaces everything but region-local keys with the staged snapshot.
-    fn install_staged(&mut self, head: &StreamHead) -> anyhow::Result<Outcome> {
-        if self.role()? == RegionRole::Primary {
-            return Ok(Outcome::NotAMirror);
-        }
-        for key in self.keys_with_prefix(b"")? {
-            if key.first() == Some(&0) || keys::is_region_local(&key) {
-                continue;
+    /// `Some(SnapshotInstalling)` while a staged snapshot is being installed.
+    fn installing(&self) -> anyhow::Result<Option<Outcome>> {
+        Ok(self
+            .get::<Staging>(keys::STAGING)?
+            .and_then(|staging| staging.install)
+            .map(|cursor| Outcome::SnapshotInstalling {
+                steps: cursor.steps,
+                visited: 0,
+            }))
+    }
+
+    /// One step of replacing everything but region-local keys with the staged snapshot,
+    /// visiting at most `budget` keys: first the old state's keys are deleted, in key order,
+    /// then the staged keys are moved into place. The last step sets the change-log head to
+    /// the snapshot's position. At every step the chunks either state references keep a
+    /// reference count (live or staged), so the collector never takes one.
+    fn install_step(
+        &mut self,
+        staging: Option<Staging>,
+        mut cursor: InstallCursor,
+        budget: usize,
+    ) -> anyhow::Result<Outcome> {
+        let mut visited = 0;
+        if cursor.phase == InstallPhase::Clear {
+            let mut next = cursor.next.to_vec();
+            let mut deletes = Vec::new();
+            let mut done = true;
+            'scan: loop {
+                for item in self.iter_from(&next) {
+                    let (key, _) = item?;
+                    if visited == budget {
+                        next = key;
+                        done = false;
+                        break 'scan;
+                    }
+                    visited += 1;
+                    if let Some(prefix) = keys::region_local_prefix(&key) {
+                        next = keys::after_prefix(prefix);
+                        continue 'scan;
+                    }
+                    // The head is replaced at the end (the readers of this region's position
+                    // keep one meanwhile).
+                    if !keys::is_region_local(&key) && key != keys::CHANGELOG_HEAD {
+                        deletes.push(key);
+                    }
+                }
+                break;
             }
-            self.delete(key)?;
+            for key in deletes {
+                self.delete(key)?;
+            }
+            if done {
+                cursor.phase = InstallPhase::Move;
+                next = keys::STAGING_PREFIX.to_vec();
+            }
+            cursor.next = serde_bytes::ByteBuf::from(next);
         }
-        for staged in self.keys_with_prefix(keys::STAGING_PREFIX)? {
-            let Some(value) = self.get_raw(&staged)? else {
-                continue;
-            };
-            self.put_raw(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
-            self.delete(staged)?;
+        if cursor.phase == InstallPhase::Move && visited < budget {
+            let mut moves = Vec::new();
+            let mut done = true;
+            for item in self.iter_from(&cursor.next) {
+                let (key, value) = item?;
+                if !key.starts_with(keys::STAGING_PREFIX) {
+                    break;
+                }
+                if visited == budget {
+                    cursor.next = serde_bytes::ByteBuf::from(key);
+                    done = false;
+                    break;
+                }
+                visited += 1;
+                moves.push((key, value));
+            }
+            for (staged, value) in moves {
+                self.put_raw(staged[keys::STAGING_PREFIX.len()..].to_vec(), value)?;
+                self.delete(staged)?;
+            }
+            if done {
+                return self.finish_install(&cursor);
+            }
         }
+        cursor.steps += 1;
+        let steps = cursor.steps;
+        let mut staging = staging.ok_or_else(|| anyhow::anyhow!("no staged snapshot"))?;
+        staging.install = Some(cursor);
+        self.put(keys::STAGING.to_vec(), &staging)?;
+        Ok(Outcome::SnapshotInstalling {
+            steps,
+            visited: visited as u64,
+        })
+    }
+
+    fn finish_install(&mut self, cursor: &InstallCursor) -> anyhow::Result<Outcome> {
         self.delete(keys::STAGING.to_vec())?;
-        let mut installed: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        let mut installed: ChangeLogHead = if cursor.staged_head {
+            self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default()
+        } else {
+            ChangeLogHead::default()
+        };
         installed.needs_snapshot = false;
-        installed.epoch = head.epoch;
-        installed.last_seq = head.seq;
-        installed.last_at_ms = head.at_ms;
+        installed.epoch = cursor.head.epoch;
+        installed.last_seq = cursor.head.seq;
+        installed.last_at_ms = cursor.head.at_ms;
         self.put(keys::CHANGELOG_HEAD.to_vec(), &installed)?;
         self.reset_chunks = true;
-        Ok(Outcome::SnapshotInstalled { seq: head.seq })
+        Ok(Outcome::SnapshotInstalled {
+            seq: cursor.head.seq,
+        })
     }
 
     fn trim_change_log(&mut self, before_seq: u64) -> anyhow::Result<Outcome> {

@@ -63,6 +63,11 @@ async fn forged_proposals_are_refused_and_the_node_keeps_working_across_restarts
             head: StreamHead::default(),
             id: None,
             pairs: None,
+            step_keys: None,
+        },
+        Command::SnapshotInstall {
+            id: None,
+            max_keys: 1,
         },
         Command::Promote { at_ms: 0 },
     ] {

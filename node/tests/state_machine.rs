@@ -541,7 +541,26 @@ async fn a_half_installed_snapshot_is_finished_by_whichever_node_leads() {
     // Audit P2: with the install in steps, a mirror leader that stops half-way must not leave
     // its region half replaced: the next leader (here: the node after its catch-up's proposer
     // is gone) finishes it from the staged state alone, even while the primary is unreachable.
-    let node = TestNode::start().await;
+    // The node runs the mirror side of replication (a QUIC endpoint with certificates of a
+    // test CA); its primary's address answers nothing.
+    let tls = tempfile::tempdir().expect("tempdir");
+    let year = Duration::from_secs(365 * 24 * 3600);
+    arca_replication::tls::init_ca(tls.path(), year).expect("ca");
+    let (cert, key) = arca_replication::tls::issue(
+        tls.path(),
+        "node",
+        &["127.0.0.1".to_string()],
+        &tls.path().join("node"),
+        year,
+    )
+    .expect("issue");
+    let node = TestNode::start_with(|config| {
+        config.replication.listen_addr = Some("127.0.0.1:0".into());
+        config.replication.ca_cert = Some(tls.path().join("ca.pem"));
+        config.replication.cert = Some(cert);
+        config.replication.key = Some(key);
+    })
+    .await;
     commit_command(
         &node,
         &Command::SetRole {
@@ -554,14 +573,9 @@ async fn a_half_installed_snapshot_is_finished_by_whichever_node_leads() {
         finish.get("snapshot_installing").is_some(),
         "the finish installed the snapshot in one apply: {finish}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !(has_repo(&node, "staged-0") && has_repo(&node, "staged-249") && staged_keys(&node) == 0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the install was never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::must_wait_until("the install is finished", Duration::from_secs(30), || {
+        has_repo(&node, "staged-0") && has_repo(&node, "staged-249") && staged_keys(&node) == 0
+    })
+    .await;
     assert_eq!(node.get("/api/v1/repos").await.status().as_u16(), 200);
 }

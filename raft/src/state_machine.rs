@@ -83,6 +83,59 @@ pub fn apply_overlay(
     }
 }
 
+/// Key/value pairs in key order from a base iterator, as an overlay of pending writes over it
+/// would leave them: a put replaces or adds a pair, a delete hides one. Lazy, so a bounded scan
+/// of a large state costs only what it reads.
+pub struct Overlaid<'o, I: Iterator> {
+    base: std::iter::Peekable<I>,
+    overlay: std::iter::Peekable<std::collections::btree_map::Range<'o, Vec<u8>, Option<Vec<u8>>>>,
+}
+
+/// Pairs from `base` (in key order, starting at `start`) under `overlay`'s writes from `start`.
+pub fn overlaid<'o, I>(
+    base: I,
+    overlay: &'o BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    start: &[u8],
+) -> Overlaid<'o, I>
+where
+    I: Iterator<Item = anyhow::Result<(Vec<u8>, Vec<u8>)>>,
+{
+    Overlaid {
+        base: base.peekable(),
+        overlay: overlay.range(start.to_vec()..).peekable(),
+    }
+}
+
+impl<I> Iterator for Overlaid<'_, I>
+where
+    I: Iterator<Item = anyhow::Result<(Vec<u8>, Vec<u8>)>>,
+{
+    type Item = anyhow::Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.base.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => return self.base.next(),
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(Ok((base, _))), Some((pending, _))) => {
+                    base.as_slice().cmp(pending.as_slice())
+                }
+            };
+            if order == std::cmp::Ordering::Less {
+                return self.base.next();
+            }
+            if order == std::cmp::Ordering::Equal {
+                self.base.next();
+            }
+            let (key, value) = self.overlay.next()?;
+            if let Some(value) = value {
+                return Some(Ok((key.clone(), value.clone())));
+            }
+        }
+    }
+}
+
 /// The writes of one `apply` call, with read-your-own-writes over the committed state.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
@@ -146,6 +199,24 @@ impl<'a> ApplyBatch<'a> {
         }
         apply_overlay(&mut keys, &self.overlay, prefix);
         Ok(keys.into_iter().collect())
+    }
+
+    /// Pairs from `start` on, in key order, as this batch would leave them.
+    pub fn iter_from<'s>(
+        &'s self,
+        start: &[u8],
+    ) -> impl Iterator<Item = anyhow::Result<(Vec<u8>, Vec<u8>)>> + 's {
+        let base = self
+            .db
+            .iterator_cf(
+                self.cf,
+                rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+            )
+            .map(|item| {
+                item.map(|(key, value)| (key.into_vec(), value.into_vec()))
+                    .map_err(anyhow::Error::from)
+            });
+        overlaid(base, &self.overlay, start)
     }
 
     fn into_write_batch(self) -> WriteBatch {
@@ -662,6 +733,44 @@ mod tests {
         ) -> anyhow::Result<Vec<u8>> {
             Ok(Vec::new())
         }
+    }
+
+    #[test]
+    fn an_overlay_replaces_adds_and_hides_base_pairs_in_key_order() {
+        let base: Vec<anyhow::Result<(Vec<u8>, Vec<u8>)>> = ["a", "c", "e", "g"]
+            .iter()
+            .map(|k| Ok((k.as_bytes().to_vec(), b"base".to_vec())))
+            .collect();
+        let overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = [
+            ("b", Some("new")),
+            ("c", None),
+            ("e", Some("put")),
+            ("h", Some("new")),
+            ("i", None),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+        .collect();
+        let merged: Vec<(String, String)> = overlaid(base.into_iter(), &overlay, b"")
+            .map(|item| {
+                let (k, v) = item.expect("pair");
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = [
+            ("a", "base"),
+            ("b", "new"),
+            ("e", "put"),
+            ("g", "base"),
+            ("h", "new"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(merged, expected);
     }
 
     fn open_db(path: &Path) -> Arc<DB> {

@@ -240,7 +240,11 @@ impl<K: ChangeSink> Mirror<K> {
             let addr = addrs[next_addr % addrs.len()].clone();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => break,
-                outcome = self.session(&addr) => outcome,
+                // Local work first: it must not wait for the primary to be reachable.
+                outcome = async {
+                    self.sink.resume().await?;
+                    self.session(&addr).await
+                } => outcome,
             };
             self.lag.set_connected(false);
             match outcome {

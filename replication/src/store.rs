@@ -70,6 +70,11 @@ pub trait ChangeSink: Send + Sync + 'static {
     fn needs_snapshot(&self) -> bool {
         false
     }
+    /// Finishes local work a previous active node left half done (an install of a snapshot
+    /// that needs nothing more from the primary); called before each subscription.
+    fn resume(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Replication addresses of the primary's nodes, tried in turn.
     fn primary_addrs(&self) -> Vec<String>;
     /// Which of `ids` this node lacks; the sink keeps every one of them (present or about to

@@ -36,6 +36,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response> {
     if !ready {
         return Err(Error::NotReady { reason });
     }
+    if let Some(error) = crate::api::installing_error(&state) {
+        return Err(error);
+    }
     let status = crate::cluster::status::node_status(region).await;
     Ok((
         StatusCode::OK,

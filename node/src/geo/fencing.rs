@@ -74,6 +74,10 @@ async fn drop_abandoned_staging(geo: &Arc<Geo>) {
     let Some(staging) = staging else {
         return;
     };
+    if staging.install.is_some() {
+        // Being installed: the leader's sink finishes it (`NodeSink::resume`), never drops it.
+        return;
+    }
     let mine = geo.catch_up_id.lock().clone();
     if staging.id == mine || previous != seen {
         return;

@@ -43,6 +43,10 @@ impl NodeSink {
 /// Largest snapshot command proposed through Raft.
 const SNAPSHOT_COMMAND_BYTES: usize = 1 << 20;
 
+/// Keys one install step visits: each apply writes at most this many (a few MiB), however
+/// large the state.
+const INSTALL_STEP_KEYS: u32 = 4096;
+
 fn storage(e: impl std::fmt::Display) -> arca_replication::Error {
     arca_replication::Error::storage(e)
 }
@@ -66,6 +70,37 @@ impl NodeSink {
 }
 
 impl NodeSink {
+    /// Proposes install steps of the staged snapshot `id` until it is the region's state.
+    async fn install_staged(&self, id: Option<String>) -> arca_replication::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            match self
+                .propose(Command::SnapshotInstall {
+                    id: id.clone(),
+                    max_keys: INSTALL_STEP_KEYS,
+                })
+                .await?
+            {
+                Outcome::SnapshotInstalling { .. } => {
+                    metrics::counter!("arca_replication_snapshot_install_steps_total").increment(1);
+                }
+                Outcome::SnapshotInstalled { seq } => {
+                    tracing::info!(
+                        seq,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "installed the snapshot of the primary"
+                    );
+                    return Ok(());
+                }
+                other => {
+                    return Err(arca_replication::Error::Refused(format!(
+                        "installing the snapshot: {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+
     async fn propose_part(
         &self,
         id: &str,
@@ -268,18 +303,47 @@ impl ChangeSink for NodeSink {
             seq = head.seq,
             "installing a snapshot of the primary"
         );
+        // In bounded steps once every voter knows them; whole, as older nodes do, until then.
+        let stepped = self
+            .geo
+            .region
+            .require_version(
+                Command::SnapshotInstall {
+                    id: None,
+                    max_keys: INSTALL_STEP_KEYS,
+                }
+                .required_version(),
+            )
+            .await
+            .is_ok();
         match self
             .propose(Command::SnapshotFinish {
                 head: stream_head(head),
-                id: Some(id),
+                id: Some(id.clone()),
                 pairs: Some(pairs),
+                step_keys: stepped.then_some(INSTALL_STEP_KEYS),
             })
             .await?
         {
             Outcome::SnapshotInstalled { .. } => Ok(()),
+            Outcome::SnapshotInstalling { .. } => self.install_staged(Some(id)).await,
             other => Err(arca_replication::Error::Refused(format!(
                 "installing the snapshot: {other:?}"
             ))),
+        }
+    }
+
+    async fn resume(&self) -> arca_replication::Result<()> {
+        let staging = self.geo.catalog.staging().map_err(storage)?;
+        match staging {
+            Some(staging) if staging.install.is_some() => {
+                tracing::warn!(
+                    id = staging.id.as_deref().unwrap_or("-"),
+                    "finishing the install of a snapshot another leader began"
+                );
+                self.install_staged(staging.id).await
+            }
+            _ => Ok(()),
         }
     }
 

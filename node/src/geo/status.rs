@@ -287,6 +287,9 @@ pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
                 ),
             })
         }
+        Outcome::SnapshotInstalling { .. } => Err(Error::NotReady {
+            reason: "this region is installing a snapshot of the primary (half its state is the old one); promote it once that is done".into(),
+        }),
         other => Err(Error::Internal(format!(
             "unexpected outcome {other:?} for promote"
         ))),
