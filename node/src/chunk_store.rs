@@ -104,6 +104,35 @@ const MAX_PENDING_CHUNKS: usize = 1 << 20;
 /// writing when it looked.
 const DURABLE_ROUNDS: usize = 4;
 
+/// A page of [`ChunkStore::unindexed_page`].
+#[derive(Debug, Default)]
+pub struct UnindexedPage {
+    /// Chunks whose bytes are stored without an index entry, with their lengths.
+    pub unindexed: Vec<(ChunkId, u32)>,
+    /// The last chunk visited, where the next page starts; `None` at the end of the store.
+    pub last: Option<ChunkId>,
+    /// Chunk bytes read for this page.
+    pub bytes_read: u64,
+}
+
+/// What [`ChunkStore::settle_unindexed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unindexed {
+    Kept,
+    Reindexed,
+    Deleted,
+}
+
+impl Unindexed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Unindexed::Kept => "kept",
+            Unindexed::Reindexed => "reindexed",
+            Unindexed::Deleted => "deleted",
+        }
+    }
+}
+
 /// The node's chunks, with the pin table of uploads in progress and the lease table of peers'
 /// writes in flight.
 pub struct ChunkStore {
@@ -425,6 +454,87 @@ impl ChunkStore {
         Ok(true)
     }
 
+    /// Chunk bytes that have no index entry, among the next `limit` stored after `after` (in
+    /// id order). Such bytes come only from crashes of versions before the chunk column
+    /// families were flushed atomically; every write and delete since covers both. Reading a
+    /// page reads the chunks' bytes (BlobDB loads values as it iterates): the page says how
+    /// many, so its caller can pace itself. `last` is `None` once the end was reached.
+    pub fn unindexed_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<UnindexedPage> {
+        let cf = self.cf(CF_CHUNKS)?;
+        let index = self.cf(CF_CHUNK_INDEX)?;
+        let mode = match after {
+            Some(id) => rocksdb::IteratorMode::From(id.as_bytes(), rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        let mut options = ReadOptions::default();
+        options.set_verify_checksums(false);
+        options.fill_cache(false);
+        let mut page = UnindexedPage::default();
+        let mut visited = 0;
+        for item in self.db.iterator_cf_opt(cf, options, mode) {
+            let (key, value) = item?;
+            if after.is_some_and(|a| key.as_ref() == a.as_bytes()) {
+                continue;
+            }
+            if visited == limit {
+                return Ok(page);
+            }
+            visited += 1;
+            page.bytes_read += value.len() as u64;
+            let Some(id) = ChunkId::from_slice(&key) else {
+                continue;
+            };
+            page.last = Some(id);
+            if self.db.get_pinned_cf(index, id.as_bytes())?.is_none() {
+                page.unindexed.push((id, value.len() as u32));
+            }
+        }
+        page.last = None;
+        Ok(page)
+    }
+
+    /// Settles chunk bytes found without an index entry: a chunk something references gets its
+    /// entry back (it was held all along); one nothing references is deleted. Left alone while
+    /// it is pinned, leased, being written, or indexed by now (written again since the page was
+    /// read): the pin, lease and durability locks are held across the check and the change, and
+    /// every write announces itself to the durability tracker before it writes.
+    pub fn settle_unindexed(
+        &self,
+        id: &ChunkId,
+        len: u32,
+        referenced: impl FnOnce(&ChunkId) -> Result<bool>,
+    ) -> Result<Unindexed> {
+        let pins = self.pins.lock();
+        let leases = self.leases.lock();
+        let tracker = self.tracker.lock();
+        if pins.contains_key(id)
+            || leases.holds(id)
+            || tracker.needs([id]).in_flight
+            || self.contains(id)?
+        {
+            return Ok(Unindexed::Kept);
+        }
+        let settled = if referenced(id)? {
+            let entry = ChunkEntry {
+                len,
+                written_at_ms: crate::model::now_ms(),
+            };
+            self.db
+                .put_cf(self.cf(CF_CHUNK_INDEX)?, id.as_bytes(), entry.encode())?;
+            Unindexed::Reindexed
+        } else {
+            self.db.delete_cf(self.cf(CF_CHUNKS)?, id.as_bytes())?;
+            self.deleted_bytes
+                .fetch_add(u64::from(len), std::sync::atomic::Ordering::Relaxed);
+            Unindexed::Deleted
+        };
+        drop(tracker);
+        drop(leases);
+        drop(pins);
+        metrics::unindexed_chunk(settled);
+        Ok(settled)
+    }
+
     /// Up to `limit` chunks this node holds after `after` (in id order), with their index
     /// entries: a page of the index, so a sweep never loads the whole of it.
     pub fn entries_page(
@@ -556,6 +666,77 @@ mod tests {
             .finalize_xof()
             .fill(&mut data);
         (ChunkId::of(&data), data)
+    }
+
+    #[test]
+    fn unindexed_bytes_are_settled_only_when_nothing_is_using_or_writing_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let bytes_only = |seed| {
+            let (id, data) = chunk(seed, 4 << 10);
+            let cf = store.cf(CF_CHUNKS).expect("cf");
+            store.db.put_cf(cf, id.as_bytes(), &data).expect("put");
+            id
+        };
+        let (orphan, pinned, referenced, rewritten) =
+            (bytes_only(1), bytes_only(2), bytes_only(3), bytes_only(4));
+        let (indexed, indexed_bytes) = chunk(5, 4 << 10);
+        store.put(&indexed, &indexed_bytes).expect("put");
+        let page = store.unindexed_page(None, 100).expect("page");
+        assert_eq!(page.last, None);
+        let mut found: Vec<ChunkId> = page.unindexed.iter().map(|(id, _)| *id).collect();
+        found.sort();
+        let mut expected = vec![orphan, pinned, referenced, rewritten];
+        expected.sort();
+        assert_eq!(found, expected, "only the bytes without an index entry");
+
+        let mut pins = Arc::clone(&store).pin_guard();
+        pins.pin(pinned);
+        let (_, data) = chunk(4, 4 << 10);
+        store
+            .put(&rewritten, &data)
+            .expect("written again since the page was read");
+        let len = 4 << 10;
+        let never = |_: &ChunkId| Ok(false);
+        assert_eq!(
+            store.settle_unindexed(&orphan, len, never).expect("settle"),
+            Unindexed::Deleted
+        );
+        assert_eq!(
+            store.settle_unindexed(&pinned, len, never).expect("settle"),
+            Unindexed::Kept
+        );
+        assert_eq!(
+            store
+                .settle_unindexed(&rewritten, len, never)
+                .expect("settle"),
+            Unindexed::Kept
+        );
+        assert_eq!(
+            store
+                .settle_unindexed(&referenced, len, |_| Ok(true))
+                .expect("settle"),
+            Unindexed::Reindexed
+        );
+        assert!(store.read(&orphan).is_err());
+        assert_eq!(
+            store.entry(&referenced).expect("entry").map(|e| e.len),
+            Some(len)
+        );
+        assert!(store.read(&referenced).is_ok() && store.read(&rewritten).is_ok());
+        assert!(store.read(&pinned).is_ok());
+        // Paging resumes after the last chunk visited.
+        let first = store.unindexed_page(None, 1).expect("page");
+        let rest = store
+            .unindexed_page(first.last.as_ref(), 100)
+            .expect("page");
+        assert_eq!(rest.last, None);
+        assert_eq!(
+            first.unindexed.len() + rest.unindexed.len(),
+            1,
+            "only the pinned one is left"
+        );
     }
 
     #[test]

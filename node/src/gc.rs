@@ -25,6 +25,16 @@ const BLOB_GC_MIN_GARBAGE: u64 = 256 << 20;
 /// Index entries a sweep reads at a time.
 const SWEEP_PAGE: usize = 10_000;
 
+/// Records the progress of the one-time check for chunk bytes without an index entry (in the
+/// data directory): the hex id of the last chunk checked, or `done`.
+pub const UNINDEXED_CHECK_FILE: &str = "chunks-unindexed-check";
+
+/// Stored chunks the check reads at a time.
+const UNINDEXED_PAGE: usize = 256;
+
+/// The check reads chunk bytes at most this fast, so that it stays in the background.
+const UNINDEXED_BYTES_PER_SEC: u64 = 64 << 20;
+
 enum Job {
     Reclaim(Vec<ChunkId>),
     Sweep,
@@ -90,6 +100,70 @@ impl Collector {
         }
     }
 
+    /// Once per data directory: walks the stored chunk bytes (not the index, which every other
+    /// sweep walks) for bytes without an index entry, which crashes of versions before atomic
+    /// flush could leave, and settles each ([`ChunkStore::settle_unindexed`]: reindexed if
+    /// referenced, deleted if not). Reads every chunk once, paced to
+    /// [`UNINDEXED_BYTES_PER_SEC`]; resumes where it stopped after a restart; a store created
+    /// empty finishes at once.
+    pub async fn check_unindexed(self, progress: std::path::PathBuf, cancel: CancellationToken) {
+        let done = |found: u64| {
+            ::metrics::gauge!("arca_gc_unindexed_scan_done").set(1.0);
+            if found > 0 {
+                tracing::warn!(found, "settled chunk bytes that had no index entry");
+            }
+        };
+        let mut after = match std::fs::read_to_string(&progress) {
+            Ok(text) if text.trim() == "done" => return done(0),
+            Ok(text) => ChunkId::from_hex(text.trim()),
+            Err(_) => None,
+        };
+        ::metrics::gauge!("arca_gc_unindexed_scan_done").set(0.0);
+        let mut found = 0u64;
+        while !cancel.is_cancelled() {
+            let collector = self.clone();
+            let start = after;
+            let page = tokio::task::spawn_blocking(move || -> Result<_> {
+                let page = collector
+                    .store
+                    .unindexed_page(start.as_ref(), UNINDEXED_PAGE)?;
+                for (id, len) in &page.unindexed {
+                    collector.store.settle_unindexed(id, *len, |id| {
+                        Ok(collector.catalog.chunk_refs(id)? > 0)
+                    })?;
+                }
+                Ok(page)
+            })
+            .await;
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "checking chunk bytes for index entries failed; will retry");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(10)) => continue,
+                    }
+                }
+                Err(e) => return tracing::error!(error = %e, "the chunk index check panicked"),
+            };
+            found += page.unindexed.len() as u64;
+            after = page.last;
+            let record = after.map_or_else(|| "done".to_string(), |id| id.to_hex());
+            if let Err(e) = write_progress(&progress, &record) {
+                tracing::warn!(error = %e, "could not record the chunk index check's progress");
+            }
+            if after.is_none() {
+                return done(found);
+            }
+            let pause =
+                Duration::from_secs_f64(page.bytes_read as f64 / UNINDEXED_BYTES_PER_SEC as f64);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
     /// After deletions worth a blob file, compacts the chunk store with blob garbage collection
     /// so the disk space comes back.
     fn collect_blob_garbage(&self) {
@@ -137,4 +211,12 @@ impl Collector {
             }
         }
     }
+}
+
+/// Replaces the progress file whole (a crash leaves the old or the new record, never a torn
+/// one; losing the latest only repeats a page).
+fn write_progress(path: &std::path::Path, record: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, record)?;
+    std::fs::rename(&tmp, path)
 }

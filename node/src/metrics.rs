@@ -121,6 +121,10 @@ pub fn chunk_deleted() {
     counter!("arca_storage_chunks_deleted_total").increment(1);
 }
 
+pub fn unindexed_chunk(what: crate::chunk_store::Unindexed) {
+    counter!("arca_gc_unindexed_chunks_total", "action" => what.label()).increment(1);
+}
+
 pub fn corrupt_chunk() {
     counter!("arca_storage_corrupt_chunks_total").increment(1);
 }

@@ -526,9 +526,10 @@ async fn settle(
     let sole_voter = membership.voters.len() == 1 && membership.voters.contains(&region.node_id);
     let startup_grace = if sole_voter { Duration::ZERO } else { grace };
     let resync = region.resync.clone();
+    let sweeper = collector.clone();
     let housekeeping =
         tokio::task::spawn_blocking(move || -> crate::error::Result<(usize, usize)> {
-            Ok((collector.sweep(startup_grace)?, resync.reconcile()?))
+            Ok((sweeper.sweep(startup_grace)?, resync.reconcile()?))
         })
         .await;
     region.resync.end_unsettled();
@@ -538,6 +539,9 @@ async fn settle(
         Err(e) => tracing::error!(error = %e, "start-up housekeeping panicked"),
     }
     settle_cluster_id(&region, &data_dir, &cancel).await;
+    collector
+        .check_unindexed(data_dir.join(crate::gc::UNINDEXED_CHECK_FILE), cancel)
+        .await;
 }
 
 /// Asks the region reachable at `join` to add this node, until it is a member: first learns
