@@ -568,3 +568,31 @@ async fn out_of_order_chunks_get_416() {
         .expect("put");
     assert_eq!(put.status(), 201);
 }
+
+#[tokio::test]
+async fn a_read_of_a_reference_that_is_neither_a_tag_nor_a_digest_is_manifest_unknown() {
+    // distribution answers 404 MANIFEST_UNKNOWN for a manifest reference its router cannot
+    // match (the conformance suite pulls `.INVALID_MANIFEST_NAME` and expects 404); a write to
+    // one stays a 400 that names the problem.
+    let node = registry().await;
+    for reference in [".INVALID_MANIFEST_NAME", "-leading-dash", "sha256:abc"] {
+        let path = format!("/v2/{NAME}/manifests/{reference}");
+        assert_eq!(
+            oci_error(node.get(&path).await).await,
+            (404, "MANIFEST_UNKNOWN".into()),
+            "GET {reference}"
+        );
+        let head = node.http.head(node.url(&path)).send().await.expect("head");
+        assert_eq!(head.status(), 404, "HEAD {reference}");
+    }
+    let put = node
+        .http
+        .put(node.url(&format!("/v2/{NAME}/manifests/.INVALID_MANIFEST_NAME")))
+        .header("content-type", OCI_MANIFEST)
+        .body("{}")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(oci_error(put).await, (400, "MANIFEST_INVALID".into()));
+    must_be_empty(&node).await;
+}
