@@ -23,7 +23,12 @@ pub async fn get(
     request: Request,
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
-    let reference = Reference::parse(reference)?;
+    // A reference that is neither a tag nor a digest names no manifest: 404, as distribution
+    // answers (its router matches no route); a write to one is still refused as invalid.
+    let reference = Reference::parse(reference).map_err(|_| OciError::ManifestUnknown {
+        name: name.to_string(),
+        reference: reference.chars().take(128).collect(),
+    })?;
     let (digest, record, blob) = registry.manifest(&name, &reference).await?;
     if let Reference::Tag(_) = reference {
         let accept = request
