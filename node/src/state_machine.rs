@@ -750,7 +750,7 @@ impl Txn<'_, '_> {
                 head.epoch = entry.epoch;
                 head.last_seq = entry.seq;
             }
-            None => head.last_seq += 1,
+            None => inc(&mut head.last_seq, 1, "change-log seq")?,
         }
         head.last_at_ms = at_ms;
         let record = ChangeRecord {
@@ -1051,7 +1051,7 @@ impl Txn<'_, '_> {
         self.put(key, repo)?;
         self.put(keys::repo_stats(&repo.name), &RepoStats::default())?;
         let mut stats = self.stats()?;
-        stats.repositories += 1;
+        inc(&mut stats.repositories, 1, "repositories")?;
         self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
         Ok(Outcome::RepoCreated)
     }
@@ -1083,15 +1083,15 @@ impl Txn<'_, '_> {
                 return Ok(Outcome::Immutable);
             }
             self.release_blob(repo_name, &old.blob, &mut repo_stats, &mut stats)?;
-            repo_stats.logical_bytes -= old.size;
-            stats.logical_bytes -= old.size;
+            dec(&mut repo_stats.logical_bytes, old.size, "repository bytes")?;
+            dec(&mut stats.logical_bytes, old.size, "logical bytes")?;
         } else {
-            repo_stats.artifacts += 1;
-            stats.artifacts += 1;
+            inc(&mut repo_stats.artifacts, 1, "repository artifacts")?;
+            inc(&mut stats.artifacts, 1, "artifacts")?;
         }
         self.acquire_blob(repo_name, blob, &mut repo_stats, &mut stats)?;
-        repo_stats.logical_bytes += blob.size;
-        stats.logical_bytes += blob.size;
+        inc(&mut repo_stats.logical_bytes, blob.size, "repository bytes")?;
+        inc(&mut stats.logical_bytes, blob.size, "logical bytes")?;
         let artifact = Artifact {
             repo: repo_name.clone(),
             path: path.clone(),
@@ -1133,10 +1133,10 @@ impl Txn<'_, '_> {
         let mut repo_stats: RepoStats = self.get(&keys::repo_stats(repo_name))?.unwrap_or_default();
         let mut stats = self.stats()?;
         self.release_blob(repo_name, &old.blob, &mut repo_stats, &mut stats)?;
-        repo_stats.artifacts -= 1;
-        repo_stats.logical_bytes -= old.size;
-        stats.artifacts -= 1;
-        stats.logical_bytes -= old.size;
+        dec(&mut repo_stats.artifacts, 1, "repository artifacts")?;
+        dec(&mut repo_stats.logical_bytes, old.size, "repository bytes")?;
+        dec(&mut stats.artifacts, 1, "artifacts")?;
+        dec(&mut stats.logical_bytes, old.size, "logical bytes")?;
         self.delete(key)?;
         self.put(keys::repo_stats(repo_name), &repo_stats)?;
         self.put(keys::GLOBAL_STATS.to_vec(), &stats)?;
@@ -1155,11 +1155,11 @@ impl Txn<'_, '_> {
         let blob_key = keys::blob(&descriptor.blake3);
         let record = match self.get::<BlobRecord>(&blob_key)? {
             Some(mut record) => {
-                record.refs += 1;
+                inc(&mut record.refs, 1, "blob references")?;
                 record
             }
             None => {
-                stats.blobs += 1;
+                inc(&mut stats.blobs, 1, "blobs")?;
                 self.referenced
                     .extend(descriptor.chunks.iter().map(|c| c.id));
                 for chunk in distinct_chunks(descriptor) {
@@ -1173,10 +1173,14 @@ impl Txn<'_, '_> {
                         },
                     };
                     if refs.count == 0 {
-                        stats.chunks += 1;
-                        stats.physical_bytes += u64::from(chunk.1);
+                        inc(&mut stats.chunks, 1, "chunks")?;
+                        inc(
+                            &mut stats.physical_bytes,
+                            u64::from(chunk.1),
+                            "physical bytes",
+                        )?;
                     }
-                    refs.count += 1;
+                    inc(&mut refs.count, 1, "chunk references")?;
                     self.put_raw(refs_key, refs.encode())?;
                 }
                 self.put_raw(
@@ -1194,7 +1198,11 @@ impl Txn<'_, '_> {
         if self.add_count(keys::repo_blob(repo, &descriptor.blake3), 1)? == 1 {
             for (chunk, len) in chunks {
                 if self.add_count(keys::repo_chunk(repo, &chunk), 1)? == 1 {
-                    repo_stats.physical_bytes += u64::from(len);
+                    inc(
+                        &mut repo_stats.physical_bytes,
+                        u64::from(len),
+                        "repository physical bytes",
+                    )?;
                 }
             }
         }
@@ -1217,28 +1225,32 @@ impl Txn<'_, '_> {
         if self.add_count(keys::repo_blob(repo, blob), -1)? == 0 {
             for (chunk, len) in &chunks {
                 if self.add_count(keys::repo_chunk(repo, chunk), -1)? == 0 {
-                    repo_stats.physical_bytes -= u64::from(*len);
+                    dec(
+                        &mut repo_stats.physical_bytes,
+                        u64::from(*len),
+                        "repository physical bytes",
+                    )?;
                 }
             }
         }
-        record.refs -= 1;
+        dec(&mut record.refs, 1, "blob references")?;
         if record.refs > 0 {
             return self.put(blob_key, &record);
         }
         self.delete(blob_key)?;
         self.delete(keys::sha256_index(&record.descriptor.sha256))?;
-        stats.blobs -= 1;
+        dec(&mut stats.blobs, 1, "blobs")?;
         for (chunk, len) in chunks {
             let refs_key = keys::chunk_refs(&chunk);
             let mut refs = self
                 .get_raw(&refs_key)?
                 .and_then(|raw| ChunkRefCount::decode(&raw))
                 .ok_or_else(|| anyhow::anyhow!("blob {blob} references uncounted chunk {chunk}"))?;
-            refs.count -= 1;
+            dec(&mut refs.count, 1, "chunk references")?;
             if refs.count == 0 {
                 self.delete(refs_key)?;
-                stats.chunks -= 1;
-                stats.physical_bytes -= u64::from(len);
+                dec(&mut stats.chunks, 1, "chunks")?;
+                dec(&mut stats.physical_bytes, u64::from(len), "physical bytes")?;
                 // Kept until a ReleaseFreed passes this change (see keys::FREED_PREFIX).
                 self.deferred.push(chunk);
             } else {
@@ -1247,6 +1259,24 @@ impl Txn<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Adds to a stored counter. Past `u64::MAX` the state and the command disagree: the command is
+/// refused (the same way on every node, counted and logged by the caller), never wrapped.
+pub(crate) fn inc(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
+    *counter = counter
+        .checked_add(by)
+        .ok_or_else(|| anyhow::anyhow!("the count of {what} would overflow"))?;
+    Ok(())
+}
+
+/// Subtracts from a stored counter; below zero the command is refused (see [`inc`]), never a
+/// panic that would stop Raft on every node at the same entry.
+pub(crate) fn dec(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
+    *counter = counter
+        .checked_sub(by)
+        .ok_or_else(|| anyhow::anyhow!("the count of {what} would go below zero"))?;
+    Ok(())
 }
 
 /// The chunks of every blob a command names, each once.

@@ -103,11 +103,12 @@ impl Totals {
         txn.put(keys::GLOBAL_STATS.to_vec(), &self.global)
     }
 
-    fn grow(&mut self, artifacts: u64, bytes: u64) {
-        self.repo.artifacts += artifacts;
-        self.global.artifacts += artifacts;
-        self.repo.logical_bytes += bytes;
-        self.global.logical_bytes += bytes;
+    fn grow(&mut self, artifacts: u64, bytes: u64) -> anyhow::Result<()> {
+        use crate::state_machine::inc;
+        inc(&mut self.repo.artifacts, artifacts, "repository artifacts")?;
+        inc(&mut self.global.artifacts, artifacts, "artifacts")?;
+        inc(&mut self.repo.logical_bytes, bytes, "repository bytes")?;
+        inc(&mut self.global.logical_bytes, bytes, "logical bytes")
     }
 
     fn shrink(&mut self, artifacts: u64, bytes: u64) -> anyhow::Result<()> {
@@ -170,7 +171,7 @@ fn link_blob(
     }
     let mut totals = Totals::load(txn, repo)?;
     txn.acquire_blob(repo, blob, &mut totals.repo, &mut totals.global)?;
-    totals.grow(0, blob.size);
+    totals.grow(0, blob.size)?;
     let link = BlobLink {
         blob: blob.blake3,
         size: blob.size,
@@ -178,7 +179,7 @@ fn link_blob(
     };
     txn.put(key, &link)?;
     update_image(txn, repo, image, at_ms, |record| {
-        record.blobs += 1;
+        record.blobs = record.blobs.checked_add(1)?;
         Some(())
     })?;
     totals.save(txn, repo)?;
@@ -275,13 +276,13 @@ fn put_manifest(
                 txn.put(old_key, &old)?;
             }
             TagChange::New => update_image(txn, repo_name, image, at_ms, |image| {
-                image.tags += 1;
+                image.tags = image.tags.checked_add(1)?;
                 Some(())
             })?,
             TagChange::None | TagChange::Unchanged => {}
         }
         if !matches!(tag_change, TagChange::Unchanged) {
-            record.tag_count += 1;
+            crate::state_machine::inc(&mut record.tag_count, 1, "a manifest's tags")?;
             txn.put_raw(
                 keys::oci_manifest_tag(repo_name, image, &info.digest, tag),
                 Vec::new(),
@@ -312,7 +313,7 @@ fn migrate_tags(
             keys::oci_manifest_tag(repo, image, digest, &tag),
             Vec::new(),
         )?;
-        record.tag_count += 1;
+        crate::state_machine::inc(&mut record.tag_count, 1, "a manifest's tags")?;
     }
     Ok(())
 }
@@ -395,7 +396,7 @@ fn create_manifest(
             &mut totals.global,
         )?;
     }
-    totals.grow(1, info.blob.size);
+    totals.grow(1, info.blob.size)?;
     totals.save(txn, repo)?;
     if let Some(subject) = &info.subject {
         txn.put_raw(
@@ -404,7 +405,7 @@ fn create_manifest(
         )?;
     }
     update_image(txn, repo, image, at_ms, |image| {
-        image.manifests += 1;
+        image.manifests = image.manifests.checked_add(1)?;
         Some(())
     })?;
     Ok(ManifestRecord {
