@@ -47,3 +47,55 @@ pub enum RaftGroupError {
     #[error(transparent)]
     Consensus(#[from] ConsensusError),
 }
+
+impl RaftGroupError {
+    /// A stable code for logs, metrics and API errors (a consensus failure keeps its own).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RaftGroupError::Config(_) => "RAFT_CONFIG",
+            RaftGroupError::Storage(_) => "RAFT_STORAGE",
+            RaftGroupError::Stopped(_) => "RAFT_STOPPED",
+            RaftGroupError::Timeout(..) => "RAFT_TIMEOUT",
+            RaftGroupError::Membership(_) => "MEMBERSHIP_REFUSED",
+            RaftGroupError::Consensus(e) => e.code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_raft_error_has_a_distinct_stable_code() {
+        let errors = [
+            RaftGroupError::Config(String::new()).code(),
+            RaftGroupError::Storage(String::new()).code(),
+            RaftGroupError::Timeout(Duration::ZERO, "x").code(),
+            RaftGroupError::Membership(String::new()).code(),
+            ConsensusError::NotLeader { leader: None }.code(),
+            ConsensusError::NoQuorum {
+                timeout: Duration::ZERO,
+            }
+            .code(),
+            ConsensusError::Stopped {
+                message: String::new(),
+            }
+            .code(),
+        ];
+        let distinct: std::collections::BTreeSet<_> = errors.iter().collect();
+        assert_eq!(distinct.len(), errors.len(), "{errors:?}");
+        // A group that stopped and a request that met a stopped group say the same thing.
+        assert_eq!(
+            RaftGroupError::Stopped(String::new()).code(),
+            ConsensusError::Stopped {
+                message: String::new()
+            }
+            .code()
+        );
+        assert_eq!(
+            RaftGroupError::Consensus(ConsensusError::NotLeader { leader: None }).code(),
+            "NOT_LEADER"
+        );
+    }
+}
