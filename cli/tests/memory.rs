@@ -1,5 +1,8 @@
-//! A 2 GiB push and pull through a real server process must stream: the server's resident
-//! memory may grow by less than 200 MiB. `ARCA_TEST_LARGE_BYTES` changes the size.
+//! A large push and pull through a real server process must stream: the server's resident
+//! memory may grow by less than half the body, and never by 200 MiB.
+//!
+//! The body is 384 MiB by default, so a developer's run of the suite stays quick;
+//! `ARCA_TEST_LARGE_BYTES` sets it, and `.ci/run` sets it to 2 GiB.
 
 use std::time::Instant;
 
@@ -42,7 +45,7 @@ async fn large_push_and_pull_stream_in_bounded_memory() {
     let total: u64 = std::env::var("ARCA_TEST_LARGE_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2 << 30);
+        .unwrap_or(384 * MIB);
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ArcaProcess::must_start(ProcessOptions::new(ARCA, dir.path().join("data")));
     let base = server.base_url();
@@ -106,9 +109,12 @@ async fn large_push_and_pull_stream_in_bounded_memory() {
         peak / MIB,
         growth / MIB
     );
+    let bound = (total / 2).min(200 * MIB);
     assert!(
-        growth < 200 * MIB,
-        "server RSS grew by {} MiB",
-        growth / MIB
+        growth < bound,
+        "server RSS grew by {} MiB over a {} MiB body (bound {} MiB)",
+        growth / MIB,
+        total / MIB,
+        bound / MIB
     );
 }
