@@ -23,6 +23,18 @@ pub fn content(seed: u64, key: &str, version: u64) -> Vec<u8> {
     out
 }
 
+/// `len` bytes of incompressible, non-repeating content determined by `seed` (the test suites'
+/// generator).
+pub fn seeded(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// Lower-case hex sha256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use arca_chaos::content::sha256_hex;
 use arca_chaos::{wait_until, ArcaProcess, ProcessOptions};
-use sha2::{Digest, Sha256};
 
 const ARCA: &str = env!("CARGO_BIN_EXE_arca");
 
@@ -52,10 +52,6 @@ fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
         .finalize_xof()
         .fill(&mut out);
     out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[test]

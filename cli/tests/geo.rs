@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use arca_chaos::content::{seeded as content, sha256_hex};
 use arca_chaos::{wait_until, LinkShape, Region, RegionOptions, RegionReplication, UdpProxy};
-use sha2::{Digest, Sha256};
 
 /// The `arca` binary under test: this build's, or `ARCA_TEST_BINARY` (to run these tests
 /// against another build, an older release say).
@@ -68,19 +68,6 @@ async fn mirror(
         read_through,
     };
     Region::must_start(region_options(root, name, nodes, replication)).await
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 async fn must_create_repo(region: &Region, node: u64, body: serde_json::Value) {

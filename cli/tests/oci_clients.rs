@@ -14,9 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use arca_chaos::content::sha256_hex;
+use arca_chaos::oci::digest;
 use arca_chaos::{ArcaProcess, ProcessOptions, Region, RegionOptions};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const ARCA: &str = env!("CARGO_BIN_EXE_arca");
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -24,14 +25,6 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
-}
 
 fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; len];

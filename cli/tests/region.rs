@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arca_chaos::content::{seeded as content, sha256_hex};
 use arca_chaos::{time_wait_to, Region, RegionOptions};
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 
 /// The `arca` binary under test: this build's, or `ARCA_TEST_BINARY` (to run these tests
 /// against another build, an older release say).
@@ -26,19 +26,6 @@ fn options(root: &std::path::Path, nodes: u64) -> RegionOptions {
         ("ARCA_CLUSTER__READ_BARRIER_TIMEOUT_MS".into(), "500".into()),
     ];
     options
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 async fn must_create_repo(region: &Region, node: u64, name: &str) {
