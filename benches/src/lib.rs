@@ -9,10 +9,5 @@ pub mod load;
 
 /// `len` bytes of incompressible data, different for every `seed`.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
+    arca_chaos::content::seeded(seed, len)
 }
