@@ -596,3 +596,61 @@ async fn a_read_of_a_reference_that_is_neither_a_tag_nor_a_digest_is_manifest_un
     assert_eq!(oci_error(put).await, (400, "MANIFEST_INVALID".into()));
     must_be_empty(&node).await;
 }
+
+#[tokio::test]
+async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_images() {
+    // Architecture review: a write the state machine refused because the region had become a
+    // mirror while it was in flight got 307 READ_ONLY_MIRROR (naming the primary) for a file,
+    // and 503 NO_QUORUM text for an image. Both must name the primary.
+    use arca_node::error::Error;
+    use arca_node::oci::error::OciError;
+    let node = registry().await;
+    node.create_repo("files", false).await;
+    assert_eq!(
+        node.put("files", "a.bin", bytes(1000, 1)).await.status(),
+        201
+    );
+    let blob = push_blob(&node, NAME, &bytes(2000, 2)).await;
+    let service = node.node().service.clone();
+    let uploads_dir = tempfile::tempdir().expect("tempdir");
+    let uploads = arca_node::oci::uploads::UploadStore::open(
+        uploads_dir.path().to_path_buf(),
+        Duration::from_secs(60),
+    )
+    .expect("uploads");
+    let registry = arca_node::oci::registry::Registry::new(service.clone(), uploads);
+    // The region becomes a mirror of "us" after the writes passed the front door.
+    let role = arca_node::model::Command::SetRole {
+        role: arca_node::model::RegionRole::Mirror {
+            primary: "us".into(),
+            replication_addrs: Vec::new(),
+            http_addrs: vec!["127.0.0.1:9".into()],
+        },
+    };
+    service
+        .region
+        .raft
+        .write(arca_node::codec::encode(&role).expect("encode"))
+        .await
+        .expect("commit");
+    let file = service
+        .delete_file(
+            &arca_node::names::RepoName::parse("files").expect("repo"),
+            &arca_node::names::ArtifactPath::parse("a.bin").expect("path"),
+        )
+        .await
+        .expect_err("refused on a mirror");
+    assert!(matches!(file, Error::ReadOnlyMirror { .. }), "{file:?}");
+    let image = registry
+        .delete_blob(
+            &arca_node::oci::names::OciName::parse(NAME).expect("name"),
+            &arca_node::digest::Sha256::from_hex(blob.trim_start_matches("sha256:"))
+                .expect("digest"),
+        )
+        .await
+        .expect_err("refused on a mirror");
+    assert!(
+        matches!(&image, OciError::Node(Error::ReadOnlyMirror { primary, .. }) if primary == "us"),
+        "{image:?}"
+    );
+}
