@@ -245,7 +245,9 @@ impl ArtifactService {
         }
     }
 
-    fn read_only_error(&self) -> Error {
+    /// The answer to a write the state machine refused because this region is (now) a mirror:
+    /// the same error, naming the primary, for every format.
+    pub(crate) fn read_only_error(&self) -> Error {
         self.geo
             .read_only_error()
             .unwrap_or_else(|| Error::NoQuorum {

@@ -205,7 +205,7 @@ impl Registry {
             }
             refused => {
                 self.service.collector.abandon(written, pins);
-                Err(refusal(refused, name))
+                Err(refusal(&self.service, refused, name))
             }
         }
     }
@@ -247,7 +247,7 @@ impl Registry {
                 Ok(true)
             }
             Outcome::Oci(OciOutcome::BlobUnknown) => Ok(false),
-            refused => Err(refusal(refused, name)),
+            refused => Err(refusal(&self.service, refused, name)),
         }
     }
 
@@ -279,7 +279,7 @@ impl Registry {
                 name: name.to_string(),
                 digest: digest_string(digest),
             }),
-            refused => Err(refusal(refused, name)),
+            refused => Err(refusal(&self.service, refused, name)),
         }
     }
 
@@ -460,7 +460,7 @@ impl Registry {
                     reference: reference.to_string(),
                 })
             }
-            refused => Err(refusal(refused, name)),
+            refused => Err(refusal(&self.service, refused, name)),
         }
     }
 
@@ -497,11 +497,9 @@ impl Registry {
 }
 
 /// The error for an outcome the caller did not expect.
-fn refusal(outcome: Outcome, name: &OciName) -> OciError {
+fn refusal(service: &ArtifactService, outcome: Outcome, name: &OciName) -> OciError {
     match outcome {
-        Outcome::ReadOnlyMirror => OciError::Node(crate::error::Error::NoQuorum {
-            reason: "this region became a read-only mirror while the write was in flight; push to the primary".into(),
-        }),
+        Outcome::ReadOnlyMirror => OciError::Node(service.read_only_error()),
         Outcome::Oci(OciOutcome::RepoNotFound) => OciError::NameUnknown {
             name: name.to_string(),
             reason: format!("repository {} does not exist", name.repo),
