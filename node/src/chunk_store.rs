@@ -370,6 +370,11 @@ impl ChunkStore {
         Ok(Bytes::copy_from_slice(&data))
     }
 
+    /// How many distinct chunks uploads in progress have pinned.
+    pub fn pinned(&self) -> usize {
+        self.pins.lock().len()
+    }
+
     /// Pins chunks so that no collector deletes them until the guard is dropped.
     pub fn pin_guard(self: &Arc<Self>) -> PinGuard {
         PinGuard {

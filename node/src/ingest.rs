@@ -18,6 +18,7 @@ use crate::chunk_store::{ChunkStore, Durability, PinGuard};
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::{Error, Result};
+use crate::gc::Collector;
 use crate::metrics;
 use crate::model::{BlobDescriptor, ChunkRef};
 
@@ -55,31 +56,80 @@ impl IngestLimits {
     }
 }
 
-/// A blob whose chunks are durable on this node, not yet referenced by any command.
+/// A blob whose chunks are durable on this node, not yet referenced by any command. Dropped,
+/// it abandons the chunks its upload wrote (deleted unless something else uses them by then):
+/// a write whose command applied says so with [`IngestedBlob::committed`], one whose outcome is
+/// unknown with [`IngestedBlob::outcome_unknown`].
 pub struct IngestedBlob {
     pub descriptor: BlobDescriptor,
+    held: Uncommitted,
+}
+
+impl IngestedBlob {
     /// Chunks this upload wrote (the rest were already here).
-    pub written: Vec<ChunkId>,
-    /// Keeps every chunk of the blob from being collected until the command is applied.
-    pub pins: PinGuard,
+    pub fn new_chunks(&self) -> usize {
+        self.held.written.len()
+    }
+
+    /// The command referencing the blob applied: its chunks are referenced now.
+    pub fn committed(self) {
+        self.held.release();
+    }
+
+    /// The proposal failed in a way that may still commit it later: the chunks stay (the orphan
+    /// sweep removes them after its grace period if it never does).
+    pub fn outcome_unknown(self) {
+        self.held.release();
+    }
+}
+
+/// Chunks an upload wrote and pins it holds, until a command references them. Dropped (a
+/// refused, failed or cancelled upload), it hands them to the collector.
+struct Uncommitted {
+    collector: Collector,
+    written: Vec<ChunkId>,
+    pins: Option<PinGuard>,
+}
+
+impl Uncommitted {
+    fn pin(&mut self, id: ChunkId) {
+        if let Some(pins) = self.pins.as_mut() {
+            pins.pin(id);
+        }
+    }
+
+    /// Keeps the chunks and drops the pins.
+    fn release(mut self) {
+        self.written.clear();
+        self.pins.take();
+    }
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        if let Some(pins) = self.pins.take() {
+            self.collector
+                .abandon(std::mem::take(&mut self.written), pins);
+        }
+    }
 }
 
 /// Reads `body` to the end and stores its chunks. Fails with `TOO_LARGE` past the limit and
-/// `INCOMPLETE_BODY` if the body errors, stalls or crawls. On failure the chunks this upload
-/// wrote are released to `on_abandon` for deletion.
+/// `INCOMPLETE_BODY` if the body errors, stalls or crawls. On failure, or if this future is
+/// dropped mid-way, the chunks this upload wrote go to `collector` for deletion.
 pub async fn ingest<S, E>(
     store: Arc<ChunkStore>,
     chunking: ChunkerConfig,
     mut body: S,
     limits: IngestLimits,
-    on_abandon: impl FnOnce(Vec<ChunkId>, PinGuard),
+    collector: Collector,
 ) -> Result<IngestedBlob>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let started = Instant::now();
-    let mut idle = Some(WorkerState::new(store, chunking));
+    let mut idle = Some(WorkerState::new(store, chunking, collector));
     let mut working: Option<tokio::task::JoinHandle<WorkerState>> = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -174,13 +224,10 @@ where
     match (failure, result) {
         (None, Some(Ok(descriptor))) => Ok(IngestedBlob {
             descriptor,
-            written: state.writes,
-            pins: state.pins,
+            held: state.held,
         }),
-        (Some(error), _) | (None, Some(Err(error))) => {
-            on_abandon(state.writes, state.pins);
-            Err(error)
-        }
+        // Dropping the state abandons what the upload wrote.
+        (Some(error), _) | (None, Some(Err(error))) => Err(error),
         (None, None) => Err(Error::Internal("ingest finished without a result".into())),
     }
 }
@@ -194,18 +241,21 @@ struct WorkerState {
     blake3: blake3::Hasher,
     size: u64,
     chunks: Vec<ChunkRef>,
-    /// Each chunk this upload wrote (the others were already stored).
-    writes: Vec<ChunkId>,
+    /// Each chunk this upload wrote (the others were already stored), and the pins of all.
+    held: Uncommitted,
     written_bytes: u64,
-    pins: PinGuard,
     /// The first storage failure; later batches are skipped.
     error: Option<Error>,
 }
 
 impl WorkerState {
-    fn new(store: Arc<ChunkStore>, chunking: ChunkerConfig) -> Self {
+    fn new(store: Arc<ChunkStore>, chunking: ChunkerConfig, collector: Collector) -> Self {
         Self {
-            pins: store.pin_guard(),
+            held: Uncommitted {
+                collector,
+                written: Vec::new(),
+                pins: Some(store.pin_guard()),
+            },
             store,
             chunking,
             chunker: Chunker::new(chunking),
@@ -213,7 +263,6 @@ impl WorkerState {
             blake3: blake3::Hasher::new(),
             size: 0,
             chunks: Vec::new(),
-            writes: Vec::new(),
             written_bytes: 0,
             error: None,
         }
@@ -261,7 +310,7 @@ impl WorkerState {
         let id = Blake3::of(data);
         // Pin before looking: a collector that runs between the look and the command's apply
         // then sees the pin and keeps the chunk.
-        self.pins.pin(id);
+        self.held.pin(id);
         if self.store.contains(&id)? {
             metrics::chunk_deduplicated(data.len());
         } else {
@@ -271,7 +320,7 @@ impl WorkerState {
                 Durability::Logged
             };
             self.store.write(&id, data, durability)?;
-            self.writes.push(id);
+            self.held.written.push(id);
             self.written_bytes += data.len() as u64;
         }
         self.chunks.push(ChunkRef {
@@ -279,5 +328,71 @@ impl WorkerState {
             len: data.len() as u32,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> IngestLimits {
+        IngestLimits {
+            max_bytes: 1 << 30,
+            idle_timeout: Duration::from_secs(60),
+            min_bytes_per_sec: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_cancelled_mid_way_leaves_no_chunks_and_no_pins() {
+        // Before `IngestedBlob` and the worker state abandoned on drop, an upload whose future
+        // was dropped (its connection went away mid-request) left its chunks for the orphan
+        // sweep, an hour later by default.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::storage::open_db(dir.path()).expect("open");
+        let store = ChunkStore::new(db.clone()).expect("store");
+        let collector = Collector::new(store.clone(), crate::catalog::Catalog::new(db));
+        let chunking = ChunkerConfig {
+            min_size: 16 << 10,
+            avg_size: 32 << 10,
+            max_size: 64 << 10,
+        };
+        // Three batches of data, then a body that never ends.
+        let data: Vec<Bytes> = (0..3u8)
+            .map(|i| {
+                let mut block = vec![0u8; BATCH_BYTES];
+                blake3::Hasher::new()
+                    .update(&[i])
+                    .finalize_xof()
+                    .fill(&mut block);
+                Bytes::from(block)
+            })
+            .collect();
+        let body = futures::stream::iter(data.into_iter().map(Ok::<_, std::io::Error>))
+            .chain(futures::stream::pending());
+        let task = tokio::spawn(ingest(
+            store.clone(),
+            chunking,
+            Box::pin(body),
+            limits(),
+            collector,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.entries().expect("entries").len() < 40 {
+            assert!(Instant::now() < deadline, "the upload stored nothing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !store.entries().expect("entries").is_empty() || !store.pinned() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} chunks and {} pins left behind",
+                store.entries().expect("entries").len(),
+                store.pinned()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

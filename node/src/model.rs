@@ -521,6 +521,19 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Whether the command changed the repository state (and so has a change-log entry).
+    pub fn changed(&self) -> bool {
+        match self {
+            Outcome::RepoCreated
+            | Outcome::ArtifactStored { .. }
+            | Outcome::ArtifactDeleted { .. } => true,
+            Outcome::Oci(oci) => oci.changed(),
+            _ => false,
+        }
+    }
+}
+
 /// One entry of the change log: an applied command that changed state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRecord {

@@ -143,22 +143,20 @@ impl ArtifactService {
     {
         let repo = self.repo_for_write(repo_name).await?;
         require_generic(&repo)?;
-        let collector = self.collector.clone();
         let ingested = ingest::ingest(
             self.chunks.clone(),
             self.config.chunking,
             body,
             ingest::IngestLimits::from_config(&self.config.limits),
-            move |written, pins| collector.abandon(written, pins),
+            self.collector.clone(),
         )
         .await?;
         if let Some(expected) = expected_sha256 {
             if expected != ingested.descriptor.sha256 {
-                let actual = ingested.descriptor.sha256;
-                self.collector.abandon(ingested.written, ingested.pins);
+                // Dropping `ingested` abandons its chunks.
                 return Err(Error::DigestMismatch {
                     expected: expected.to_hex(),
-                    actual: actual.to_hex(),
+                    actual: ingested.descriptor.sha256.to_hex(),
                 });
             }
         }
@@ -171,37 +169,20 @@ impl ArtifactService {
         path: &ArtifactPath,
         ingested: IngestedBlob,
     ) -> Result<PutResult> {
-        let IngestedBlob {
-            descriptor,
-            written,
-            pins,
-        } = ingested;
-        let chunks = descriptor.chunks.len();
-        let new_chunks = written.len();
+        let chunks = ingested.descriptor.chunks.len();
+        let new_chunks = ingested.new_chunks();
         let command = Command::PutArtifact {
             repo: repo.clone(),
             path: path.clone(),
-            blob: descriptor.clone(),
+            blob: ingested.descriptor.clone(),
             at_ms: now_ms(),
         };
-        // On a proposal error the command may still commit later, so the chunks stay; if it
-        // never does, the orphan sweep removes them after the grace period.
-        let outcome = self.propose_with_blobs(&command, &[&descriptor]).await?;
-        let (created, seq) = match outcome {
-            Outcome::ArtifactStored { seq, .. } => {
-                drop(pins);
-                (true, seq)
-            }
-            Outcome::ArtifactUnchanged => {
-                self.collector.abandon(written, pins);
-                // A retry of an upload that already applied: wait as the first attempt would
-                // have (the mirror must hold everything up to now).
-                (false, self.catalog.changelog_head()?.last_seq)
-            }
-            refused => {
-                self.collector.abandon(written, pins);
-                return Err(self.refusal(refused, repo, path));
-            }
+        let (created, seq) = match self.propose_ingested(&command, ingested).await? {
+            Outcome::ArtifactStored { seq, .. } => (true, seq),
+            // A retry of an upload that already applied: wait as the first attempt would
+            // have (the mirror must hold everything up to now).
+            Outcome::ArtifactUnchanged => (false, self.catalog.changelog_head()?.last_seq),
+            refused => return Err(self.refusal(refused, repo, path)),
         };
         let artifact = self.catalog.artifact(repo, path)?.ok_or_else(|| {
             Error::Internal(format!("{repo}/{path} missing right after it was applied"))
@@ -235,6 +216,31 @@ impl ArtifactService {
         let repo = self.catalog.must_repo(name)?;
         require_generic(&repo)?;
         Ok(repo)
+    }
+
+    /// Proposes a command that references `ingested` (one write step for every format): on a
+    /// proposal error the command may still commit later, so the chunks stay (the orphan sweep
+    /// removes them if it never does); once it applied, the chunks are kept if it changed the
+    /// state, and abandoned if it did not (already there, or refused).
+    pub async fn propose_ingested(
+        &self,
+        command: &Command,
+        ingested: IngestedBlob,
+    ) -> Result<Outcome> {
+        let outcome = match self
+            .propose_with_blobs(command, &[&ingested.descriptor])
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                ingested.outcome_unknown();
+                return Err(e);
+            }
+        };
+        if outcome.changed() {
+            ingested.committed();
+        }
+        Ok(outcome)
     }
 
     /// For a sync-replicated repository, waits until a mirror region applied `seq`.

@@ -708,10 +708,7 @@ impl Txn<'_, '_> {
             ),
             other => anyhow::bail!("{other:?} is not a repository change"),
         };
-        let changed = matches!(
-            outcome,
-            Outcome::RepoCreated | Outcome::ArtifactStored { .. } | Outcome::ArtifactDeleted { .. }
-        ) || matches!(&outcome, Outcome::Oci(oci) if oci.changed());
+        let changed = outcome.changed();
         // A replicated entry is recorded even if it changed nothing here: the mirror's log must
         // stay the primary's, entry for entry (a refusal here would mean the states differ,
         // which `arca cluster verify` reports).

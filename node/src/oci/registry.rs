@@ -2,7 +2,7 @@
 //! the common ingest pipeline, manifest pushes, reads of the applied state.
 //!
 //! Writes go through [`ArtifactService::propose`] like every other format, and those that
-//! reference freshly ingested chunks through [`ArtifactService::propose_with_blobs`]. Checks
+//! reference freshly ingested chunks through [`ArtifactService::propose_ingested`]. Checks
 //! made here before proposing (a blob exists, a tag is free) are for precise errors only: the
 //! state machine makes the same decisions again when the command applies.
 
@@ -119,9 +119,7 @@ impl Registry {
         let ingested = self.ingest(stream).await?;
         if ingested.descriptor.sha256 != expected {
             let actual = ingested.descriptor.sha256;
-            self.service
-                .collector
-                .abandon(ingested.written, ingested.pins);
+            // Dropping `ingested` abandons its chunks.
             return Err(OciError::DigestInvalid {
                 reason: format!(
                     "the uploaded content has digest {}, not {}; nothing was stored",
@@ -142,13 +140,12 @@ impl Registry {
     }
 
     async fn ingest(&self, stream: BoxedBody) -> OciResult<IngestedBlob> {
-        let collector = self.service.collector.clone();
         Ok(ingest::ingest(
             self.service.chunks.clone(),
             self.service.config.chunking,
             stream,
             ingest::IngestLimits::from_config(&self.service.config.limits),
-            move |written, pins| collector.abandon(written, pins),
+            self.service.collector.clone(),
         )
         .await?)
     }
@@ -182,31 +179,13 @@ impl Registry {
         ingested: IngestedBlob,
         name: &OciName,
     ) -> OciResult<Option<u64>> {
-        let IngestedBlob {
-            descriptor,
-            written,
-            pins,
-        } = ingested;
-        let outcome = self
-            .service
-            .propose_with_blobs(command, &[&descriptor])
-            .await?;
-        match outcome {
+        match self.service.propose_ingested(command, ingested).await? {
             Outcome::Oci(
                 OciOutcome::BlobLinked { seq } | OciOutcome::ManifestStored { seq, .. },
-            ) => {
-                drop(pins);
-                Ok(Some(seq))
-            }
-            // Already there: the chunks this upload wrote (none, usually) are not needed.
-            Outcome::Oci(OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged) => {
-                self.service.collector.abandon(written, pins);
-                Ok(None)
-            }
-            refused => {
-                self.service.collector.abandon(written, pins);
-                Err(refusal(&self.service, refused, name))
-            }
+            ) => Ok(Some(seq)),
+            // Already there: the chunks this upload wrote (none, usually) were abandoned.
+            Outcome::Oci(OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged) => Ok(None),
+            refused => Err(refusal(&self.service, refused, name)),
         }
     }
 
