@@ -333,3 +333,76 @@ fn tokio_stream_from(
         rx.recv().await.map(|item| (item, rx))
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_names_it_and_the_id_comes_back() {
+    // Architecture review: log lines of the write path carried nothing that tied them to a
+    // request, a repository, a node or a region.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = ProcessOptions::new(ARCA, dir.path().join("data"));
+    options.extra_args.push("--log-json".into());
+    // tower_http's request and response events are at debug.
+    options
+        .env
+        .push(("ARCA_LOG".into(), "info,tower_http=debug".into()));
+    let server = ArcaProcess::must_start(options);
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    let created = http
+        .post(format!("{base}/api/v1/repos"))
+        .json(&serde_json::json!({"name": "traced"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let stored = http
+        .put(format!("{base}/files/traced/a.bin"))
+        .header("x-request-id", "ci-build-4711")
+        .body("hello")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(stored.status(), 201);
+    assert_eq!(
+        stored
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("ci-build-4711")
+    );
+    // No id, or one that is not a short printable token: the node makes one.
+    for sent in [None, Some("has space"), Some(&*"x".repeat(200))] {
+        let mut request = http.put(format!("{base}/files/traced/b.bin")).body("hello");
+        if let Some(sent) = sent {
+            request = request.header("x-request-id", sent);
+        }
+        let response = request.send().await.expect("put");
+        assert!(response.status().is_success(), "{}", response.status());
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("an id")
+            .to_string();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(Some(id.as_str()) != sent);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let traced = log.lines().any(|line| {
+            line.contains("\"request_id\":\"ci-build-4711\"")
+                && line.contains("\"repo\":\"traced\"")
+                && line.contains("\"region\":\"local\"")
+                && line.contains("\"node\":1")
+        });
+        if traced {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line of the request carries its id, repository, region and node:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -200,5 +200,53 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
+}
+
+/// The header that carries a request's id in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest request id taken from a client; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Runs every request inside a span naming it (`request_id`, from `X-Request-Id` or a new
+/// one), the region and node, the method, the path and the repository, so every log line of
+/// its write or read path (ingest, the quorum push, the proposal, the answer) carries them;
+/// the id goes back in the response's `X-Request-Id`.
+async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        region = %state.service.region.name,
+        node = state.service.region.node_id,
+        method = %request.method(),
+        path = %path.chars().take(256).collect::<String>(),
+        repo = repo_of(path).unwrap_or("-"),
+    );
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The repository a request path names, if any.
+fn repo_of(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/files/")
+        .or_else(|| path.strip_prefix("/api/v1/repos/"))
+        .or_else(|| path.strip_prefix("/v2/"))?;
+    rest.split('/').next().filter(|repo| !repo.is_empty())
 }
