@@ -3,6 +3,7 @@
 //! can reference them, and getting chunks this node lacks from its peers.
 
 pub mod chunk_service;
+pub mod grpc_error;
 pub mod peers;
 pub mod read_index;
 pub mod replicate;

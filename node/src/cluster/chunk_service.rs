@@ -31,24 +31,13 @@ fn parse_id(raw: &[u8]) -> Result<ChunkId, Status> {
     ChunkId::from_slice(raw).ok_or_else(|| Status::invalid_argument("a chunk id is 32 bytes"))
 }
 
-fn to_status(e: Error) -> Status {
-    match e {
-        Error::MissingChunk { chunk } => Status::not_found(format!("chunk {chunk} is not here")),
-        Error::CorruptChunk { chunk } => {
-            Status::data_loss(format!("chunk {chunk} does not match its name"))
-        }
-        Error::NotReady { reason } => Status::resource_exhausted(reason),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("storage task panicked: {e}")))?
-        .map_err(to_status)
+        .map_err(crate::cluster::grpc_error::from_error)
 }
 
 #[tonic::async_trait]

@@ -13,11 +13,11 @@ use arca_proto::v1::{
     ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest, RemoveNodeRequest,
     UnfenceReply, UnfenceRequest, VerifyReply, VerifyRequest,
 };
-use arca_raft::{ConsensusError, MembershipView, NodeInfo, RaftGroupError};
+use arca_raft::{MembershipView, NodeInfo};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::peers::FORWARD_DEADLINE;
-use crate::cluster::{status, Region};
+use crate::cluster::{grpc_error, status, Region};
 use crate::geo::Geo;
 use crate::model::{Command, Outcome, MAX_COMMAND_BYTES};
 
@@ -62,30 +62,6 @@ impl ClusterGrpcService {
             return None;
         }
         self.region.raft.membership().nodes.get(&leader).cloned()
-    }
-}
-
-fn consensus_status(e: ConsensusError) -> Status {
-    match e {
-        ConsensusError::NotLeader { leader } => Status::failed_precondition(match leader {
-            Some((id, info)) => format!(
-                "not the leader; the leader is node {id} at {}",
-                info.grpc_addr
-            ),
-            None => "not the leader; no leader is known".to_string(),
-        }),
-        ConsensusError::NoQuorum { .. } => Status::unavailable(e.to_string()),
-        ConsensusError::Stopped { .. } => Status::unavailable(e.to_string()),
-    }
-}
-
-fn group_status(e: RaftGroupError) -> Status {
-    match e {
-        RaftGroupError::Consensus(e) => consensus_status(e),
-        RaftGroupError::Membership(message) => Status::failed_precondition(message),
-        RaftGroupError::Timeout(..) => Status::deadline_exceeded(e.to_string()),
-        RaftGroupError::Stopped(_) => Status::unavailable(e.to_string()),
-        RaftGroupError::Config(_) | RaftGroupError::Storage(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -177,7 +153,7 @@ impl ClusterService for ClusterGrpcService {
             .raft
             .add_node(request.node_id, node, request.learner_only)
             .await
-            .map_err(group_status)?;
+            .map_err(grpc_error::from_group)?;
         tracing::info!(node_id = request.node_id, voters = ?view.voters, learners = ?view.learners, "membership changed");
         Ok(Response::new(membership_reply(
             view,
@@ -204,7 +180,7 @@ impl ClusterService for ClusterGrpcService {
             .raft
             .remove_node(node_id)
             .await
-            .map_err(group_status)?;
+            .map_err(grpc_error::from_group)?;
         Ok(Response::new(membership_reply(
             view,
             self.region.raft.cluster_id().get(),
@@ -256,13 +232,13 @@ impl ClusterService for ClusterGrpcService {
         self.region
             .require_version(command.required_version())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(grpc_error::from_error)?;
         let applied = self
             .region
             .raft
             .write(request.command)
             .await
-            .map_err(consensus_status)?;
+            .map_err(grpc_error::from_consensus)?;
         Ok(Response::new(ProposeReply {
             response: applied.response,
             log_index: applied.log_index,
@@ -283,7 +259,7 @@ impl ClusterService for ClusterGrpcService {
             .region
             .read_index()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(grpc_error::from_error)?;
         Ok(Response::new(ReadIndexReply { read_index }))
     }
 
@@ -313,7 +289,7 @@ impl ClusterService for ClusterGrpcService {
         crate::geo::status::promote(&self.geo, request.force)
             .await
             .map(Response::new)
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(grpc_error::from_error)
     }
 
     async fn divergent(
@@ -323,10 +299,10 @@ impl ClusterService for ClusterGrpcService {
         self.region
             .read_barrier(false)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(grpc_error::from_error)?;
         crate::geo::status::divergent(&self.geo)
             .map(Response::new)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(grpc_error::from_error)
     }
 
     async fn check_chunks(
@@ -336,7 +312,7 @@ impl ClusterService for ClusterGrpcService {
         check_chunks(&self.region)
             .await
             .map(Response::new)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(grpc_error::from_error)
     }
 
     async fn verify(&self, _: Request<VerifyRequest>) -> Result<Response<VerifyReply>, Status> {
@@ -376,7 +352,7 @@ impl ClusterService for ClusterGrpcService {
                 Ok(Response::new(AckDivergentReply { removed }))
             }
             Ok(other) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-            Err(e) => Err(Status::unavailable(e.to_string())),
+            Err(e) => Err(grpc_error::from_error(e)),
         }
     }
 
