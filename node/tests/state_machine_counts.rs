@@ -408,3 +408,131 @@ async fn a_command_that_would_take_a_total_below_zero_is_refused_and_the_node_go
         "{stored:?}"
     );
 }
+
+/// One command against a prepared state, and what applying it must answer.
+struct Case {
+    name: &'static str,
+    /// Operations applied first (their outcomes are not checked).
+    before: Vec<Op>,
+    op: Op,
+    expect: fn(&Outcome) -> bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_repository_command_answers_as_its_table_says() {
+    let mutable = Op::Create {
+        repo: 0,
+        immutable: false,
+    };
+    let immutable = Op::Create {
+        repo: 1,
+        immutable: true,
+    };
+    let put = |repo, path, blob| Op::Put { repo, path, blob };
+    let delete = |repo, path| Op::Delete { repo, path };
+    let cases = vec![
+        Case {
+            name: "create a repository",
+            before: vec![],
+            op: mutable.clone(),
+            expect: |o| matches!(o, Outcome::RepoCreated),
+        },
+        Case {
+            name: "create it again",
+            before: vec![mutable.clone()],
+            op: mutable.clone(),
+            expect: |o| matches!(o, Outcome::RepoExists),
+        },
+        Case {
+            name: "put into a missing repository",
+            before: vec![],
+            op: put(2, 0, 0),
+            expect: |o| matches!(o, Outcome::RepoNotFound),
+        },
+        Case {
+            name: "put a new path",
+            before: vec![mutable.clone()],
+            op: put(0, 0, 0),
+            expect: |o| matches!(o, Outcome::ArtifactStored { replaced: false, seq } if *seq > 0),
+        },
+        Case {
+            name: "put the same content again",
+            before: vec![mutable.clone(), put(0, 0, 0)],
+            op: put(0, 0, 0),
+            expect: |o| matches!(o, Outcome::ArtifactUnchanged),
+        },
+        Case {
+            name: "overwrite in a mutable repository",
+            before: vec![mutable.clone(), put(0, 0, 0)],
+            op: put(0, 0, 1),
+            expect: |o| matches!(o, Outcome::ArtifactStored { replaced: true, .. }),
+        },
+        Case {
+            name: "overwrite in an immutable repository",
+            before: vec![immutable.clone(), put(1, 0, 0)],
+            op: put(1, 0, 1),
+            expect: |o| matches!(o, Outcome::Immutable),
+        },
+        Case {
+            name: "re-send identical content to an immutable path",
+            before: vec![immutable.clone(), put(1, 0, 0)],
+            op: put(1, 0, 0),
+            expect: |o| matches!(o, Outcome::ArtifactUnchanged),
+        },
+        Case {
+            name: "delete a path",
+            before: vec![mutable.clone(), put(0, 0, 0)],
+            op: delete(0, 0),
+            expect: |o| matches!(o, Outcome::ArtifactDeleted { seq } if *seq > 0),
+        },
+        Case {
+            name: "delete a missing path",
+            before: vec![mutable.clone()],
+            op: delete(0, 3),
+            expect: |o| matches!(o, Outcome::ArtifactNotFound),
+        },
+        Case {
+            name: "delete from an immutable repository",
+            before: vec![immutable.clone(), put(1, 0, 0)],
+            op: delete(1, 0),
+            expect: |o| matches!(o, Outcome::Immutable),
+        },
+        Case {
+            name: "delete from a missing repository",
+            before: vec![],
+            op: delete(2, 0),
+            expect: |o| matches!(o, Outcome::RepoNotFound),
+        },
+    ];
+    for case in cases {
+        let node = TestNode::start().await;
+        for (i, op) in case.before.iter().enumerate() {
+            commit(&node, &command(op, 10 + i as i64)).await;
+        }
+        let outcome = commit(&node, &command(&case.op, 100)).await;
+        assert!((case.expect)(&outcome), "{}: {outcome:?}", case.name);
+        check_counts(&node);
+    }
+    // On a mirror every client write is refused, and changes nothing.
+    let node = TestNode::start().await;
+    commit(&node, &command(&mutable, 1)).await;
+    commit(
+        &node,
+        &Command::SetRole {
+            role: arca_node::model::RegionRole::Mirror {
+                primary: "us".into(),
+                replication_addrs: Vec::new(),
+                http_addrs: Vec::new(),
+            },
+        },
+    )
+    .await;
+    for op in [immutable.clone(), put(0, 0, 0), delete(0, 0)] {
+        let outcome = commit(&node, &command(&op, 2)).await;
+        assert!(
+            matches!(outcome, Outcome::ReadOnlyMirror),
+            "{op:?}: {outcome:?}"
+        );
+    }
+    check_counts(&node);
+}
