@@ -110,6 +110,28 @@ impl MemSource {
         self.head_tx.send_replace(seq);
     }
 
+    /// Appends `count` entries at once: the feed sees none of them or all.
+    fn push_many(&self, prefix: &str, count: u32) {
+        let mut entries = self.entries.lock();
+        for i in 0..count {
+            let seq = entries.len() as u64 + 1;
+            let key = format!("{prefix}{i}");
+            self.state
+                .lock()
+                .insert(key.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
+            entries.push(Entry {
+                epoch: 1,
+                seq,
+                at_ms: 1_000 + seq as i64,
+                command: key.into_bytes(),
+                chunks: Vec::new(),
+            });
+        }
+        let head = entries.len() as u64;
+        drop(entries);
+        self.head_tx.send_replace(head);
+    }
+
     fn head(&self) -> Head {
         let entries = self.entries.lock();
         entries
@@ -213,6 +235,8 @@ struct MemSink {
     /// Chunks handed to the sink to be made durable in its region, fetched or not.
     secured: Mutex<std::collections::HashSet<ChunkId>>,
     snapshots_begun: Mutex<u64>,
+    /// How long applying a batch takes (a mirror that cannot keep up).
+    apply_delay: Mutex<Option<Duration>>,
 }
 
 impl ChangeSink for MemSink {
@@ -254,6 +278,10 @@ impl ChangeSink for MemSink {
         Ok(())
     }
     async fn apply(&self, entries: Vec<Entry>) -> Result<Head> {
+        let delay = *self.apply_delay.lock();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         for entry in entries {
             let expected = self.applied().seq + 1;
             if entry.seq < expected {
@@ -524,5 +552,33 @@ async fn a_mirror_whose_last_entry_is_not_in_the_primary_history_resyncs_from_a_
         "the divergent entry 3 is gone"
     );
     drop(state);
+    setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_under_a_backlog_counts_what_the_primary_holds_not_what_arrived() {
+    // Audit P9: the feed sent the primary's head only in heartbeats, which it sends when the
+    // mirror has caught up; under a backlog the mirror's idea of the head was the last entry
+    // it had received, so `lag_entries` showed about one batch while it was thousands behind.
+    let setup = setup().await;
+    for i in 0..10u32 {
+        setup.source.push_at(1, &format!("k{i}"), &[], 0);
+    }
+    start_mirror(&setup);
+    wait_applied(&setup.sink, 10).await;
+    // The primary takes 3000 writes while the mirror applies a batch (256 entries) per 40 ms.
+    *setup.sink.apply_delay.lock() = Some(Duration::from_millis(40));
+    setup.source.push_many("burst", 3000);
+    wait_for(|| setup.sink.applied().seq >= 10 + 2 * 256).await;
+    let applied = setup.sink.applied().seq;
+    let lag = setup.lag.report().lag_entries;
+    assert!(applied < 2500, "caught up too fast to observe: {applied}");
+    assert!(
+        lag + applied >= 3000,
+        "lag {lag} entries at {applied} applied of the primary's 3010"
+    );
+    *setup.sink.apply_delay.lock() = None;
+    wait_applied(&setup.sink, 3010).await;
+    wait_for(|| setup.lag.report().lag_entries == 0).await;
     setup.cancel.cancel();
 }
