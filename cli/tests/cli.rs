@@ -387,22 +387,20 @@ async fn every_log_line_of_a_request_names_it_and_the_id_comes_back() {
         assert_eq!(id.len(), 32, "{id}");
         assert!(Some(id.as_str()) != sent);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.log();
-        let traced = log.lines().any(|line| {
-            line.contains("\"request_id\":\"ci-build-4711\"")
-                && line.contains("\"repo\":\"traced\"")
-                && line.contains("\"region\":\"local\"")
-                && line.contains("\"node\":1")
-        });
-        if traced {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no log line of the request carries its id, repository, region and node:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let traced = wait_until(
+        "a log line of the request with its id, repository, region and node",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let found = server.log().lines().any(|line| {
+                line.contains("\"request_id\":\"ci-build-4711\"")
+                    && line.contains("\"repo\":\"traced\"")
+                    && line.contains("\"region\":\"local\"")
+                    && line.contains("\"node\":1")
+            });
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+    assert!(traced.is_ok(), "{traced:?}:\n{}", server.log());
 }

@@ -473,7 +473,7 @@ impl Txn<'_, '_> {
                     (None, Some(_)) => return Ok(Outcome::SnapshotIgnored),
                     _ => {}
                 }
-                if let Some(installing) = self.installing()? {
+                if let Some(installing) = staging.as_ref().and_then(snapshot::installing) {
                     return Ok(installing);
                 }
                 if let (Some(staging), Some(expected)) = (&staging, pairs) {

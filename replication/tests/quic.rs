@@ -235,8 +235,9 @@ struct MemSink {
     /// Chunks handed to the sink to be made durable in its region, fetched or not.
     secured: Mutex<std::collections::HashSet<ChunkId>>,
     snapshots_begun: Mutex<u64>,
-    /// How long applying a batch takes (a mirror that cannot keep up).
-    apply_delay: Mutex<Option<Duration>>,
+    /// When set, each batch waits for a permit before it applies (a mirror that cannot keep
+    /// up, held exactly where the test wants it).
+    apply_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl ChangeSink for MemSink {
@@ -278,9 +279,9 @@ impl ChangeSink for MemSink {
         Ok(())
     }
     async fn apply(&self, entries: Vec<Entry>) -> Result<Head> {
-        let delay = *self.apply_delay.lock();
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+        let gate = self.apply_gate.lock().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("gate open").forget();
         }
         for entry in entries {
             let expected = self.applied().seq + 1;
@@ -566,18 +567,17 @@ async fn lag_under_a_backlog_counts_what_the_primary_holds_not_what_arrived() {
     }
     start_mirror(&setup);
     wait_applied(&setup.sink, 10).await;
-    // The primary takes 3000 writes while the mirror applies a batch (256 entries) per 40 ms.
-    *setup.sink.apply_delay.lock() = Some(Duration::from_millis(40));
+    // The primary takes 3000 writes while the mirror applies two batches (256 entries each)
+    // and then cannot apply the next.
+    let gate = Arc::new(tokio::sync::Semaphore::new(2));
+    *setup.sink.apply_gate.lock() = Some(gate.clone());
     setup.source.push_many("burst", 3000);
-    wait_for(|| setup.sink.applied().seq >= 10 + 2 * 256).await;
-    let applied = setup.sink.applied().seq;
-    let lag = setup.lag.report().lag_entries;
-    assert!(applied < 2500, "caught up too fast to observe: {applied}");
-    assert!(
-        lag + applied >= 3000,
-        "lag {lag} entries at {applied} applied of the primary's 3010"
-    );
-    *setup.sink.apply_delay.lock() = None;
+    wait_applied(&setup.sink, 10 + 2 * 256).await;
+    // Held there, with a third batch received: the lag counts the primary's 3010 entries, not
+    // the 778 that have arrived (which would show about one batch).
+    wait_for(|| setup.lag.report().lag_entries + setup.sink.applied().seq >= 3000).await;
+    assert_eq!(setup.sink.applied().seq, 10 + 2 * 256);
+    gate.add_permits(1 << 20);
     wait_applied(&setup.sink, 3010).await;
     wait_for(|| setup.lag.report().lag_entries == 0).await;
     setup.cancel.cancel();

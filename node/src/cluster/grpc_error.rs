@@ -22,11 +22,6 @@ fn status(code: Code, stable: &'static str, message: String) -> Status {
     status
 }
 
-/// The stable code a status carries, if it came from a node.
-pub fn stable_code(status: &Status) -> Option<&str> {
-    status.metadata().get(CODE_KEY)?.to_str().ok()
-}
-
 /// A node error as a gRPC status, chosen by what its HTTP status means.
 pub fn from_error(e: Error) -> Status {
     let code = match e.status() {
@@ -109,6 +104,10 @@ pub fn from_group(e: RaftGroupError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stable_code(status: &Status) -> Option<&str> {
+        status.metadata().get(CODE_KEY)?.to_str().ok()
+    }
 
     #[test]
     fn statuses_carry_the_stable_code_and_hide_internal_details() {

@@ -15,9 +15,7 @@ impl Txn<'_, '_> {
             if keys::is_region_local(key) {
                 continue;
             }
-            let mut staged = keys::STAGING_PREFIX.to_vec();
-            staged.extend_from_slice(key);
-            self.put_raw(staged, value.to_vec())?;
+            self.put_raw(keys::staged(key), value.to_vec())?;
         }
         Ok(())
     }
@@ -34,11 +32,8 @@ impl Txn<'_, '_> {
     pub(super) fn installing(&self) -> anyhow::Result<Option<Outcome>> {
         Ok(self
             .get::<Staging>(keys::STAGING)?
-            .and_then(|staging| staging.install)
-            .map(|cursor| Outcome::SnapshotInstalling {
-                steps: cursor.steps,
-                visited: 0,
-            }))
+            .as_ref()
+            .and_then(installing))
     }
 
     /// One step of replacing everything but region-local keys with the staged snapshot,
@@ -139,4 +134,15 @@ impl Txn<'_, '_> {
             seq: cursor.head.seq,
         })
     }
+}
+
+/// `Some(SnapshotInstalling)` if `staging` is being installed.
+pub(super) fn installing(staging: &Staging) -> Option<Outcome> {
+    staging
+        .install
+        .as_ref()
+        .map(|cursor| Outcome::SnapshotInstalling {
+            steps: cursor.steps,
+            visited: 0,
+        })
 }
