@@ -35,7 +35,11 @@ impl TestNode {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut NodeConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), adjust).await
+    }
+
+    /// Starts a node on `dir/data`, which may already hold a data directory.
+    pub async fn start_in(dir: TempDir, adjust: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut config = NodeConfig {
             data_dir: dir.path().join("data"),
             http_addr: "127.0.0.1:0".into(),
