@@ -1,9 +1,8 @@
 //! The HTTP API (axum): generic files under `/files/`, the OCI registry under `/v2/`
-//! ([`crate::oci::api`]), the JSON admin API under `/api/v1/`, and the operational endpoints
+//! ([`crate::formats::oci::api`]), the JSON admin API under `/api/v1/`, and the operational endpoints
 //! `/metrics`, `/healthz`, `/readyz`.
 
 pub mod divergent;
-pub mod files;
 pub mod limits;
 pub mod repos;
 pub mod system;
@@ -21,13 +20,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::error::Error;
+use crate::formats::{self, Format};
 use crate::service::ArtifactService;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<ArtifactService>,
-    pub registry: Arc<crate::oci::Registry>,
+    /// The registered formats (their routes are mounted by [`router`]).
+    pub formats: Arc<[&'static dyn Format]>,
     pub metrics: PrometheusHandle,
     pub uploads: Arc<limits::UploadLimiter>,
 }
@@ -38,25 +39,21 @@ pub struct AppState {
 /// node's own, possibly stale, state was used.
 pub const READ_CONSISTENCY: &str = "x-arca-read-consistency";
 
-/// A read that may be answered from this node's state without a barrier when it finds what it
-/// looks for (a miss runs the barrier and looks again).
-#[derive(Debug, Clone, Copy)]
-pub struct LocalFirst;
+pub use crate::http_common::LocalFirst;
 
-/// Whether a read names content that can never change: a blob or a manifest by digest, or a
-/// file in an immutable repository this node knows.
+/// Whether a read names content that can never change (its format says: a blob or a manifest
+/// by digest, a file in an immutable repository this node knows).
 fn immutable_read(state: &AppState, path: &str) -> bool {
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        return !rest.contains("/blobs/uploads")
-            && (rest.contains("/blobs/sha256:") || rest.contains("/manifests/sha256:"));
+    formats::for_path(&state.formats, path)
+        .is_some_and(|format| format.immutable_read(&state.service, path))
+}
+
+/// `error` in the body of the format `path` belongs to (the core's JSON body otherwise).
+fn error_for(state: &AppState, path: &str, error: Error) -> Response {
+    match formats::for_path(&state.formats, path) {
+        Some(format) => format.error_response(error),
+        None => error.into_response(),
     }
-    if let Some(rest) = path.strip_prefix("/files/") {
-        let repo = rest.split('/').next().unwrap_or_default();
-        if let Ok(repo) = crate::names::RepoName::parse(repo) {
-            return matches!(state.service.catalog.repo(&repo), Ok(Some(r)) if r.immutable);
-        }
-    }
-    false
 }
 
 /// `NOT_READY` while this mirror installs a snapshot of its primary: its state is then part
@@ -82,10 +79,7 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
     }
     let path = request.uri().path().to_string();
     if let Some(error) = installing_error(&state) {
-        if path.starts_with("/v2") {
-            return crate::oci::error::OciError::Node(error).into_response();
-        }
-        return error.into_response();
+        return error_for(&state, &path, error);
     }
     let consistency = if immutable_read(&state, &path) {
         request.extensions_mut().insert(LocalFirst);
@@ -98,10 +92,7 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
             .is_some_and(|v| v.eq_ignore_ascii_case("stale-ok"));
         match state.service.region.read_barrier(allow_stale).await {
             Ok(consistency) => consistency,
-            Err(error) if path.starts_with("/v2") => {
-                return crate::oci::error::OciError::Node(error).into_response()
-            }
-            Err(error) => return error.into_response(),
+            Err(error) => return error_for(&state, &path, error),
         }
     };
     let mut response = next.run(request).await;
@@ -118,9 +109,9 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
 const MIRROR_DRAIN_BYTES: usize = 16 << 20;
 const MIRROR_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Refuses writes while this region is a read-only mirror, without storing anything: `/v2/`
-/// gets the registry's `DENIED`, everything else a `307` to the same path on the primary with
-/// a `READ_ONLY_MIRROR` body (the CLI follows it). Bodies up to 16 MiB are drained first so the
+/// Refuses writes while this region is a read-only mirror, without storing anything: a `307`
+/// to the same path on the primary with `READ_ONLY_MIRROR` in the body of the format the path
+/// is (the registry's is `DENIED`) (the CLI follows it). Bodies up to 16 MiB are drained first so the
 /// client reads the answer; a larger one gets the answer and a closed connection.
 async fn mirror_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if matches!(
@@ -155,11 +146,8 @@ async fn mirror_writes(State(state): State<AppState>, request: Request, next: Ne
         }
     };
     let _ = tokio::time::timeout(MIRROR_DRAIN_TIME, drain).await;
-    let mut response = if path.starts_with("/v2") {
-        crate::oci::error::OciError::Node(error).into_response()
-    } else {
-        error.into_response()
-    };
+    let route = path.split('?').next().unwrap_or_default().to_string();
+    let mut response = error_for(&state, &route, error);
     if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response
             .headers_mut()
@@ -168,23 +156,18 @@ async fn mirror_writes(State(state): State<AppState>, request: Request, next: Ne
     response
 }
 
-/// Builds the node's HTTP router.
-pub fn router(state: AppState) -> Router {
-    let data = Router::new()
+/// Builds the node's HTTP router from the admin API and every format's routes (each
+/// started by [`crate::formats::Format::start`]).
+pub fn router(state: AppState, format_routes: Vec<Router>) -> Router {
+    let mut data = Router::new()
         .route("/api/v1/repos", post(repos::create).get(repos::list))
         .route("/api/v1/repos/{repo}", get(repos::show))
-        .route("/api/v1/repos/{repo}/files", get(repos::files))
-        .route("/api/v1/repos/{repo}/files/{*path}", get(repos::file))
         .route("/api/v1/divergent", get(divergent::list))
-        .route("/api/v1/divergent/{seq}", get(divergent::content))
-        .route(
-            "/files/{*target}",
-            get(files::get)
-                .head(files::get)
-                .put(files::put)
-                .delete(files::delete),
-        )
-        .merge(crate::oci::api::routes())
+        .route("/api/v1/divergent/{seq}", get(divergent::content));
+    for routes in format_routes {
+        data = data.merge(routes.with_state(()));
+    }
+    let data = data
         .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -233,7 +216,7 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
         node = state.service.region.node_id,
         method = %request.method(),
         path = %path.chars().take(256).collect::<String>(),
-        repo = repo_of(path).unwrap_or("-"),
+        repo = repo_of(&state, path).unwrap_or("-"),
     );
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -243,10 +226,10 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
 }
 
 /// The repository a request path names, if any.
-fn repo_of(path: &str) -> Option<&str> {
-    let rest = path
-        .strip_prefix("/files/")
-        .or_else(|| path.strip_prefix("/api/v1/repos/"))
-        .or_else(|| path.strip_prefix("/v2/"))?;
+fn repo_of<'p>(state: &AppState, path: &'p str) -> Option<&'p str> {
+    if let Some(format) = formats::for_path(&state.formats, path) {
+        return format.repo_of(path);
+    }
+    let rest = path.strip_prefix("/api/v1/repos/")?;
     rest.split('/').next().filter(|repo| !repo.is_empty())
 }

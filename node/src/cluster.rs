@@ -27,6 +27,7 @@ use crate::codec::{decode, encode};
 use crate::config::ClusterConfig;
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+use crate::format::{advertises, FormatSet};
 use crate::model::ChunkRef;
 use crate::model::{Command, Outcome, BASE_COMMAND_VERSION, COMMAND_VERSION, MAX_COMMAND_BYTES};
 use peers::Peers;
@@ -70,6 +71,10 @@ pub struct Region {
     pub caught_up: AtomicBool,
     /// The command versions voters reported (see [`Region::require_version`]).
     voter_versions: parking_lot::Mutex<std::collections::HashMap<NodeId, u32>>,
+    /// The formats each voter reported it applies (`name@version`), once asked.
+    voter_formats: parking_lot::Mutex<std::collections::HashMap<NodeId, Vec<String>>>,
+    /// The formats this node applies.
+    pub formats: FormatSet,
     /// Read barriers in flight, coalesced.
     reads: read_index::Coalescer,
     write_timeout: Duration,
@@ -129,6 +134,21 @@ pub fn first_unsupported(
     })
 }
 
+/// The first voter that does not report applying `format` at `version` (a voter that could not
+/// be asked counts as not applying it).
+pub fn first_lacking_format(
+    format: &str,
+    version: u32,
+    voters: &[(NodeId, Option<Vec<String>>)],
+) -> Option<NodeId> {
+    voters.iter().find_map(|(id, formats)| {
+        let applies = formats
+            .as_deref()
+            .is_some_and(|list| advertises(list, format, version));
+        (!applies).then_some(*id)
+    })
+}
+
 impl Region {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -139,6 +159,7 @@ impl Region {
         resync: Arc<Resync>,
         config: ClusterConfig,
         write_timeout: Duration,
+        formats: FormatSet,
     ) -> Self {
         Self {
             node_id: raft.node_id(),
@@ -151,6 +172,8 @@ impl Region {
             config,
             caught_up: AtomicBool::new(false),
             voter_versions: Default::default(),
+            voter_formats: Default::default(),
+            formats,
             reads: Default::default(),
             write_timeout,
         }
@@ -237,10 +260,36 @@ impl Region {
                 command.kind()
             )));
         }
-        let bytes = encode_bounded(command)?;
-        self.require_version(command.required_version()).await?;
+        let command = self.fit_to_voters(command).await?;
+        let bytes = encode_bounded(&command)?;
         let applied = self.propose(bytes).await?;
         decode(&applied.response)
+    }
+
+    /// The command in an encoding every voter of the region applies: itself, or, while some
+    /// voter is older than the format envelope, the encoding of before it
+    /// ([`Command::legacy_form`]); `MIXED_VERSIONS` when there is none.
+    pub async fn fit_to_voters<'c>(
+        &self,
+        command: &'c Command,
+    ) -> Result<std::borrow::Cow<'c, Command>> {
+        let required = command.required_version();
+        match self.require_version(required).await {
+            Ok(()) => {
+                for (format, version) in command.formats_used() {
+                    self.require_format(&format, version).await?;
+                }
+                Ok(std::borrow::Cow::Borrowed(command))
+            }
+            Err(refused @ Error::MixedVersions { .. }) => match command.legacy_form() {
+                Some(legacy) if legacy.required_version() < required => {
+                    self.require_version(legacy.required_version()).await?;
+                    Ok(std::borrow::Cow::Owned(legacy))
+                }
+                _ => Err(refused),
+            },
+            Err(other) => Err(other),
+        }
     }
 
     /// Proposes one of this node's own commands (role changes, promotion, replicated batches,
@@ -248,7 +297,8 @@ impl Region {
     /// leadership mid-way fails with `NO_QUORUM` instead of having a deposed leader's work
     /// applied through the new one.
     pub async fn propose_local(&self, command: &Command) -> Result<Outcome> {
-        let bytes = encode_bounded(command)?;
+        let command = self.fit_to_voters(command).await?;
+        let bytes = encode_bounded(&command)?;
         if self.leader().map(|(id, _)| id) != Some(self.node_id) {
             return Err(Error::NoQuorum {
                 reason: format!(
@@ -257,7 +307,6 @@ impl Region {
                 ),
             });
         }
-        self.require_version(command.required_version()).await?;
         let applied = self.raft.write(bytes).await?;
         decode(&applied.response)
     }
@@ -295,6 +344,40 @@ impl Region {
         }
     }
 
+    /// Refuses a format command some voter does not apply (at `version`): a format added in
+    /// a release waits until the whole region runs it. Voters' lists are asked once and
+    /// remembered, and asked again while they lack the format.
+    pub async fn require_format(&self, format: &str, version: u32) -> Result<()> {
+        let membership = self.raft.membership();
+        let mut voters = Vec::new();
+        for voter in &membership.voters {
+            if *voter == self.node_id {
+                voters.push((*voter, Some(self.formats.advertised())));
+                continue;
+            }
+            let known = self.voter_formats.lock().get(voter).cloned();
+            let formats = match known {
+                Some(list) if advertises(&list, format, version) => Some(list),
+                _ => match membership.nodes.get(voter) {
+                    Some(info) => {
+                        self.ask_version(*voter, info).await;
+                        self.voter_formats.lock().get(voter).cloned()
+                    }
+                    None => None,
+                },
+            };
+            voters.push((*voter, formats));
+        }
+        match first_lacking_format(format, version, &voters) {
+            None => Ok(()),
+            Some(node) => Err(Error::FormatNotEverywhere {
+                node,
+                format: format.to_string(),
+                version,
+            }),
+        }
+    }
+
     async fn ask_version(&self, id: NodeId, info: &NodeInfo) -> Option<u32> {
         let mut request = tonic::Request::new(NodeStatusRequest {});
         request.set_timeout(Duration::from_secs(1));
@@ -304,8 +387,10 @@ impl Region {
             .node_status(request)
             .await
             .ok()?;
-        let version = reply.into_inner().command_version.max(BASE_COMMAND_VERSION);
+        let reply = reply.into_inner();
+        let version = reply.command_version.max(BASE_COMMAND_VERSION);
         self.voter_versions.lock().insert(id, version);
+        self.voter_formats.lock().insert(id, reply.formats);
         Some(version)
     }
 
@@ -421,6 +506,34 @@ impl ChunkSource for Region {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_command_is_proposed_only_once_every_voter_applies_the_format() {
+        let both = || Some(vec!["generic@1".to_string(), "oci@1".to_string()]);
+        assert_eq!(
+            first_lacking_format("oci", 1, &[(1, both()), (2, both())]),
+            None
+        );
+        // A newer payload version than a voter applies.
+        assert_eq!(
+            first_lacking_format("oci", 2, &[(1, Some(vec!["oci@2".into()])), (2, both())]),
+            Some(2)
+        );
+        // A format one voter does not know, and a voter that could not be asked.
+        assert_eq!(
+            first_lacking_format("npm", 1, &[(1, Some(vec!["npm@1".into()])), (3, both())]),
+            Some(3)
+        );
+        assert_eq!(
+            first_lacking_format("oci", 1, &[(1, both()), (4, None)]),
+            Some(4)
+        );
+        // A name that merely ends like another is not that format.
+        assert_eq!(
+            first_lacking_format("ci", 1, &[(1, Some(vec!["oci@1".into()]))]),
+            Some(1)
+        );
+    }
 
     #[test]
     fn a_kind_is_proposed_only_once_every_voter_knows_it() {

@@ -77,6 +77,15 @@ pub enum Error {
         required: u32,
     },
     #[error(
+        "node {node} of this region does not apply format {format} version {version} yet; \
+         upgrade it first"
+    )]
+    FormatNotEverywhere {
+        node: u64,
+        format: String,
+        version: u32,
+    },
+    #[error(
         "{limit} uploads are in progress {scope}, the most this node takes at once; retry shortly"
     )]
     TooManyUploads { scope: &'static str, limit: usize },
@@ -114,7 +123,7 @@ impl Error {
             Error::NotReady { .. } => "NOT_READY",
             Error::ReadOnlyMirror { .. } => "READ_ONLY_MIRROR",
             Error::SyncReplicationTimeout { .. } => "SYNC_REPLICATION_TIMEOUT",
-            Error::MixedVersions { .. } => "MIXED_VERSIONS",
+            Error::MixedVersions { .. } | Error::FormatNotEverywhere { .. } => "MIXED_VERSIONS",
             Error::TooManyUploads { .. } => "TOO_MANY_UPLOADS",
             Error::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
             Error::RouteNotFound => "NOT_FOUND",
@@ -143,6 +152,7 @@ impl Error {
             Error::NoQuorum { .. }
             | Error::NotReady { .. }
             | Error::MixedVersions { .. }
+            | Error::FormatNotEverywhere { .. }
             | Error::TooManyUploads { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             // A redirect: clients that follow it send the write to the primary.

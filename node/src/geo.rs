@@ -35,6 +35,8 @@ use query::{FileAnswer, GeoQuery};
 pub struct Geo {
     pub region: Arc<Region>,
     pub catalog: Catalog,
+    /// The formats whose commands the change log carries.
+    pub formats: crate::format::FormatSet,
     pub chunks: Arc<ChunkStore>,
     pub config: ReplicationConfig,
     /// The QUIC endpoint (serving and connecting), when replication is configured.
@@ -81,6 +83,7 @@ impl Geo {
     pub fn new(
         region: Arc<Region>,
         catalog: Catalog,
+        formats: crate::format::FormatSet,
         chunks: Arc<ChunkStore>,
         config: ReplicationConfig,
         endpoint: Option<quinn::Endpoint>,
@@ -91,6 +94,7 @@ impl Geo {
             lag: Arc::new(MirrorLag::new(region.name.clone())),
             region,
             catalog,
+            formats,
             chunks,
             config,
             endpoint,

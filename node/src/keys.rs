@@ -23,19 +23,15 @@
 //! | `dc/{chunk}` | divergent writes using the chunk (u64): kept until acknowledged |
 //! | `fr/{seq}{chunk}` | a chunk change `seq` freed, and when (i64 ms): reclaimed by `ReleaseFreed` |
 //! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
-//! | `oi/{repo}/{image}` | [`ImageRecord`](crate::oci::model::ImageRecord) of an `oci` repository |
-//! | `ob/{repo}/{image}:{sha256}` | [`BlobLink`](crate::oci::model::BlobLink): a blob visible in the image |
-//! | `om/{repo}/{image}:{sha256}` | [`ManifestRecord`](crate::oci::model::ManifestRecord) |
-//! | `ot/{repo}/{image}:{lowercase tag}\0{tag}` | [`TagRecord`](crate::oci::model::TagRecord) (case-insensitive order) |
-//! | `or/{repo}/{image}:{subject sha256}{referrer sha256}` | empty: the referrer has that subject |
-//! | `otr/{repo}/{image}:{manifest sha256}{tag}` | empty: the tag points at the manifest |
+//!
+//! A format's own keys are in its folder (`formats/<name>/keys.rs`), inside the ranges it
+//! declares (`FormatApply::key_prefixes`); the OCI registry's start with `o`.
 //!
 //! Repository names never contain `/`, so `{repo}/` delimits a repository's keys exactly; image
 //! names never contain `:`, so `{image}:` delimits an image's. Digests are raw 32-byte values.
 
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::names::{ArtifactPath, RepoName};
-use crate::oci::names::{ImageName, Tag};
 
 pub const REPO_PREFIX: &[u8] = b"r/";
 pub const GLOBAL_STATS: &[u8] = b"g/stats";
@@ -135,7 +131,7 @@ pub fn divergent(seq: u64) -> Vec<u8> {
     join(&[DIVERGENT_PREFIX, &seq.to_be_bytes()])
 }
 
-fn join(parts: &[&[u8]]) -> Vec<u8> {
+pub fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for part in parts {
         key.extend_from_slice(part);
@@ -192,72 +188,6 @@ pub fn repo_chunk(repo: &RepoName, chunk: &ChunkId) -> Vec<u8> {
 
 pub fn change(seq: u64) -> Vec<u8> {
     join(&[CHANGELOG_PREFIX, &seq.to_be_bytes()])
-}
-
-pub const OCI_IMAGE_PREFIX: &[u8] = b"oi/";
-
-pub fn oci_image(repo: &RepoName, image: &ImageName) -> Vec<u8> {
-    join(&[
-        OCI_IMAGE_PREFIX,
-        repo.as_str().as_bytes(),
-        b"/",
-        image.as_str().as_bytes(),
-    ])
-}
-
-/// `{kind}/{repo}/{image}:`, the prefix of one image's keys of a kind.
-fn oci_image_scope(kind: &[u8], repo: &RepoName, image: &ImageName) -> Vec<u8> {
-    join(&[
-        kind,
-        repo.as_str().as_bytes(),
-        b"/",
-        image.as_str().as_bytes(),
-        b":",
-    ])
-}
-
-pub fn oci_blob_link(repo: &RepoName, image: &ImageName, digest: &Sha256) -> Vec<u8> {
-    join(&[&oci_image_scope(b"ob/", repo, image), digest.as_bytes()])
-}
-
-pub fn oci_manifest(repo: &RepoName, image: &ImageName, digest: &Sha256) -> Vec<u8> {
-    join(&[&oci_image_scope(b"om/", repo, image), digest.as_bytes()])
-}
-
-pub fn oci_tag_prefix(repo: &RepoName, image: &ImageName) -> Vec<u8> {
-    oci_image_scope(b"ot/", repo, image)
-}
-
-pub fn oci_tag(repo: &RepoName, image: &ImageName, tag: &Tag) -> Vec<u8> {
-    join(&[&oci_tag_prefix(repo, image), &tag.sort_key()])
-}
-
-/// The tags pointing at one manifest: `otr/{repo}/{image}:{digest}`.
-pub fn oci_manifest_tags_prefix(repo: &RepoName, image: &ImageName, digest: &Sha256) -> Vec<u8> {
-    join(&[&oci_image_scope(b"otr/", repo, image), digest.as_bytes()])
-}
-
-pub fn oci_manifest_tag(repo: &RepoName, image: &ImageName, digest: &Sha256, tag: &Tag) -> Vec<u8> {
-    join(&[
-        &oci_manifest_tags_prefix(repo, image, digest),
-        tag.as_str().as_bytes(),
-    ])
-}
-
-pub fn oci_referrer_prefix(repo: &RepoName, image: &ImageName, subject: &Sha256) -> Vec<u8> {
-    join(&[&oci_image_scope(b"or/", repo, image), subject.as_bytes()])
-}
-
-pub fn oci_referrer(
-    repo: &RepoName,
-    image: &ImageName,
-    subject: &Sha256,
-    referrer: &Sha256,
-) -> Vec<u8> {
-    join(&[
-        &oci_referrer_prefix(repo, image, subject),
-        referrer.as_bytes(),
-    ])
 }
 
 /// A global chunk reference: how many live blobs use the chunk, and its length.

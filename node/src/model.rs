@@ -7,46 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::Error;
+use crate::format::FormatSet;
 use crate::names::{ArtifactPath, RepoName};
-use crate::oci::model::{OciCommand, OciOutcome};
 
-/// What kind of artifacts a repository holds, and so which API serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Arbitrary files under `/files/`.
-    Generic,
-    /// Container images and other OCI artifacts under `/v2/` (the OCI Distribution API).
-    Oci,
-}
-
-impl Format {
-    pub const SUPPORTED: &'static str = "generic, oci";
-
-    pub fn parse(name: &str) -> Result<Self, Error> {
-        match name {
-            "generic" => Ok(Format::Generic),
-            "oci" => Ok(Format::Oci),
-            other => Err(Error::UnsupportedFormat {
-                format: other.chars().take(40).collect(),
-                supported: Self::SUPPORTED.into(),
-            }),
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Format::Generic => "generic",
-            Format::Oci => "oci",
-        }
-    }
-}
+pub use crate::format::FormatName;
 
 /// A repository's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Repository {
     pub name: RepoName,
-    pub format: Format,
+    /// Which format's API serves it (a name in the node's [`FormatSet`]).
+    pub format: FormatName,
     /// Once written, a path never changes (re-sending identical content is accepted).
     pub immutable: bool,
     pub created_at_ms: i64,
@@ -121,20 +92,22 @@ pub enum Command {
     CreateRepo {
         repo: Repository,
     },
-    PutArtifact {
-        repo: RepoName,
-        path: ArtifactPath,
-        blob: BlobDescriptor,
-        at_ms: i64,
+    /// A change to a repository of a format: the format's own command, opaque to the core,
+    /// applied by the format (see [`crate::format`]).
+    Format {
+        format: FormatName,
+        /// The payload's version (the format's, see [`crate::format::FormatApply::version`]).
+        version: u32,
+        payload: serde_bytes::ByteBuf,
     },
-    DeleteArtifact {
-        repo: RepoName,
-        path: ArtifactPath,
-        at_ms: i64,
-    },
-    /// A change to an `oci` repository (applied by [`crate::oci::apply`]); boxed because a
-    /// manifest push is much larger than the other commands.
-    Oci(Box<OciCommand>),
+    /// Before command version 4, a generic file write (`put_artifact`): decoded from old Raft
+    /// logs, change logs and primaries, applied as the `generic` format's version 1 payload.
+    PutArtifact(Legacy),
+    /// Before command version 4, a generic file delete (`delete_artifact`), likewise.
+    DeleteArtifact(Legacy),
+    /// Before command version 4, a change to an `oci` repository: its payload is the `oci`
+    /// format's version 1 payload.
+    Oci(Legacy),
     /// Primary change-log entries, applied in order on a mirror (see `crate::geo`).
     Replicated {
         entries: Vec<ReplicatedEntry>,
@@ -226,29 +199,191 @@ pub enum Command {
 /// that introduced it ([`Command::required_version`]); a leader proposes a kind only once every
 /// voter of its region reports at least that version, so during a rolling upgrade no node is
 /// ever asked to apply a command it cannot decode. (A command a node cannot decode anyway is
-/// applied as a refusal, never an error that stops Raft.)
-pub const COMMAND_VERSION: u32 = 3;
+/// applied as a refusal, never an error that stops Raft.) Version 4 brought the format
+/// envelope, [`Command::Format`]: until every voter has it, format commands are proposed in
+/// their earlier encodings ([`Command::legacy_form`]).
+pub const COMMAND_VERSION: u32 = 4;
 
 /// The version every node since the first release applies.
 pub const BASE_COMMAND_VERSION: u32 = 1;
+
+/// The command version that brought [`Command::Format`].
+pub const ENVELOPE_VERSION: u32 = 4;
 
 /// Largest encoded command a node proposes or accepts at the proposal boundary. A command
 /// carries a blob's chunk list (47 bytes a chunk): 16 MiB is a 64 GiB blob of 256 KiB chunks.
 pub const MAX_COMMAND_BYTES: usize = 16 << 20;
 
+/// A command of an earlier encoding, kept as the MessagePack value it was: the core never
+/// looks inside, it only moves it into the format envelope (see [`Command::envelope`]).
+/// It encodes back to exactly the value it was decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Legacy(pub Vec<u8>);
+
+impl Serialize for Legacy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value =
+            rmpv::decode::read_value(&mut self.0.as_slice()).map_err(serde::ser::Error::custom)?;
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Legacy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = rmpv::Value::deserialize(deserializer)?;
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &value).map_err(serde::de::Error::custom)?;
+        Ok(Legacy(bytes))
+    }
+}
+
+/// The format that took over the generic file commands of before the envelope.
+const GENERIC: &str = "generic";
+/// The format that took over `Command::Oci`.
+const OCI: &str = "oci";
+/// The variant names of the generic commands of before the envelope: the `generic` format's
+/// version 1 payload is `{name: fields}` with these names (what `Command` encoded them as).
+const LEGACY_PUT: &str = "put_artifact";
+const LEGACY_DELETE: &str = "delete_artifact";
+
+/// `{name: value}`, encoded: a command enum variant as MessagePack with field names has it.
+fn tagged(name: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + name.len() + 2);
+    // A map of one entry, the variant name as a string, then the value as it was.
+    let _ = rmp::encode::write_map_len(&mut out, 1);
+    let _ = rmp::encode::write_str(&mut out, name);
+    out.extend_from_slice(value);
+    out
+}
+
+/// The `(name, value)` of a one-entry map (see [`tagged`]).
+fn untag(payload: &[u8]) -> Option<(String, Vec<u8>)> {
+    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
+    let rmpv::Value::Map(mut entries) = value else {
+        return None;
+    };
+    if entries.len() != 1 {
+        return None;
+    }
+    let (name, inner) = entries.pop()?;
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &inner).ok()?;
+    Some((name.as_str()?.to_string(), bytes))
+}
+
 impl Command {
+    /// A format's command in the envelope.
+    pub fn format(format: FormatName, version: u32, payload: Vec<u8>) -> Self {
+        Command::Format {
+            format,
+            version,
+            payload: serde_bytes::ByteBuf::from(payload),
+        }
+    }
+
+    /// The format command this is, in the envelope's terms: `(format, version, payload)`.
+    /// Commands of before the envelope map onto their format's version 1 payload.
+    pub fn envelope(&self) -> Option<(FormatName, u32, std::borrow::Cow<'_, [u8]>)> {
+        use std::borrow::Cow;
+        match self {
+            Command::Format {
+                format,
+                version,
+                payload,
+            } => Some((format.clone(), *version, Cow::Borrowed(payload.as_slice()))),
+            Command::Oci(Legacy(bytes)) => Some((FormatName::new(OCI), 1, Cow::Borrowed(bytes))),
+            Command::PutArtifact(Legacy(bytes)) => Some((
+                FormatName::new(GENERIC),
+                1,
+                Cow::Owned(tagged(LEGACY_PUT, bytes)),
+            )),
+            Command::DeleteArtifact(Legacy(bytes)) => Some((
+                FormatName::new(GENERIC),
+                1,
+                Cow::Owned(tagged(LEGACY_DELETE, bytes)),
+            )),
+            _ => None,
+        }
+    }
+
+    /// This command as nodes before the envelope encode it, if it has such a form (version 1
+    /// payloads of `generic` and `oci`); replicated batches convert every entry.
+    pub fn legacy_form(&self) -> Option<Command> {
+        match self {
+            Command::Format {
+                format,
+                version: 1,
+                payload,
+            } if format == OCI => Some(Command::Oci(Legacy(payload.to_vec()))),
+            Command::Format {
+                format,
+                version: 1,
+                payload,
+            } if format == GENERIC => match untag(payload)? {
+                (name, inner) if name == LEGACY_PUT => Some(Command::PutArtifact(Legacy(inner))),
+                (name, inner) if name == LEGACY_DELETE => {
+                    Some(Command::DeleteArtifact(Legacy(inner)))
+                }
+                _ => None,
+            },
+            Command::Format { .. } => None,
+            Command::Replicated { entries } => Some(Command::Replicated {
+                entries: entries
+                    .iter()
+                    .map(|entry| {
+                        Some(ReplicatedEntry {
+                            command: match entry.command.required_version() {
+                                v if v >= ENVELOPE_VERSION => entry.command.legacy_form()?,
+                                _ => entry.command.clone(),
+                            },
+                            ..entry.clone()
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The `(format, payload version)` of every format command in this one (a replicated
+    /// batch holds several), in the envelope only: earlier encodings need no format check.
+    pub fn formats_used(&self) -> Vec<(String, u32)> {
+        match self {
+            Command::Format {
+                format, version, ..
+            } => vec![(format.to_string(), *version)],
+            Command::Replicated { entries } => {
+                let mut used: Vec<(String, u32)> = Vec::new();
+                for entry in entries {
+                    for used_one in entry.command.formats_used() {
+                        if !used.contains(&used_one) {
+                            used.push(used_one);
+                        }
+                    }
+                }
+                used
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The oldest command version that knows this kind (see [`COMMAND_VERSION`]).
     pub fn required_version(&self) -> u32 {
         match self {
+            Command::Format { .. } => ENVELOPE_VERSION,
+            Command::Replicated { entries } => entries
+                .iter()
+                .map(|e| e.command.required_version())
+                .max()
+                .unwrap_or(BASE_COMMAND_VERSION),
             Command::SnapshotFinish {
                 step_keys: Some(_), ..
             }
             | Command::SnapshotInstall { .. } => 3,
             Command::CreateRepo { .. }
-            | Command::PutArtifact { .. }
-            | Command::DeleteArtifact { .. }
+            | Command::PutArtifact(_)
+            | Command::DeleteArtifact(_)
             | Command::Oci(_)
-            | Command::Replicated { .. }
             | Command::SetRole { .. }
             | Command::Promote { .. }
             | Command::Demote { .. }
@@ -271,8 +406,9 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateRepo { .. } => "create_repo",
-            Command::PutArtifact { .. } => "put_artifact",
-            Command::DeleteArtifact { .. } => "delete_artifact",
+            Command::Format { .. } => "format",
+            Command::PutArtifact(_) => "put_artifact",
+            Command::DeleteArtifact(_) => "delete_artifact",
             Command::Oci(_) => "oci",
             Command::Replicated { .. } => "replicated",
             Command::SetRole { .. } => "set_role",
@@ -295,37 +431,54 @@ impl Command {
     /// writes may cross the proposal boundary (`ClusterService.Propose`): every other kind is
     /// proposed by the node itself, on the leader, never forwarded.
     pub fn is_client_write(&self) -> bool {
-        matches!(
-            self,
-            Command::CreateRepo { .. }
-                | Command::PutArtifact { .. }
-                | Command::DeleteArtifact { .. }
-                | Command::Oci(_)
-        )
+        matches!(self, Command::CreateRepo { .. }) || self.envelope().is_some()
+    }
+
+    /// The blobs a format command makes live (see [`crate::format::FormatApply::blobs`]).
+    pub fn blobs(&self, formats: &FormatSet) -> Result<Vec<BlobDescriptor>, Error> {
+        let Some((format, version, payload)) = self.envelope() else {
+            return Ok(Vec::new());
+        };
+        formats
+            .must_find(format.as_str())?
+            .blobs(version, &payload)
+            .map_err(|e| Error::internal("read a format command", e))
     }
 
     /// The content a write stores (a file, an OCI blob, a manifest's bytes), if any.
-    pub fn content(&self) -> Option<&BlobDescriptor> {
-        match self {
-            Command::PutArtifact { blob, .. } => Some(blob),
-            Command::Oci(oci) => oci.blobs().into_iter().next(),
-            _ => None,
-        }
+    pub fn content(&self, formats: &FormatSet) -> Option<BlobDescriptor> {
+        self.blobs(formats).ok()?.into_iter().next()
     }
 
     /// The chunks a region must hold before applying this command (with their lengths).
-    pub fn chunks(&self) -> Vec<ChunkRef> {
+    pub fn chunks(&self, formats: &FormatSet) -> Result<Vec<ChunkRef>, Error> {
         match self {
-            Command::PutArtifact { blob, .. } => blob.chunks.clone(),
-            Command::Oci(oci) => oci
-                .blobs()
-                .into_iter()
-                .flat_map(|b| b.chunks.iter().copied())
-                .collect(),
             Command::Replicated { entries } => {
-                entries.iter().flat_map(|e| e.command.chunks()).collect()
+                let mut chunks = Vec::new();
+                for entry in entries {
+                    chunks.extend(entry.command.chunks(formats)?);
+                }
+                Ok(chunks)
             }
-            _ => Vec::new(),
+            _ => Ok(self
+                .blobs(formats)?
+                .into_iter()
+                .flat_map(|b| b.chunks)
+                .collect()),
+        }
+    }
+
+    /// One line for an operator: what the command does.
+    pub fn describe(&self, formats: &FormatSet) -> String {
+        match self.envelope() {
+            Some((format, version, payload)) => match formats.find(format.as_str()) {
+                Some(f) => f.describe(version, &payload),
+                None => format!("a command of format {format} this node does not know"),
+            },
+            None => match self {
+                Command::CreateRepo { repo } => format!("create repository {}", repo.name),
+                other => format!("{other:?}").chars().take(120).collect(),
+            },
         }
     }
 }
@@ -430,24 +583,31 @@ pub enum InstallPhase {
 pub enum Outcome {
     RepoCreated,
     RepoExists,
+    /// What a format command did: the format's own outcome, encoded (its side of the write
+    /// path decodes it, see [`Outcome::format_payload`]).
+    Format {
+        format: FormatName,
+        changed: bool,
+        payload: serde_bytes::ByteBuf,
+    },
+    // The answers to commands in the encodings of before the envelope, which a node gives for
+    // such a command so that an older node that forwarded it can read the answer. They are
+    // the `generic` format's version 1 outcomes (same names) and the `oci` format's.
     RepoNotFound,
     WrongFormat {
-        format: Format,
+        format: FormatName,
     },
-    /// A new artifact, or a new version of a path in a mutable repository.
     ArtifactStored {
         replaced: bool,
         seq: u64,
     },
-    /// The path already held byte-identical content; nothing changed.
     ArtifactUnchanged,
     ArtifactDeleted {
         seq: u64,
     },
     ArtifactNotFound,
     Immutable,
-    /// What an [`OciCommand`] did.
-    Oci(OciOutcome),
+    Oci(Legacy),
     /// A client write reached a mirror region.
     ReadOnlyMirror,
     /// Replicated entries applied up to `seq`.
@@ -524,13 +684,56 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the command changed the repository state (and so has a change-log entry).
     pub fn changed(&self) -> bool {
+        matches!(
+            self,
+            Outcome::RepoCreated | Outcome::Format { changed: true, .. }
+        )
+    }
+
+    /// The answer to a command of `format`, as the format encoded it; `None` when the
+    /// command did not reach the format (a mirror's refusal, an undecodable command).
+    pub fn format_payload(&self, format: &str) -> Option<Vec<u8>> {
         match self {
-            Outcome::RepoCreated
+            Outcome::Format {
+                format: name,
+                payload,
+                ..
+            } if name == format => Some(payload.to_vec()),
+            Outcome::Oci(Legacy(payload)) if format == OCI => Some(payload.clone()),
+            Outcome::RepoNotFound
+            | Outcome::WrongFormat { .. }
             | Outcome::ArtifactStored { .. }
-            | Outcome::ArtifactDeleted { .. } => true,
-            Outcome::Oci(oci) => oci.changed(),
-            _ => false,
+            | Outcome::ArtifactUnchanged
+            | Outcome::ArtifactDeleted { .. }
+            | Outcome::ArtifactNotFound
+            | Outcome::Immutable
+                if format == GENERIC =>
+            {
+                rmp_serde::to_vec_named(self).ok()
+            }
+            _ => None,
         }
+    }
+
+    /// The answer to `command` (a format command in an encoding of before the envelope) as
+    /// nodes of that time gave it, from what its format answered.
+    pub fn legacy(
+        command: &Command,
+        format: FormatName,
+        outcome: crate::format::FormatOutcome,
+    ) -> Outcome {
+        let generic = match command {
+            Command::Oci(_) => return Outcome::Oci(Legacy(outcome.payload)),
+            Command::PutArtifact(_) | Command::DeleteArtifact(_) => {
+                rmp_serde::from_slice::<Outcome>(&outcome.payload).ok()
+            }
+            _ => None,
+        };
+        generic.unwrap_or(Outcome::Format {
+            format,
+            changed: outcome.changed,
+            payload: serde_bytes::ByteBuf::from(outcome.payload),
+        })
     }
 }
 

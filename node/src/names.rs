@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::error::Error;
 
 /// Longest artifact path, in bytes of UTF-8.
@@ -103,21 +101,24 @@ impl fmt::Display for ArtifactPath {
     }
 }
 
+/// Serializes a name type as its string and deserializes it through its `parse`, so a stored
+/// or received name is always a valid one (used by every format's name types too).
 macro_rules! serde_via_parse {
     ($ty:ident) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)
             }
         }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                $ty::parse(&raw).map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <String as ::serde::Deserialize>::deserialize(d)?;
+                $ty::parse(&raw).map_err(::serde::de::Error::custom)
             }
         }
     };
 }
+pub(crate) use serde_via_parse;
 serde_via_parse!(RepoName);
 serde_via_parse!(ArtifactPath);
 

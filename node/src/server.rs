@@ -33,8 +33,6 @@ use crate::gc::Collector;
 use crate::geo::sink::NodeSink;
 use crate::geo::source::NodeSource;
 use crate::geo::Geo;
-use crate::oci::uploads::UploadStore;
-use crate::oci::Registry;
 use crate::service::ArtifactService;
 use crate::state_machine::{
     referenced_channel, AppliedPosition, MetadataStateMachine, ReferencedChunks, ReferencedReceiver,
@@ -160,6 +158,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
     let db = crate::storage::open_db(&config.data_dir.join("db"))?;
     let catalog = Catalog::new(db.clone());
+    let formats = crate::formats::set();
     let chunks = ChunkStore::new(db.clone())?;
     let collector = Collector::new(chunks.clone(), catalog.clone());
 
@@ -212,7 +211,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (freed_tx, freed_rx) = mpsc::unbounded_channel();
     let (referenced_tx, referenced_rx, unsettled) = referenced_channel();
     let (applied_tx, applied_rx) = watch::channel(AppliedPosition::default());
-    let handler = MetadataStateMachine::new(catalog.clone(), freed_tx, referenced_tx, applied_tx);
+    let handler = MetadataStateMachine::new(
+        catalog.clone(),
+        formats.clone(),
+        freed_tx,
+        referenced_tx,
+        applied_tx,
+    );
     let raft = RaftGroup::start(
         &config.raft,
         &config.region,
@@ -264,11 +269,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         resync.clone(),
         config.cluster.clone(),
         Duration::from_millis(config.raft.write_timeout_ms),
+        formats.clone(),
     ));
 
     let (geo, peer_rx) = Geo::new(
         region.clone(),
         catalog.clone(),
+        formats.clone(),
         chunks.clone(),
         config.replication.clone(),
         endpoint.clone(),
@@ -402,18 +409,6 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         )));
     }
 
-    // Upload sessions whose acknowledged bytes survived are resumed; the rest are dropped.
-    let uploads = UploadStore::open_with(
-        config.data_dir.join("uploads"),
-        Duration::from_secs(config.oci.upload_expiry_secs),
-        crate::oci::uploads::SessionLimits::from_config(&config.oci),
-    )
-    .context("open blob upload sessions")?;
-    tasks.push(tokio::spawn(uploads.clone().run_expiry(
-        Duration::from_secs(config.oci.upload_sweep_interval_secs),
-        cancel.clone(),
-    )));
-
     let config = Arc::new(config);
     let service = Arc::new(ArtifactService {
         catalog,
@@ -422,17 +417,34 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         region,
         geo,
         config,
+        formats,
     });
+    // Each format opens what it keeps besides the state machine and builds its routes.
+    let metrics = crate::metrics::install();
+    let registered = crate::formats::registered();
+    let context = crate::formats::FormatContext {
+        service: service.clone(),
+        cancel: cancel.clone(),
+    };
+    let mut format_routes = Vec::new();
+    for format in &registered {
+        format.describe_metrics();
+        let started = format
+            .start(&context)
+            .with_context(|| format!("start the {} format", format.name()))?;
+        tasks.extend(started.tasks);
+        format_routes.push(started.router);
+    }
     let state = AppState {
         service: service.clone(),
-        registry: Arc::new(Registry::new(service.clone(), uploads)),
-        metrics: crate::metrics::install(),
+        formats: registered.into(),
+        metrics,
         uploads: crate::api::limits::UploadLimiter::new(
             &service.config.limits,
             service.config.data_dir.clone(),
         ),
     };
-    let app = api::router(state);
+    let app = api::router(state, format_routes);
     let http_cancel = cancel.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(

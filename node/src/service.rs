@@ -1,7 +1,11 @@
-//! The operations every API shares: validate, ingest, propose through Raft, read back.
+//! The write kit every format shares: ingest, quorum push, propose through Raft, decode the
+//! answer, wait for sync replication; and the reads every format needs (repositories, blobs).
 //!
-//! HTTP handlers (and later format adapters) stay thin: they parse their protocol and call
-//! here, so the write path and its invariants exist once.
+//! A format's handlers parse their protocol and call [`ArtifactService::propose_format`] with
+//! the format's own command type ([`FormatCommand`]): the steps and their invariants (chunks
+//! on a majority before the command that makes them visible; chunks abandoned unless the
+//! command committed; a write refused because the region became a mirror answers
+//! `READ_ONLY_MIRROR` for every format) exist once, here.
 
 use std::sync::Arc;
 
@@ -9,27 +13,27 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::blob_stream::{self, ChunkSource};
-use crate::catalog::{Catalog, Page};
+use crate::catalog::Catalog;
 use crate::chunk_store::ChunkStore;
 use crate::cluster::{ReadConsistency, Region};
 use crate::config::NodeConfig;
-use crate::digest::Sha256;
 use crate::error::{Error, Result};
+use crate::format::{FormatName, FormatSet};
 use crate::gc::Collector;
-use crate::ingest::{self, IngestedBlob};
-use crate::model::{
-    now_ms, Artifact, BlobDescriptor, BlobRecord, Command, Format, Outcome, Repository,
-};
-use crate::names::{ArtifactPath, RepoName};
+use crate::ingest::IngestedBlob;
+use crate::model::{now_ms, BlobDescriptor, Command, Outcome, Repository};
+use crate::names::RepoName;
 
-/// The result of storing a file.
-#[derive(Debug, Clone)]
-pub struct PutResult {
-    pub artifact: Artifact,
-    pub chunks: usize,
-    pub new_chunks: usize,
-    /// False when the path already held byte-identical content (nothing changed).
-    pub created: bool,
+/// A format's command type, as the write path proposes it.
+pub trait FormatCommand: serde::Serialize + Sync {
+    /// What applying it answers.
+    type Outcome: serde::de::DeserializeOwned + std::fmt::Debug;
+    /// The format it belongs to.
+    const FORMAT: FormatName;
+    /// The payload version it encodes as.
+    const VERSION: u32;
+    /// Whether an answer says the state changed (the command's chunks are then kept).
+    fn changed(outcome: &Self::Outcome) -> bool;
 }
 
 /// A node's artifact operations.
@@ -40,6 +44,8 @@ pub struct ArtifactService {
     pub region: Arc<Region>,
     pub geo: Arc<crate::geo::Geo>,
     pub config: Arc<NodeConfig>,
+    /// The formats this node serves.
+    pub formats: FormatSet,
 }
 
 impl ArtifactService {
@@ -97,13 +103,13 @@ impl ArtifactService {
     pub async fn create_repo(
         &self,
         name: RepoName,
-        format: Format,
+        format: &str,
         immutable: bool,
         sync_replication: bool,
     ) -> Result<Repository> {
-        if format == Format::Oci {
-            crate::oci::names::check_repo_name(&name)?;
-        }
+        let implementation = self.formats.must_find(format)?;
+        implementation.check_repo_name(&name)?;
+        let format = implementation.name();
         let repo = Repository {
             name: name.clone(),
             format,
@@ -126,121 +132,59 @@ impl ArtifactService {
         }
     }
 
-    /// Streams `body` into the chunk store and records it at `repo/path`.
-    ///
-    /// Nothing becomes visible unless the whole body arrived, matched `expected_sha256` (when
-    /// given) and the command applied; chunks written for a refused upload are released.
-    pub async fn put_file<S, E>(
+    /// Proposes a format's command (the one write step for every format): pushes the chunks
+    /// of `ingested` (if any) to a majority, proposes the command in the format envelope, and
+    /// decodes the format's answer. `ingested`'s chunks are kept if the command changed the
+    /// state and abandoned if it did not; a refusal because the region is (now) a mirror is
+    /// `READ_ONLY_MIRROR`, the same for every format.
+    pub async fn propose_format<C: FormatCommand>(
         &self,
-        repo_name: &RepoName,
-        path: &ArtifactPath,
-        body: S,
-        expected_sha256: Option<Sha256>,
-    ) -> Result<PutResult>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let repo = self.repo_for_write(repo_name).await?;
-        require_generic(&repo)?;
-        let ingested = ingest::ingest(
-            self.chunks.clone(),
-            self.config.chunking,
-            body,
-            ingest::IngestLimits::from_config(&self.config.limits),
-            self.collector.clone(),
-        )
-        .await?;
-        if let Some(expected) = expected_sha256 {
-            if expected != ingested.descriptor.sha256 {
-                // Dropping `ingested` abandons its chunks.
-                return Err(Error::DigestMismatch {
-                    expected: expected.to_hex(),
-                    actual: ingested.descriptor.sha256.to_hex(),
-                });
+        command: &C,
+        ingested: Option<IngestedBlob>,
+    ) -> Result<C::Outcome> {
+        let payload = rmp_serde::to_vec_named(command)
+            .map_err(|e| Error::internal("encode a format command", e))?;
+        let envelope = Command::format(C::FORMAT, C::VERSION, payload);
+        let outcome = match ingested {
+            Some(ingested) => {
+                let outcome = match self
+                    .propose_with_blobs(&envelope, &[&ingested.descriptor])
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        ingested.outcome_unknown();
+                        return Err(e);
+                    }
+                };
+                let answer = self.format_answer::<C>(&outcome)?;
+                if C::changed(&answer) {
+                    ingested.committed();
+                }
+                return Ok(answer);
             }
-        }
-        self.commit_file(repo_name, path, ingested).await
+            None => self.propose(&envelope).await?,
+        };
+        self.format_answer::<C>(&outcome)
     }
 
-    async fn commit_file(
-        &self,
-        repo: &RepoName,
-        path: &ArtifactPath,
-        ingested: IngestedBlob,
-    ) -> Result<PutResult> {
-        let chunks = ingested.descriptor.chunks.len();
-        let new_chunks = ingested.new_chunks();
-        let command = Command::PutArtifact {
-            repo: repo.clone(),
-            path: path.clone(),
-            blob: ingested.descriptor.clone(),
-            at_ms: now_ms(),
-        };
-        let (created, seq) = match self.propose_ingested(&command, ingested).await? {
-            Outcome::ArtifactStored { seq, .. } => (true, seq),
-            // A retry of an upload that already applied: wait as the first attempt would
-            // have (the mirror must hold everything up to now).
-            Outcome::ArtifactUnchanged => (false, self.catalog.changelog_head()?.last_seq),
-            refused => return Err(self.refusal(refused, repo, path)),
-        };
-        let artifact = self.catalog.artifact(repo, path)?.ok_or_else(|| {
-            Error::Internal(format!("{repo}/{path} missing right after it was applied"))
-        })?;
-        self.wait_sync_replication(repo, seq).await?;
-        Ok(PutResult {
-            artifact,
-            chunks,
-            new_chunks: if created { new_chunks } else { 0 },
-            created,
+    /// A format's answer from an outcome: refusals of the core (a mirror, a command no node
+    /// could apply) become errors here, once for every format.
+    fn format_answer<C: FormatCommand>(&self, outcome: &Outcome) -> Result<C::Outcome> {
+        if let Some(payload) = outcome.format_payload(C::FORMAT.as_str()) {
+            return rmp_serde::from_slice(&payload)
+                .map_err(|e| Error::internal("decode a format's answer", e));
+        }
+        Err(match outcome {
+            Outcome::ReadOnlyMirror => self.read_only_error(),
+            Outcome::Refused { reason } => {
+                Error::Internal(format!("the region refused the write: {reason}"))
+            }
+            other => Error::Internal(format!(
+                "unexpected outcome {other:?} for a {} command",
+                C::FORMAT
+            )),
         })
-    }
-
-    pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
-        require_generic(&self.repo_for_write(repo).await?)?;
-        let command = Command::DeleteArtifact {
-            repo: repo.clone(),
-            path: path.clone(),
-            at_ms: now_ms(),
-        };
-        match self.propose(&command).await? {
-            // A delete in a sync-replicated repository is acknowledged like a push: once the
-            // mirrors hold it (a deleted vulnerable file must not come back after a failover).
-            Outcome::ArtifactDeleted { seq } => self.wait_sync_replication(repo, seq).await,
-            refused => Err(self.refusal(refused, repo, path)),
-        }
-    }
-
-    /// The repository, which must hold generic files (`WRONG_FORMAT` otherwise).
-    fn generic_repo(&self, name: &RepoName) -> Result<Repository> {
-        let repo = self.catalog.must_repo(name)?;
-        require_generic(&repo)?;
-        Ok(repo)
-    }
-
-    /// Proposes a command that references `ingested` (one write step for every format): on a
-    /// proposal error the command may still commit later, so the chunks stay (the orphan sweep
-    /// removes them if it never does); once it applied, the chunks are kept if it changed the
-    /// state, and abandoned if it did not (already there, or refused).
-    pub async fn propose_ingested(
-        &self,
-        command: &Command,
-        ingested: IngestedBlob,
-    ) -> Result<Outcome> {
-        let outcome = match self
-            .propose_with_blobs(command, &[&ingested.descriptor])
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                ingested.outcome_unknown();
-                return Err(e);
-            }
-        };
-        if outcome.changed() {
-            ingested.committed();
-        }
-        Ok(outcome)
     }
 
     /// For a sync-replicated repository, waits until a mirror region applied `seq`.
@@ -260,75 +204,4 @@ impl ArtifactService {
                 reason: "the region changed role while the write was in flight; retry".into(),
             })
     }
-
-    fn refusal(&self, outcome: Outcome, repo: &RepoName, path: &ArtifactPath) -> Error {
-        match outcome {
-            Outcome::ReadOnlyMirror => self.read_only_error(),
-            Outcome::RepoNotFound => Error::RepoNotFound {
-                repo: repo.to_string(),
-            },
-            Outcome::ArtifactNotFound => Error::ArtifactNotFound {
-                repo: repo.to_string(),
-                path: path.to_string(),
-            },
-            Outcome::Immutable => Error::Immutable {
-                repo: repo.to_string(),
-                path: path.to_string(),
-                reason: "the repository is immutable and the path already holds different content"
-                    .into(),
-            },
-            Outcome::WrongFormat { format } => Error::WrongFormat {
-                repo: repo.to_string(),
-                format: format.as_str().into(),
-                expected: Format::Generic.as_str().into(),
-            },
-            other => Error::Internal(format!("unexpected outcome {other:?}")),
-        }
-    }
-
-    /// A stored file with its repository and blob.
-    pub fn file(
-        &self,
-        repo_name: &RepoName,
-        path: &ArtifactPath,
-    ) -> Result<(Repository, Artifact, BlobRecord)> {
-        let repo = self.generic_repo(repo_name)?;
-        let artifact =
-            self.catalog
-                .artifact(repo_name, path)?
-                .ok_or_else(|| Error::ArtifactNotFound {
-                    repo: repo_name.to_string(),
-                    path: path.to_string(),
-                })?;
-        let blob = self.catalog.blob(&artifact.blob)?.ok_or_else(|| {
-            Error::Internal(format!(
-                "artifact {repo_name}/{path} references a missing blob"
-            ))
-        })?;
-        Ok((repo, artifact, blob))
-    }
-
-    pub fn list_files(
-        &self,
-        repo: &RepoName,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Artifact>> {
-        self.generic_repo(repo)?;
-        let limit = limit.clamp(1, self.config.limits.max_list_page);
-        self.catalog.artifacts(repo, prefix, after, limit)
-    }
-}
-
-/// `WRONG_FORMAT` unless the repository holds generic files (the `/files/` API's).
-fn require_generic(repo: &Repository) -> Result<()> {
-    if repo.format != Format::Generic {
-        return Err(Error::WrongFormat {
-            repo: repo.name.to_string(),
-            format: repo.format.as_str().into(),
-            expected: Format::Generic.as_str().into(),
-        });
-    }
-    Ok(())
 }

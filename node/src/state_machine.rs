@@ -4,15 +4,16 @@
 //! it reads nothing but the state machine itself and the command (times come from the
 //! proposer). It maintains the reference counts that garbage collection trusts: blob → artifacts
 //! (and OCI blob links and manifests) using it, chunk → blobs using it, per repository and
-//! globally, plus running size totals. OCI commands are applied by [`crate::oci::apply`]
-//! through the same [`Txn`].
+//! globally, plus running size totals. A format's commands (`Command::Format`) are applied by
+//! the format ([`crate::format::FormatApply`]) through a [`crate::format::FormatTxn`] over the
+//! same [`Txn`].
 //!
 //! Layout: this file holds the apply handler, the transaction and its reference counting
-//! (what every format shares); `files.rs` the generic repository commands, `history.rs` epochs,
+//! (what every format shares); `repos.rs` repository creation, `history.rs` epochs,
 //! promotion, demotion, replicated entries and retention, `snapshot.rs` a mirror's snapshot
 //! install. The dispatch in `Txn::apply` is the one place that names every command. The file
 //! is longer than the others because the transaction and the reference counting it guards are
-//! one unit; the dispatch leaves it when formats register their own commands.
+//! one unit (format commands already leave it: each format applies its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::catalog::Catalog;
 use crate::digest::{Blake3, ChunkId};
+use crate::format::{FormatSet, FormatTxn};
 use crate::keys::{self, ChunkRefCount};
 use crate::model::{
     BlobDescriptor, BlobRecord, ChangeLogHead, ChangeRecord, Command, GlobalStats, InstallCursor,
@@ -34,8 +36,8 @@ use crate::model::{
 };
 use crate::names::RepoName;
 
-mod files;
 mod history;
+mod repos;
 mod snapshot;
 
 /// The first key of the application's state (keys from `\0` are the Raft driver's).
@@ -58,6 +60,8 @@ pub struct MetadataStateMachine {
     reset_chunks: Mutex<bool>,
     referenced_tx: ReferencedSender,
     catalog: Catalog,
+    /// The formats whose commands this node applies.
+    formats: FormatSet,
     freed_tx: mpsc::UnboundedSender<FreedChunks>,
     applied_tx: watch::Sender<AppliedPosition>,
     /// Refusal reasons already logged at error level.
@@ -135,6 +139,7 @@ pub enum FreedChunks {
 impl MetadataStateMachine {
     pub fn new(
         catalog: Catalog,
+        formats: FormatSet,
         freed_tx: mpsc::UnboundedSender<FreedChunks>,
         referenced_tx: ReferencedSender,
         applied_tx: watch::Sender<AppliedPosition>,
@@ -145,6 +150,7 @@ impl MetadataStateMachine {
             reset_chunks: Mutex::new(false),
             referenced_tx,
             catalog,
+            formats,
             freed_tx,
             applied_tx,
             refusals_logged: Mutex::new(std::collections::HashSet::new()),
@@ -169,7 +175,7 @@ impl ApplyHandler for MetadataStateMachine {
                 ),
             ),
             Ok(command) => {
-                let mut txn = Txn::new(batch);
+                let mut txn = Txn::new(batch, self.formats.clone());
                 match txn.apply(&command, log_id.index) {
                     Ok(outcome) => {
                         let effects = txn.commit()?;
@@ -283,13 +289,14 @@ impl MetadataStateMachine {
     }
 }
 
-/// One command's view of the state machine. Format modules (`crate::oci::apply`) apply their
-/// commands through it, so reference counting and the change log exist once.
+/// One command's view of the state machine. Formats apply their commands through it (by way
+/// of a [`FormatTxn`]), so reference counting and the change log exist once.
 ///
 /// Writes stay in the transaction's own overlay until [`Txn::commit`]: a command that fails
 /// half-way is refused with none of its writes, whatever it had done before it failed.
 pub(crate) struct Txn<'b, 'a> {
     batch: &'b mut ApplyBatch<'a>,
+    formats: FormatSet,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     freed: Vec<ChunkId>,
     /// Chunks this command left unreferenced, queued under its seq for later reclaim.
@@ -307,9 +314,10 @@ pub(crate) struct Effects {
 }
 
 impl<'b, 'a> Txn<'b, 'a> {
-    pub(crate) fn new(batch: &'b mut ApplyBatch<'a>) -> Self {
+    pub(crate) fn new(batch: &'b mut ApplyBatch<'a>, formats: FormatSet) -> Self {
         Self {
             batch,
+            formats,
             writes: BTreeMap::new(),
             freed: Vec::new(),
             deferred: Vec::new(),
@@ -623,24 +631,48 @@ impl Txn<'_, '_> {
         raft_index: u64,
         replicated: Option<&ReplicatedEntry>,
     ) -> anyhow::Result<Outcome> {
-        let (outcome, at_ms) = match command {
-            Command::CreateRepo { repo } => (self.create_repo(repo)?, repo.created_at_ms),
-            Command::PutArtifact {
-                repo,
-                path,
-                blob,
-                at_ms,
-            } => (self.put_artifact(repo, path, blob, *at_ms)?, *at_ms),
-            Command::DeleteArtifact { repo, path, at_ms } => {
-                (self.delete_artifact(repo, path)?, *at_ms)
-            }
-            Command::Oci(command) => (
-                Outcome::Oci(crate::oci::apply::apply(self, command)?),
-                command.at_ms(),
-            ),
-            other => anyhow::bail!("{other:?} is not a repository change"),
+        let head: ChangeLogHead = self.get(keys::CHANGELOG_HEAD)?.unwrap_or_default();
+        // The seq this change gets if it changes anything.
+        let next_seq = match replicated {
+            Some(entry) => entry.seq,
+            None => head.last_seq.saturating_add(1),
         };
-        let changed = outcome.changed();
+        let (outcome, changed, at_ms) = match command {
+            Command::CreateRepo { repo } => {
+                let outcome = self.create_repo(repo)?;
+                let changed = outcome.changed();
+                (outcome, changed, repo.created_at_ms)
+            }
+            command => {
+                let Some((name, version, payload)) = command.envelope() else {
+                    anyhow::bail!("{} is not a repository change", command.kind());
+                };
+                let format = self.formats.find(name.as_str()).ok_or_else(|| {
+                    anyhow::anyhow!("a command of format {name}, which this node does not know")
+                })?;
+                anyhow::ensure!(
+                    version >= 1 && version <= format.version(),
+                    "a command of format {name} version {version}; this node applies up to {}",
+                    format.version()
+                );
+                let at_ms = format.at_ms(version, &payload)?;
+                let answer = format.apply(
+                    &mut FormatTxn::new(self, format, next_seq),
+                    version,
+                    &payload,
+                )?;
+                let changed = answer.changed;
+                let outcome = match command {
+                    Command::Format { .. } => Outcome::Format {
+                        format: name,
+                        changed,
+                        payload: serde_bytes::ByteBuf::from(answer.payload),
+                    },
+                    legacy => Outcome::legacy(legacy, name, answer),
+                };
+                (outcome, changed, at_ms)
+            }
+        };
         // A replicated entry is recorded even if it changed nothing here: the mirror's log must
         // stay the primary's, entry for entry (a refusal here would mean the states differ,
         // which `arca cluster verify` reports).
@@ -655,15 +687,14 @@ impl Txn<'_, '_> {
             );
         }
         let seq = self.append_change(command, raft_index, at_ms, replicated)?;
+        anyhow::ensure!(
+            seq == next_seq,
+            "change got seq {seq}, its format was told {next_seq}"
+        );
         for chunk in std::mem::take(&mut self.deferred) {
             self.put_raw(keys::freed(seq, &chunk), at_ms.to_be_bytes().to_vec())?;
         }
-        Ok(match outcome {
-            Outcome::ArtifactStored { replaced, .. } => Outcome::ArtifactStored { replaced, seq },
-            Outcome::ArtifactDeleted { .. } => Outcome::ArtifactDeleted { seq },
-            Outcome::Oci(oci) => Outcome::Oci(oci.with_seq(seq)),
-            other => other,
-        })
+        Ok(outcome)
     }
 
     fn append_change(
@@ -818,7 +849,7 @@ impl Txn<'_, '_> {
 
 /// Adds to a stored counter. Past `u64::MAX` the state and the command disagree: the command is
 /// refused (the same way on every node, counted and logged by the caller), never wrapped.
-pub(crate) fn inc(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
+pub fn inc(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
     *counter = counter
         .checked_add(by)
         .ok_or_else(|| anyhow::anyhow!("the count of {what} would overflow"))?;
@@ -827,22 +858,24 @@ pub(crate) fn inc(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> 
 
 /// Subtracts from a stored counter; below zero the command is refused (see [`inc`]), never a
 /// panic that would stop Raft on every node at the same entry.
-pub(crate) fn dec(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
+pub fn dec(counter: &mut u64, by: u64, what: &str) -> anyhow::Result<()> {
     *counter = counter
         .checked_sub(by)
         .ok_or_else(|| anyhow::anyhow!("the count of {what} would go below zero"))?;
     Ok(())
 }
 
-/// The chunks of every blob a command names, each once.
-fn distinct_command_chunks(command: &Command) -> Vec<ChunkId> {
-    let mut seen = BTreeSet::new();
-    command
-        .chunks()
-        .into_iter()
-        .filter(|c| seen.insert(c.id))
-        .map(|c| c.id)
-        .collect()
+impl Txn<'_, '_> {
+    /// The chunks of every blob a command names, each once.
+    fn distinct_command_chunks(&self, command: &Command) -> anyhow::Result<Vec<ChunkId>> {
+        let mut seen = BTreeSet::new();
+        Ok(command
+            .chunks(&self.formats)?
+            .into_iter()
+            .filter(|c| seen.insert(c.id))
+            .map(|c| c.id)
+            .collect())
+    }
 }
 
 /// The chunks of a blob, each once, with their lengths.

@@ -10,7 +10,10 @@ use support::{bytes, TestNode};
 fn chunks_of(node: &TestNode, repo: &str, path: &str) -> Vec<arca_node::digest::ChunkId> {
     let repo = arca_node::names::RepoName::parse(repo).expect("repo");
     let path = arca_node::names::ArtifactPath::parse(path).expect("path");
-    let (_, _, blob) = node.node().service.file(&repo, &path).expect("file");
+    let files = arca_node::formats::generic::files::Files {
+        service: node.node().service.clone(),
+    };
+    let (_, _, blob) = files.file(&repo, &path).expect("file");
     blob.descriptor.chunks.iter().map(|c| c.id).collect()
 }
 

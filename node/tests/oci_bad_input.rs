@@ -603,7 +603,7 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
     // mirror while it was in flight got 307 READ_ONLY_MIRROR (naming the primary) for a file,
     // and 503 NO_QUORUM text for an image. Both must name the primary.
     use arca_node::error::Error;
-    use arca_node::oci::error::OciError;
+    use arca_node::formats::oci::error::OciError;
     let node = registry().await;
     node.create_repo("files", false).await;
     assert_eq!(
@@ -613,12 +613,12 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
     let blob = push_blob(&node, NAME, &bytes(2000, 2)).await;
     let service = node.node().service.clone();
     let uploads_dir = tempfile::tempdir().expect("tempdir");
-    let uploads = arca_node::oci::uploads::UploadStore::open(
+    let uploads = arca_node::formats::oci::uploads::UploadStore::open(
         uploads_dir.path().to_path_buf(),
         Duration::from_secs(60),
     )
     .expect("uploads");
-    let registry = arca_node::oci::registry::Registry::new(service.clone(), uploads);
+    let registry = arca_node::formats::oci::registry::Registry::new(service.clone(), uploads);
     // The region becomes a mirror of "us" after the writes passed the front door.
     let role = arca_node::model::Command::SetRole {
         role: arca_node::model::RegionRole::Mirror {
@@ -633,7 +633,10 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
         .write(arca_node::codec::encode(&role).expect("encode"))
         .await
         .expect("commit");
-    let file = service
+    let files = arca_node::formats::generic::files::Files {
+        service: service.clone(),
+    };
+    let file = files
         .delete_file(
             &arca_node::names::RepoName::parse("files").expect("repo"),
             &arca_node::names::ArtifactPath::parse("a.bin").expect("path"),
@@ -643,7 +646,7 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
     assert!(matches!(file, Error::ReadOnlyMirror { .. }), "{file:?}");
     let image = registry
         .delete_blob(
-            &arca_node::oci::names::OciName::parse(NAME).expect("name"),
+            &arca_node::formats::oci::names::OciName::parse(NAME).expect("name"),
             &arca_node::digest::Sha256::from_hex(blob.trim_start_matches("sha256:"))
                 .expect("digest"),
         )

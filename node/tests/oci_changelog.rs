@@ -3,7 +3,7 @@
 
 mod support;
 
-use arca_node::model::{Command, Outcome};
+use arca_node::model::Outcome;
 use serde_json::{json, Value};
 use support::oci::*;
 use support::TestNode;
@@ -82,7 +82,11 @@ async fn registry_changes_replay_on_a_fresh_node_from_commands_and_chunks() {
         .expect("changes");
     let oci_changes = changes
         .iter()
-        .filter(|c| matches!(c.command, Command::Oci(_)))
+        .filter(|c| {
+            c.command
+                .envelope()
+                .is_some_and(|(format, _, _)| format == *"oci")
+        })
         .count();
     // 3 + 2 + 1 blob links, 2 + 1 manifests, 2 tag pushes onto existing manifests, 1 mount,
     // 1 tag deletion, 1 unlink.
@@ -99,11 +103,10 @@ async fn registry_changes_replay_on_a_fresh_node_from_commands_and_chunks() {
     let source = &primary.node().service.chunks;
     let target = &mirror.node().service.chunks;
     for change in &changes {
-        let blobs = match &change.command {
-            Command::Oci(command) => command.blobs().into_iter().cloned().collect(),
-            Command::PutArtifact { blob, .. } => vec![blob.clone()],
-            _ => Vec::new(),
-        };
+        let blobs = change
+            .command
+            .blobs(&primary.node().service.formats)
+            .expect("blobs");
         for blob in blobs {
             for chunk in &blob.chunks {
                 if !target.contains(&chunk.id).expect("contains") {
@@ -119,7 +122,9 @@ async fn registry_changes_replay_on_a_fresh_node_from_commands_and_chunks() {
             .await
             .expect("apply on the mirror");
         let changed = match &outcome {
-            Outcome::Oci(oci) => oci.changed(),
+            Outcome::Format {
+                format, changed, ..
+            } if format == "oci" => *changed,
             Outcome::RepoCreated => true,
             other => panic!("seq {}: unexpected outcome {other:?}", change.seq),
         };

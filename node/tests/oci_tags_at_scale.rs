@@ -27,7 +27,7 @@ async fn many_tags_on_one_manifest_keep_its_record_small() {
         assert_eq!(response.status(), 201, "tag t{i}");
     }
     let repo = arca_node::names::RepoName::parse("ci").expect("repo");
-    let name = arca_node::oci::names::OciName::parse("ci/app").expect("name");
+    let name = arca_node::formats::oci::names::OciName::parse("ci/app").expect("name");
     let sha = arca_node::digest::Sha256::from_hex(&sha256_of(&image.manifest)).expect("digest");
     let record = node
         .node()

@@ -45,7 +45,7 @@ fn mirror_role() -> RegionRole {
 fn repo_record(name: &str) -> Vec<u8> {
     encode(&Repository {
         name: RepoName::parse(name).expect("name"),
-        format: arca_node::model::Format::Generic,
+        format: arca_node::formats::generic::NAME,
         immutable: false,
         created_at_ms: 1,
         sync_replication: false,
@@ -262,7 +262,10 @@ async fn the_content_of_divergent_writes_outlives_the_snapshot_that_replaces_the
     let service = &node.node().service;
     let repo = RepoName::parse("files").expect("repo");
     let path = arca_node::names::ArtifactPath::parse("f0").expect("path");
-    let (_, _, blob) = service.file(&repo, &path).expect("the file");
+    let files = arca_node::formats::generic::files::Files {
+        service: service.clone(),
+    };
+    let (_, _, blob) = files.file(&repo, &path).expect("the file");
     commit_command(
         &node,
         &Command::Demote {
@@ -303,7 +306,7 @@ fn replicated(epoch: u64, seq: u64, repo: &str) -> Command {
             command: Command::CreateRepo {
                 repo: Repository {
                     name: RepoName::parse(repo).expect("name"),
-                    format: arca_node::model::Format::Generic,
+                    format: arca_node::formats::generic::NAME,
                     immutable: false,
                     created_at_ms: 1,
                     sync_replication: false,

@@ -15,7 +15,10 @@ use arca_node::model::Command;
 use support::oci::{digest, Image};
 use support::{sha256_hex, TestNode};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/data-935e75d.tar.gz");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/data-935e75d.tar.gz"
+);
 
 /// What the fixture holds (see the script that wrote it).
 const APP_SHA256: &str = "549dbaa628ad17189dd44a42ce08aff754e8c471f6dac9b5401c21e9ae71690c";
@@ -54,14 +57,15 @@ async fn a_data_directory_of_the_previous_release_serves_every_artifact_and_take
         body_sha256(&node, "/files/releases/v1/b.bin").await,
         (200, RELEASE_SHA256.to_string())
     );
-    assert_eq!(node.get("/files/builds/app/2.0/gone.bin").await.status(), 404);
+    assert_eq!(
+        node.get("/files/builds/app/2.0/gone.bin").await.status(),
+        404
+    );
     let builds = node.json("/api/v1/repos/builds").await;
     assert_eq!(builds["artifacts"], 1, "{builds}");
 
     // The OCI image: both remaining tags, the manifest's blobs, the deleted tag gone.
-    let manifest = node
-        .get("/v2/containers/team/app/manifests/1.0")
-        .await;
+    let manifest = node.get("/v2/containers/team/app/manifests/1.0").await;
     assert_eq!(manifest.status(), 200);
     let manifest_digest = manifest.headers()["docker-content-digest"]
         .to_str()
@@ -71,15 +75,23 @@ async fn a_data_directory_of_the_previous_release_serves_every_artifact_and_take
     assert_eq!(digest(&manifest_bytes), manifest_digest);
     let latest = node.get("/v2/containers/team/app/manifests/latest").await;
     assert_eq!(latest.status(), 200);
-    assert_eq!(latest.headers()["docker-content-digest"], manifest_digest.as_str());
     assert_eq!(
-        node.get("/v2/containers/team/app/manifests/old").await.status(),
+        latest.headers()["docker-content-digest"],
+        manifest_digest.as_str()
+    );
+    assert_eq!(
+        node.get("/v2/containers/team/app/manifests/old")
+            .await
+            .status(),
         404
     );
     let tags = node.json("/v2/containers/team/app/tags/list").await;
     assert_eq!(tags["tags"], serde_json::json!(["1.0", "latest"]), "{tags}");
     let parsed: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("json");
-    let mut blobs = vec![parsed["config"]["digest"].as_str().expect("config").to_string()];
+    let mut blobs = vec![parsed["config"]["digest"]
+        .as_str()
+        .expect("config")
+        .to_string()];
     blobs.extend(
         parsed["layers"]
             .as_array()
@@ -102,14 +114,18 @@ async fn a_data_directory_of_the_previous_release_serves_every_artifact_and_take
             .status(),
         201
     );
-    Image::new(11, &[5_000]).push(&node, "containers/team/app", "2.0").await;
+    Image::new(11, &[5_000])
+        .push(&node, "containers/team/app", "2.0")
+        .await;
 
     // Every change-log entry, old and new, decodes; the old ones are the encodings of the
     // previous release.
     node.stop().await;
     let db = arca_node::storage::open_db(&node.config.data_dir.join("db")).expect("open db");
     let catalog = Catalog::new(db);
-    let changes = catalog.changes_after(0, 1_000).expect("decode the change log");
+    let changes = catalog
+        .changes_after(0, 1_000)
+        .expect("decode the change log");
     let head = catalog.changelog_head().expect("head");
     assert_eq!(changes.len() as u64, head.last_seq, "every entry decodes");
     let kinds: Vec<&str> = changes.iter().map(|c| c.command.kind()).collect();
@@ -129,7 +145,9 @@ async fn a_data_directory_of_the_previous_release_serves_every_artifact_and_take
         (200, APP_SHA256.to_string())
     );
     assert_eq!(
-        node.get("/v2/containers/team/app/manifests/2.0").await.status(),
+        node.get("/v2/containers/team/app/manifests/2.0")
+            .await
+            .status(),
         200
     );
 }

@@ -10,7 +10,6 @@ use axum::Json;
 
 use crate::api::AppState;
 use crate::error::{Error, Result};
-use crate::model::Command;
 
 /// Every divergent write, as `arca cluster divergent` lists them.
 pub async fn list(State(state): State<AppState>) -> Result<Response> {
@@ -49,8 +48,7 @@ pub async fn content(State(state): State<AppState>, Path(seq): Path<String>) -> 
     let blob = write
         .command
         .as_ref()
-        .and_then(Command::content)
-        .cloned()
+        .and_then(|command| command.content(&state.service.formats))
         .ok_or_else(not_found)?;
     let stream = state.service.open_blob(&blob, 0..blob.size).await?;
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
@@ -62,7 +60,7 @@ pub async fn content(State(state): State<AppState>, Path(seq): Path<String>) -> 
     );
     if let Ok(value) = HeaderValue::from_str(&blob.sha256.to_hex()) {
         headers.insert(
-            header::HeaderName::from_static(crate::api::files::CHECKSUM_SHA256),
+            header::HeaderName::from_static(crate::formats::generic::api::CHECKSUM_SHA256),
             value,
         );
     }

@@ -157,7 +157,7 @@ pub async fn admit_uploads(
             response
         }
         Err(error) if path.starts_with("/v2/") => {
-            crate::oci::error::OciError::Node(error).into_response()
+            crate::formats::oci::error::OciError::Node(error).into_response()
         }
         Err(error) => error.into_response(),
     }

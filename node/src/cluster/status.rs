@@ -34,6 +34,7 @@ pub async fn node_status(region: &Region) -> NodeStatusReply {
         ready,
         command_version: crate::model::COMMAND_VERSION,
         cluster_id: region.raft.cluster_id().get().unwrap_or_default(),
+        formats: region.formats.advertised(),
     }
 }
 

@@ -21,10 +21,14 @@ fn storage(e: impl std::fmt::Display) -> arca_replication::Error {
 }
 
 /// A change record as it goes on the wire.
-pub fn to_entry(record: crate::model::ChangeRecord) -> arca_replication::Result<Entry> {
+pub fn to_entry(
+    record: crate::model::ChangeRecord,
+    formats: &crate::format::FormatSet,
+) -> arca_replication::Result<Entry> {
     let chunks = record
         .command
-        .chunks()
+        .chunks(formats)
+        .map_err(storage)?
         .into_iter()
         .map(|c| (ChunkId(c.id.0), c.len))
         .collect();
@@ -74,7 +78,7 @@ impl ChangeSource for NodeSource {
             .map_err(storage)?;
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
-            entries.push(to_entry(record)?);
+            entries.push(to_entry(record, &self.0.formats)?);
         }
         Ok(Changes::Entries(entries))
     }

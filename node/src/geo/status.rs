@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::geo::query::{region_digest, DigestAnswer, GeoQuery};
 use crate::geo::Geo;
 use crate::model::{now_ms, Command, Outcome, RegionRole};
-use crate::oci::model::OciCommand;
 
 /// The mirrors subscribed to this node.
 pub fn mirrors_reply(geo: &Geo) -> MirrorsReply {
@@ -296,59 +295,6 @@ pub async fn promote(geo: &Arc<Geo>, force: bool) -> Result<PromoteReply> {
     }
 }
 
-/// What a command did, in one line.
-pub fn summarize(command: &Command) -> String {
-    match command {
-        Command::CreateRepo { repo } => format!("create repository {}", repo.name),
-        Command::PutArtifact {
-            repo, path, blob, ..
-        } => {
-            format!(
-                "put {repo}/{path} sha256:{} ({} bytes)",
-                blob.sha256, blob.size
-            )
-        }
-        Command::DeleteArtifact { repo, path, .. } => format!("delete {repo}/{path}"),
-        Command::Oci(oci) => match oci.as_ref() {
-            OciCommand::LinkBlob {
-                repo, image, blob, ..
-            } => format!("oci blob {repo}/{image}@sha256:{}", blob.sha256),
-            OciCommand::MountBlob {
-                repo, image, blob, ..
-            } => format!("oci mount {repo}/{image}@sha256:{}", blob.sha256),
-            OciCommand::UnlinkBlob {
-                repo,
-                image,
-                digest,
-                ..
-            } => format!("oci delete blob {repo}/{image}@sha256:{digest}"),
-            OciCommand::PutManifest {
-                repo,
-                image,
-                tag,
-                manifest,
-                ..
-            } => format!(
-                "oci manifest {repo}/{image}{}@sha256:{}",
-                tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default(),
-                manifest.digest
-            ),
-            OciCommand::DeleteManifest {
-                repo,
-                image,
-                digest,
-                ..
-            } => {
-                format!("oci delete manifest {repo}/{image}@sha256:{digest}")
-            }
-            OciCommand::DeleteTag {
-                repo, image, tag, ..
-            } => format!("oci delete tag {repo}/{image}:{tag}"),
-        },
-        other => format!("{other:?}").chars().take(120).collect(),
-    }
-}
-
 /// Writes this region accepted as a primary after the fork point of the region that replaced it.
 pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
     let writes = geo
@@ -360,7 +306,7 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
             seq: w.seq,
             at_ms: w.at_ms,
             summary: match (&w.command, w.through_seq) {
-                (Some(command), _) => summarize(command),
+                (Some(command), _) => command.describe(&geo.formats),
                 (None, Some(through)) => format!(
                     "entries {}-{through}: trimmed from the change log before the demotion; what they did is unknown",
                     w.seq
@@ -371,7 +317,7 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
             content_bytes: w
                 .command
                 .as_ref()
-                .and_then(Command::content)
+                .and_then(|command| command.content(&geo.formats))
                 .map_or(0, |blob| blob.size),
         })
         .collect();

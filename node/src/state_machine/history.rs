@@ -1,7 +1,7 @@
 //! A region's history: epochs and forks, promotion and demotion, replicated entries from a
 //! primary, divergent writes, change-log retention.
 
-use super::{distinct_command_chunks, Txn};
+use super::Txn;
 use crate::keys;
 use crate::model::{
     ChangeLogHead, ChangeRecord, DivergentWrite, Fork, Outcome, RegionRole, ReplicatedEntry,
@@ -48,7 +48,7 @@ impl Txn<'_, '_> {
                 continue;
             };
             if let Some(command) = &write.command {
-                for chunk in distinct_command_chunks(command) {
+                for chunk in self.distinct_command_chunks(command)? {
                     if self.add_count(keys::divergent_chunk(&chunk), -1)? == 0
                         && self.chunk_refs(&chunk)? == 0
                     {
@@ -191,7 +191,7 @@ impl Txn<'_, '_> {
             };
             // The write's content outlives the snapshot that will replace this state, until
             // the operator acknowledges it.
-            for chunk in distinct_command_chunks(&record.command) {
+            for chunk in self.distinct_command_chunks(&record.command)? {
                 self.add_count(keys::divergent_chunk(&chunk), 1)?;
             }
             let write = DivergentWrite {

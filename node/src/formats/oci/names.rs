@@ -6,11 +6,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::digest::Sha256;
+use crate::formats::oci::error::OciError;
 use crate::names::RepoName;
-use crate::oci::error::OciError;
 
 /// Longest `<name>` accepted, repository and image together. Many clients limit
 /// `host[:port]/name` to 255 characters, so a longer name could not be pulled anyway.
@@ -271,21 +269,7 @@ fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-macro_rules! serde_via_parse {
-    ($ty:ident) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                $ty::parse(&raw).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
+use crate::names::serde_via_parse;
 serde_via_parse!(ImageName);
 serde_via_parse!(Tag);
 

@@ -1,37 +1,36 @@
 //! Applying [`OciCommand`]s: called by the state machine inside Raft's apply loop, so every
 //! rule here is deterministic and reads nothing but the state machine and the command.
 //!
-//! References, which garbage collection trusts, are counted through the state machine's own
-//! [`Txn::acquire_blob`] / [`Txn::release_blob`]: a blob link holds one reference on its blob,
-//! a manifest one on the blob of its own bytes and one on each blob it references. Tags hold
-//! nothing; they point at a manifest, which lists them so deleting it removes them too.
-//! Per-repository totals: `artifacts` counts manifests, `logical_bytes` sums manifest sizes and
-//! the sizes of linked blobs.
+//! References, which garbage collection trusts, are counted through the shared
+//! [`FormatTxn::acquire_blob`] / [`FormatTxn::release_blob`]: a blob link holds one reference
+//! on its blob, a manifest one on the blob of its own bytes and one on each blob it
+//! references. Tags hold nothing; they point at a manifest, which lists them so deleting it
+//! removes them too. Per-repository totals: `artifacts` counts manifests, `logical_bytes` sums
+//! manifest sizes and the sizes of linked blobs.
 
 use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Context};
 
 use crate::digest::{Blake3, Sha256};
-use crate::keys;
-use crate::model::{BlobDescriptor, BlobRecord, Format, GlobalStats, RepoStats, Repository};
-use crate::names::RepoName;
-use crate::oci::model::{
+use crate::format::{FormatTxn, RepoRefusal};
+use crate::formats::oci::keys as oci_keys;
+use crate::formats::oci::model::{
     BlobLink, ImageRecord, ManifestInfo, ManifestRecord, OciCommand, OciOutcome, TagRecord,
 };
-use crate::oci::names::{ImageName, Tag};
-use crate::state_machine::Txn;
+use crate::formats::oci::names::{ImageName, Tag};
+use crate::model::{BlobDescriptor, Repository};
+use crate::names::RepoName;
+
+type Txn<'t, 'b, 'a> = FormatTxn<'t, 'b, 'a>;
 
 /// Applies one command of an `oci` repository.
-pub(crate) fn apply(txn: &mut Txn<'_, '_>, command: &OciCommand) -> anyhow::Result<OciOutcome> {
-    let Some(repo) = txn.get::<Repository>(&keys::repo(command.repo()))? else {
-        return Ok(OciOutcome::RepoNotFound);
+pub(crate) fn apply(txn: &mut Txn<'_, '_, '_>, command: &OciCommand) -> anyhow::Result<OciOutcome> {
+    let repo = match txn.own_repo(command.repo())? {
+        Ok(repo) => repo,
+        Err(RepoRefusal::NotFound) => return Ok(OciOutcome::RepoNotFound),
+        Err(RepoRefusal::WrongFormat(format)) => return Ok(OciOutcome::WrongFormat { format }),
     };
-    if repo.format != Format::Oci {
-        return Ok(OciOutcome::WrongFormat {
-            format: repo.format,
-        });
-    }
     match command {
         OciCommand::LinkBlob {
             image, blob, at_ms, ..
@@ -44,9 +43,13 @@ pub(crate) fn apply(txn: &mut Txn<'_, '_>, command: &OciCommand) -> anyhow::Resu
             at_ms,
             ..
         } => {
-            let source_ok = match txn.get::<Repository>(&keys::repo(from_repo))? {
-                Some(source) if source.format == Format::Oci => txn
-                    .get::<BlobLink>(&keys::oci_blob_link(from_repo, from_image, &blob.sha256))?
+            let source_ok = match txn.repo(from_repo)? {
+                Some(source) if source.format == repo.format => txn
+                    .get::<BlobLink>(&oci_keys::oci_blob_link(
+                        from_repo,
+                        from_image,
+                        &blob.sha256,
+                    ))?
                     .is_some_and(|link| link.blob == blob.blake3),
                 _ => false,
             };
@@ -84,68 +87,15 @@ pub(crate) fn apply(txn: &mut Txn<'_, '_>, command: &OciCommand) -> anyhow::Resu
     }
 }
 
-/// A repository's and the node's running totals, loaded once per command and saved at its end.
-struct Totals {
-    repo: RepoStats,
-    global: GlobalStats,
-}
-
-impl Totals {
-    fn load(txn: &Txn<'_, '_>, repo: &RepoName) -> anyhow::Result<Self> {
-        Ok(Self {
-            repo: txn.get(&keys::repo_stats(repo))?.unwrap_or_default(),
-            global: txn.stats()?,
-        })
-    }
-
-    fn save(self, txn: &mut Txn<'_, '_>, repo: &RepoName) -> anyhow::Result<()> {
-        txn.put(keys::repo_stats(repo), &self.repo)?;
-        txn.put(keys::GLOBAL_STATS.to_vec(), &self.global)
-    }
-
-    fn grow(&mut self, artifacts: u64, bytes: u64) -> anyhow::Result<()> {
-        use crate::state_machine::inc;
-        inc(&mut self.repo.artifacts, artifacts, "repository artifacts")?;
-        inc(&mut self.global.artifacts, artifacts, "artifacts")?;
-        inc(&mut self.repo.logical_bytes, bytes, "repository bytes")?;
-        inc(&mut self.global.logical_bytes, bytes, "logical bytes")
-    }
-
-    fn shrink(&mut self, artifacts: u64, bytes: u64) -> anyhow::Result<()> {
-        let underflow = || anyhow!("oci totals underflow");
-        self.repo.artifacts = self
-            .repo
-            .artifacts
-            .checked_sub(artifacts)
-            .ok_or_else(underflow)?;
-        self.global.artifacts = self
-            .global
-            .artifacts
-            .checked_sub(artifacts)
-            .ok_or_else(underflow)?;
-        self.repo.logical_bytes = self
-            .repo
-            .logical_bytes
-            .checked_sub(bytes)
-            .ok_or_else(underflow)?;
-        self.global.logical_bytes = self
-            .global
-            .logical_bytes
-            .checked_sub(bytes)
-            .ok_or_else(underflow)?;
-        Ok(())
-    }
-}
-
 /// Reads, changes and writes an image's record; deletes it once it holds nothing.
 fn update_image(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     at_ms: i64,
     change: impl FnOnce(&mut ImageRecord) -> Option<()>,
 ) -> anyhow::Result<()> {
-    let key = keys::oci_image(repo, image);
+    let key = oci_keys::oci_image(repo, image);
     let mut record = txn.get::<ImageRecord>(&key)?.unwrap_or(ImageRecord {
         created_at_ms: at_ms,
         ..ImageRecord::default()
@@ -159,18 +109,18 @@ fn update_image(
 }
 
 fn link_blob(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     blob: &BlobDescriptor,
     at_ms: i64,
 ) -> anyhow::Result<OciOutcome> {
-    let key = keys::oci_blob_link(repo, image, &blob.sha256);
+    let key = oci_keys::oci_blob_link(repo, image, &blob.sha256);
     if txn.get::<BlobLink>(&key)?.is_some() {
         return Ok(OciOutcome::BlobUnchanged);
     }
-    let mut totals = Totals::load(txn, repo)?;
-    txn.acquire_blob(repo, blob, &mut totals.repo, &mut totals.global)?;
+    let mut totals = txn.totals(repo)?;
+    txn.acquire_blob(repo, blob, &mut totals)?;
     totals.grow(0, blob.size)?;
     let link = BlobLink {
         blob: blob.blake3,
@@ -182,30 +132,30 @@ fn link_blob(
         record.blobs = record.blobs.checked_add(1)?;
         Some(())
     })?;
-    totals.save(txn, repo)?;
-    Ok(OciOutcome::BlobLinked { seq: 0 })
+    txn.save_totals(repo, &totals)?;
+    Ok(OciOutcome::BlobLinked { seq: txn.seq() })
 }
 
 fn unlink_blob(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     digest: &Sha256,
 ) -> anyhow::Result<OciOutcome> {
-    let key = keys::oci_blob_link(repo, image, digest);
+    let key = oci_keys::oci_blob_link(repo, image, digest);
     let Some(link) = txn.get::<BlobLink>(&key)? else {
         return Ok(OciOutcome::BlobUnknown);
     };
-    let mut totals = Totals::load(txn, repo)?;
-    txn.release_blob(repo, &link.blob, &mut totals.repo, &mut totals.global)?;
+    let mut totals = txn.totals(repo)?;
+    txn.release_blob(repo, &link.blob, &mut totals)?;
     totals.shrink(0, link.size)?;
     txn.delete(key)?;
     update_image(txn, repo, image, 0, |record| {
         record.blobs = record.blobs.checked_sub(1)?;
         Some(())
     })?;
-    totals.save(txn, repo)?;
-    Ok(OciOutcome::BlobUnlinked { seq: 0 })
+    txn.save_totals(repo, &totals)?;
+    Ok(OciOutcome::BlobUnlinked { seq: txn.seq() })
 }
 
 /// Where a pushed tag stands before the push.
@@ -217,7 +167,7 @@ enum TagChange {
 }
 
 fn put_manifest(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &Repository,
     image: &ImageName,
     tag: Option<&Tag>,
@@ -228,7 +178,7 @@ fn put_manifest(
     // Decide every refusal before the first write.
     let tag_change = match tag {
         None => TagChange::None,
-        Some(tag) => match txn.get::<TagRecord>(&keys::oci_tag(repo_name, image, tag))? {
+        Some(tag) => match txn.get::<TagRecord>(&oci_keys::oci_tag(repo_name, image, tag))? {
             None => TagChange::New,
             Some(current) if current.digest == info.digest => TagChange::Unchanged,
             Some(current) if repo.immutable => {
@@ -241,7 +191,7 @@ fn put_manifest(
             },
         },
     };
-    let manifest_key = keys::oci_manifest(repo_name, image, &info.digest);
+    let manifest_key = oci_keys::oci_manifest(repo_name, image, &info.digest);
     let existing = txn.get::<ManifestRecord>(&manifest_key)?;
     let created = existing.is_none();
     let mut record = match existing {
@@ -263,7 +213,7 @@ fn put_manifest(
         migrate_tags(txn, repo_name, image, &info.digest, &mut record)?;
         match tag_change {
             TagChange::Moved { from } => {
-                let old_key = keys::oci_manifest(repo_name, image, &from);
+                let old_key = oci_keys::oci_manifest(repo_name, image, &from);
                 let mut old: ManifestRecord = txn
                     .get(&old_key)?
                     .with_context(|| format!("tag {tag} points at a missing manifest"))?;
@@ -272,7 +222,7 @@ fn put_manifest(
                     .tag_count
                     .checked_sub(1)
                     .with_context(|| format!("manifest {from} counts no tag {tag}"))?;
-                txn.delete(keys::oci_manifest_tag(repo_name, image, &from, tag))?;
+                txn.delete(oci_keys::oci_manifest_tag(repo_name, image, &from, tag))?;
                 txn.put(old_key, &old)?;
             }
             TagChange::New => update_image(txn, repo_name, image, at_ms, |image| {
@@ -282,9 +232,9 @@ fn put_manifest(
             TagChange::None | TagChange::Unchanged => {}
         }
         if !matches!(tag_change, TagChange::Unchanged) {
-            crate::state_machine::inc(&mut record.tag_count, 1, "a manifest's tags")?;
+            crate::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
             txn.put_raw(
-                keys::oci_manifest_tag(repo_name, image, &info.digest, tag),
+                oci_keys::oci_manifest_tag(repo_name, image, &info.digest, tag),
                 Vec::new(),
             )?;
         }
@@ -293,16 +243,19 @@ fn put_manifest(
             digest: info.digest,
             updated_at_ms: at_ms,
         };
-        txn.put(keys::oci_tag(repo_name, image, tag), &tag_record)?;
+        txn.put(oci_keys::oci_tag(repo_name, image, tag), &tag_record)?;
     }
     txn.put(manifest_key, &record)?;
-    Ok(OciOutcome::ManifestStored { created, seq: 0 })
+    Ok(OciOutcome::ManifestStored {
+        created,
+        seq: txn.seq(),
+    })
 }
 
 /// Moves the tags an older node kept inside the manifest record into the tag index. Every node
 /// does the same the first time it touches the record, so the states stay identical.
 fn migrate_tags(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     digest: &Sha256,
@@ -310,23 +263,23 @@ fn migrate_tags(
 ) -> anyhow::Result<()> {
     for tag in std::mem::take(&mut record.tags) {
         txn.put_raw(
-            keys::oci_manifest_tag(repo, image, digest, &tag),
+            oci_keys::oci_manifest_tag(repo, image, digest, &tag),
             Vec::new(),
         )?;
-        crate::state_machine::inc(&mut record.tag_count, 1, "a manifest's tags")?;
+        crate::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
     }
     Ok(())
 }
 
 /// The tags pointing at a manifest, from the tag index (and a not yet migrated record).
 fn manifest_tags(
-    txn: &Txn<'_, '_>,
+    txn: &Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     digest: &Sha256,
     record: &ManifestRecord,
 ) -> anyhow::Result<Vec<Tag>> {
-    let prefix = keys::oci_manifest_tags_prefix(repo, image, digest);
+    let prefix = oci_keys::oci_manifest_tags_prefix(repo, image, digest);
     let mut tags = record.tags.clone();
     for key in txn.keys_with_prefix(&prefix)? {
         let text =
@@ -342,7 +295,7 @@ fn manifest_tags(
 /// The blobs a new manifest will hold references on, or the digests it names that the image
 /// lacks (blobs must be linked, child manifests stored; the subject need not exist).
 fn resolve_references(
-    txn: &Txn<'_, '_>,
+    txn: &Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     info: &ManifestInfo,
@@ -351,7 +304,7 @@ fn resolve_references(
     let mut references = Vec::new();
     let mut seen = BTreeSet::new();
     for digest in &info.blobs {
-        match txn.get::<BlobLink>(&keys::oci_blob_link(repo, image, digest))? {
+        match txn.get::<BlobLink>(&oci_keys::oci_blob_link(repo, image, digest))? {
             Some(link) => {
                 if seen.insert(link.blob) {
                     references.push(link.blob);
@@ -362,7 +315,7 @@ fn resolve_references(
     }
     for digest in &info.manifests {
         if txn
-            .get::<ManifestRecord>(&keys::oci_manifest(repo, image, digest))?
+            .get::<ManifestRecord>(&oci_keys::oci_manifest(repo, image, digest))?
             .is_none()
         {
             missing.push(*digest);
@@ -376,31 +329,26 @@ fn resolve_references(
 }
 
 fn create_manifest(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     info: &ManifestInfo,
     references: Vec<Blake3>,
     at_ms: i64,
 ) -> anyhow::Result<ManifestRecord> {
-    let mut totals = Totals::load(txn, repo)?;
-    txn.acquire_blob(repo, &info.blob, &mut totals.repo, &mut totals.global)?;
+    let mut totals = txn.totals(repo)?;
+    txn.acquire_blob(repo, &info.blob, &mut totals)?;
     for blob in &references {
-        let record: BlobRecord = txn
-            .get(&keys::blob(blob))?
+        let record = txn
+            .blob(blob)?
             .with_context(|| format!("linked blob {blob} has no record"))?;
-        txn.acquire_blob(
-            repo,
-            &record.descriptor,
-            &mut totals.repo,
-            &mut totals.global,
-        )?;
+        txn.acquire_blob(repo, &record.descriptor, &mut totals)?;
     }
     totals.grow(1, info.blob.size)?;
-    totals.save(txn, repo)?;
+    txn.save_totals(repo, &totals)?;
     if let Some(subject) = &info.subject {
         txn.put_raw(
-            keys::oci_referrer(repo, image, subject, &info.digest),
+            oci_keys::oci_referrer(repo, image, subject, &info.digest),
             Vec::new(),
         )?;
     }
@@ -424,29 +372,29 @@ fn create_manifest(
 }
 
 fn delete_manifest(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     digest: &Sha256,
 ) -> anyhow::Result<OciOutcome> {
-    let key = keys::oci_manifest(repo, image, digest);
+    let key = oci_keys::oci_manifest(repo, image, digest);
     let Some(record) = txn.get::<ManifestRecord>(&key)? else {
         return Ok(OciOutcome::ManifestUnknown);
     };
-    let mut totals = Totals::load(txn, repo)?;
-    txn.release_blob(repo, &record.blob, &mut totals.repo, &mut totals.global)?;
+    let mut totals = txn.totals(repo)?;
+    txn.release_blob(repo, &record.blob, &mut totals)?;
     for blob in &record.references {
-        txn.release_blob(repo, blob, &mut totals.repo, &mut totals.global)?;
+        txn.release_blob(repo, blob, &mut totals)?;
     }
     totals.shrink(1, record.size)?;
-    totals.save(txn, repo)?;
+    txn.save_totals(repo, &totals)?;
     let tags = manifest_tags(txn, repo, image, digest, &record)?;
     for tag in &tags {
-        txn.delete(keys::oci_tag(repo, image, tag))?;
-        txn.delete(keys::oci_manifest_tag(repo, image, digest, tag))?;
+        txn.delete(oci_keys::oci_tag(repo, image, tag))?;
+        txn.delete(oci_keys::oci_manifest_tag(repo, image, digest, tag))?;
     }
     if let Some(subject) = &record.subject {
-        txn.delete(keys::oci_referrer(repo, image, subject, digest))?;
+        txn.delete(oci_keys::oci_referrer(repo, image, subject, digest))?;
     }
     txn.delete(key)?;
     let tags = tags.len() as u64;
@@ -455,20 +403,20 @@ fn delete_manifest(
         image.tags = image.tags.checked_sub(tags)?;
         Some(())
     })?;
-    Ok(OciOutcome::ManifestDeleted { seq: 0 })
+    Ok(OciOutcome::ManifestDeleted { seq: txn.seq() })
 }
 
 fn delete_tag(
-    txn: &mut Txn<'_, '_>,
+    txn: &mut Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     tag: &Tag,
 ) -> anyhow::Result<OciOutcome> {
-    let key = keys::oci_tag(repo, image, tag);
+    let key = oci_keys::oci_tag(repo, image, tag);
     let Some(current) = txn.get::<TagRecord>(&key)? else {
         return Ok(OciOutcome::TagUnknown);
     };
-    let manifest_key = keys::oci_manifest(repo, image, &current.digest);
+    let manifest_key = oci_keys::oci_manifest(repo, image, &current.digest);
     let mut manifest: ManifestRecord = txn
         .get(&manifest_key)?
         .with_context(|| format!("tag {tag} points at a missing manifest"))?;
@@ -477,12 +425,17 @@ fn delete_tag(
         .tag_count
         .checked_sub(1)
         .with_context(|| format!("manifest {} counts no tag {tag}", current.digest))?;
-    txn.delete(keys::oci_manifest_tag(repo, image, &current.digest, tag))?;
+    txn.delete(oci_keys::oci_manifest_tag(
+        repo,
+        image,
+        &current.digest,
+        tag,
+    ))?;
     txn.put(manifest_key, &manifest)?;
     txn.delete(key)?;
     update_image(txn, repo, image, 0, |image| {
         image.tags = image.tags.checked_sub(1)?;
         Some(())
     })?;
-    Ok(OciOutcome::TagDeleted { seq: 0 })
+    Ok(OciOutcome::TagDeleted { seq: txn.seq() })
 }

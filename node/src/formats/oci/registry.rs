@@ -1,8 +1,8 @@
 //! The registry's operations, shared by the `/v2/` handlers: name checks, blob uploads through
 //! the common ingest pipeline, manifest pushes, reads of the applied state.
 //!
-//! Writes go through [`ArtifactService::propose`] like every other format, and those that
-//! reference freshly ingested chunks through [`ArtifactService::propose_ingested`]. Checks
+//! Writes go through the shared write step, [`ArtifactService::propose_format`], like every
+//! other format's (with the freshly ingested blob when there is one). Checks
 //! made here before proposing (a blob exists, a tag is free) are for precise errors only: the
 //! state machine makes the same decisions again when the command applies.
 
@@ -14,13 +14,13 @@ use sha2::Digest as _;
 
 use crate::digest::Sha256;
 use crate::error::Error;
+use crate::formats::oci::error::{OciError, OciResult};
+use crate::formats::oci::manifest::{self, ParsedManifest};
+use crate::formats::oci::model::{BlobLink, ManifestInfo, ManifestRecord, OciCommand, OciOutcome};
+use crate::formats::oci::names::{digest_string, OciName, Reference, Tag};
+use crate::formats::oci::uploads::{SessionGuard, UploadStore};
 use crate::ingest::{self, IngestedBlob};
-use crate::model::{now_ms, BlobDescriptor, BlobRecord, Command, Format, Outcome, Repository};
-use crate::oci::error::{OciError, OciResult};
-use crate::oci::manifest::{self, ParsedManifest};
-use crate::oci::model::{BlobLink, ManifestInfo, ManifestRecord, OciCommand, OciOutcome};
-use crate::oci::names::{digest_string, OciName, Reference, Tag};
-use crate::oci::uploads::{SessionGuard, UploadStore};
+use crate::model::{now_ms, BlobDescriptor, BlobRecord, Repository};
 use crate::service::ArtifactService;
 
 /// A manifest that was stored (or already was).
@@ -59,7 +59,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        if repo.format != Format::Oci {
+        if repo.format != super::NAME {
             return Err(OciError::NameUnknown {
                 name: name.to_string(),
                 reason: format!(
@@ -129,12 +129,12 @@ impl Registry {
             });
         }
         let descriptor = ingested.descriptor.clone();
-        let command = Command::Oci(Box::new(OciCommand::LinkBlob {
+        let command = OciCommand::LinkBlob {
             repo: name.repo.clone(),
             image: name.image.clone(),
             blob: descriptor.clone(),
             at_ms: now_ms(),
-        }));
+        };
         self.commit(&command, ingested, name).await?;
         Ok(descriptor)
     }
@@ -155,7 +155,7 @@ impl Registry {
     /// stay (the orphan sweep removes them if it never does).
     async fn commit(
         &self,
-        command: &Command,
+        command: &OciCommand,
         ingested: IngestedBlob,
         name: &OciName,
     ) -> OciResult<()> {
@@ -175,17 +175,17 @@ impl Registry {
 
     async fn commit_inner(
         &self,
-        command: &Command,
+        command: &OciCommand,
         ingested: IngestedBlob,
         name: &OciName,
     ) -> OciResult<Option<u64>> {
-        match self.service.propose_ingested(command, ingested).await? {
-            Outcome::Oci(
-                OciOutcome::BlobLinked { seq } | OciOutcome::ManifestStored { seq, .. },
-            ) => Ok(Some(seq)),
+        match self.service.propose_format(command, Some(ingested)).await? {
+            OciOutcome::BlobLinked { seq } | OciOutcome::ManifestStored { seq, .. } => {
+                Ok(Some(seq))
+            }
             // Already there: the chunks this upload wrote (none, usually) were abandoned.
-            Outcome::Oci(OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged) => Ok(None),
-            refused => Err(refusal(&self.service, refused, name)),
+            OciOutcome::BlobUnchanged | OciOutcome::ManifestUnchanged => Ok(None),
+            refused => Err(refusal(refused, name)),
         }
     }
 
@@ -208,25 +208,25 @@ impl Registry {
             return Ok(false);
         };
         // The chunks are already durable: they belong to a committed blob.
-        let command = Command::Oci(Box::new(OciCommand::MountBlob {
+        let command = OciCommand::MountBlob {
             repo: name.repo.clone(),
             image: name.image.clone(),
             from_repo: from.repo.clone(),
             from_image: from.image.clone(),
             blob: record.descriptor,
             at_ms: now_ms(),
-        }));
-        match self.service.propose(&command).await? {
-            Outcome::Oci(OciOutcome::BlobLinked { seq }) => {
+        };
+        match self.service.propose_format(&command, None).await? {
+            OciOutcome::BlobLinked { seq } => {
                 self.wait_sync(name, Some(seq)).await?;
                 Ok(true)
             }
-            Outcome::Oci(OciOutcome::BlobUnchanged) => {
+            OciOutcome::BlobUnchanged => {
                 self.wait_sync(name, None).await?;
                 Ok(true)
             }
-            Outcome::Oci(OciOutcome::BlobUnknown) => Ok(false),
-            refused => Err(refusal(&self.service, refused, name)),
+            OciOutcome::BlobUnknown => Ok(false),
+            refused => Err(refusal(refused, name)),
         }
     }
 
@@ -235,7 +235,7 @@ impl Registry {
         let catalog = &self.service.catalog;
         let source_is_oci = catalog
             .repo(&from.repo)?
-            .is_some_and(|repo| repo.format == Format::Oci);
+            .is_some_and(|repo| repo.format == super::NAME);
         if !source_is_oci {
             return Ok(None);
         }
@@ -246,19 +246,19 @@ impl Registry {
 
     pub async fn delete_blob(&self, name: &OciName, digest: &Sha256) -> OciResult<()> {
         self.repo(name).await?;
-        let command = Command::Oci(Box::new(OciCommand::UnlinkBlob {
+        let command = OciCommand::UnlinkBlob {
             repo: name.repo.clone(),
             image: name.image.clone(),
             digest: *digest,
             at_ms: now_ms(),
-        }));
-        match self.service.propose(&command).await? {
-            Outcome::Oci(OciOutcome::BlobUnlinked { seq }) => self.wait_sync(name, Some(seq)).await,
-            Outcome::Oci(OciOutcome::BlobUnknown) => Err(OciError::BlobUnknown {
+        };
+        match self.service.propose_format(&command, None).await? {
+            OciOutcome::BlobUnlinked { seq } => self.wait_sync(name, Some(seq)).await,
+            OciOutcome::BlobUnknown => Err(OciError::BlobUnknown {
                 name: name.to_string(),
                 digest: digest_string(digest),
             }),
-            refused => Err(refusal(&self.service, refused, name)),
+            refused => Err(refusal(refused, name)),
         }
     }
 
@@ -311,13 +311,13 @@ impl Registry {
             artifact_type: parsed.artifact_type,
             annotations: parsed.annotations,
         };
-        let command = Command::Oci(Box::new(OciCommand::PutManifest {
+        let command = OciCommand::PutManifest {
             repo: name.repo.clone(),
             image: name.image.clone(),
             tag,
             manifest: info,
             at_ms: now_ms(),
-        }));
+        };
         // A sync-replicated repository acknowledges the push once the mirrors hold it.
         self.commit(&command, ingested, name).await?;
         Ok(StoredManifest {
@@ -425,21 +425,17 @@ impl Registry {
                 at_ms: now_ms(),
             },
         };
-        match self
-            .service
-            .propose(&Command::Oci(Box::new(command)))
-            .await?
-        {
-            Outcome::Oci(OciOutcome::ManifestDeleted { seq } | OciOutcome::TagDeleted { seq }) => {
+        match self.service.propose_format(&command, None).await? {
+            OciOutcome::ManifestDeleted { seq } | OciOutcome::TagDeleted { seq } => {
                 self.wait_sync(name, Some(seq)).await
             }
-            Outcome::Oci(OciOutcome::ManifestUnknown | OciOutcome::TagUnknown) => {
+            OciOutcome::ManifestUnknown | OciOutcome::TagUnknown => {
                 Err(OciError::ManifestUnknown {
                     name: name.to_string(),
                     reference: reference.to_string(),
                 })
             }
-            refused => Err(refusal(&self.service, refused, name)),
+            refused => Err(refusal(refused, name)),
         }
     }
 
@@ -476,14 +472,13 @@ impl Registry {
 }
 
 /// The error for an outcome the caller did not expect.
-fn refusal(service: &ArtifactService, outcome: Outcome, name: &OciName) -> OciError {
+fn refusal(outcome: OciOutcome, name: &OciName) -> OciError {
     match outcome {
-        Outcome::ReadOnlyMirror => OciError::Node(service.read_only_error()),
-        Outcome::Oci(OciOutcome::RepoNotFound) => OciError::NameUnknown {
+        OciOutcome::RepoNotFound => OciError::NameUnknown {
             name: name.to_string(),
             reason: format!("repository {} does not exist", name.repo),
         },
-        Outcome::Oci(OciOutcome::WrongFormat { format }) => OciError::NameUnknown {
+        OciOutcome::WrongFormat { format } => OciError::NameUnknown {
             name: name.to_string(),
             reason: format!(
                 "repository {} has format {}; /v2/ serves oci repositories",
@@ -491,13 +486,13 @@ fn refusal(service: &ArtifactService, outcome: Outcome, name: &OciName) -> OciEr
                 format.as_str()
             ),
         },
-        Outcome::Oci(OciOutcome::Immutable) => OciError::Denied {
+        OciOutcome::Immutable => OciError::Denied {
             reason: format!(
                 "repository {} is immutable: its tags, manifests and blobs cannot be deleted",
                 name.repo
             ),
         },
-        Outcome::Oci(OciOutcome::TagImmutable { current }) => OciError::Denied {
+        OciOutcome::TagImmutable { current } => OciError::Denied {
             reason: format!(
                 "repository {} is immutable and the tag already points at {}; push that same \
                  manifest or use a new tag",
@@ -505,12 +500,10 @@ fn refusal(service: &ArtifactService, outcome: Outcome, name: &OciName) -> OciEr
                 digest_string(&current)
             ),
         },
-        Outcome::Oci(OciOutcome::ManifestBlobUnknown { digests }) => {
-            OciError::ManifestBlobUnknown {
-                name: name.to_string(),
-                digests: digests.iter().map(digest_string).collect(),
-            }
-        }
+        OciOutcome::ManifestBlobUnknown { digests } => OciError::ManifestBlobUnknown {
+            name: name.to_string(),
+            digests: digests.iter().map(digest_string).collect(),
+        },
         other => OciError::Node(Error::Internal(format!("unexpected outcome {other:?}"))),
     }
 }

@@ -7,11 +7,11 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::error::Error;
-use crate::oci::api::{set, Request, CONTENT_DIGEST, OCI_SUBJECT};
-use crate::oci::error::{OciError, OciResult};
-use crate::oci::manifest;
-use crate::oci::names::{digest_string, OciName, Reference};
-use crate::oci::registry::Registry;
+use crate::formats::oci::api::{set, Request, CONTENT_DIGEST, OCI_SUBJECT};
+use crate::formats::oci::error::{OciError, OciResult};
+use crate::formats::oci::manifest;
+use crate::formats::oci::names::{digest_string, OciName, Reference};
+use crate::formats::oci::registry::Registry;
 
 /// Serves a manifest. By tag, the stored media type must be one the `Accept` header allows
 /// (`MANIFEST_UNKNOWN` otherwise, as distribution answers); by digest the client named the

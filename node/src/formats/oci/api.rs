@@ -2,7 +2,7 @@
 //!
 //! Image names contain `/`, so axum cannot route on them: every `/v2/…` request comes to
 //! [`dispatch`], which recognizes the endpoint from the end of the path (`…/manifests/<ref>`,
-//! `…/blobs/uploads/<id>`, …), counts it per operation (see [`crate::oci::metrics`]) and
+//! `…/blobs/uploads/<id>`, …), counts it per operation (see [`crate::formats::oci::metrics`]) and
 //! answers errors with the OCI body ([`OciError`]). Every response carries
 //! `Docker-Distribution-API-Version: registry/2.0`.
 
@@ -23,11 +23,12 @@ use axum::Router;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use crate::api::AppState;
 use crate::digest::Sha256;
-use crate::oci::error::{OciError, OciResult};
-use crate::oci::metrics;
-use crate::oci::names::{parse_digest, DigestProblem};
+use crate::formats::oci::error::{OciError, OciResult};
+use crate::formats::oci::metrics;
+use crate::formats::oci::names::{parse_digest, DigestProblem};
+use crate::formats::oci::Registry;
+use std::sync::Arc;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -36,7 +37,7 @@ pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 /// The `/v2/` routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Arc<Registry>> {
     Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
@@ -174,7 +175,10 @@ impl Request {
     }
 }
 
-async fn dispatch(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+async fn dispatch(
+    State(registry): State<Arc<Registry>>,
+    request: axum::extract::Request,
+) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let route = Route::parse(parts.uri.path());
@@ -188,7 +192,7 @@ async fn dispatch(State(state): State<AppState>, request: axum::extract::Request
                 query,
                 body,
             };
-            handle(&state, route, request).await
+            handle(&registry, route, request).await
         }
         Err(error) => Err(error),
     };
@@ -212,8 +216,7 @@ fn query_map(uri: &Uri) -> OciResult<HashMap<String, String>> {
         })
 }
 
-async fn handle(state: &AppState, route: Route, request: Request) -> OciResult<Response> {
-    let registry = &state.registry;
+async fn handle(registry: &Registry, route: Route, request: Request) -> OciResult<Response> {
     let method = request.method.clone();
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(discovery::base()),

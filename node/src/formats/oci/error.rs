@@ -171,7 +171,10 @@ impl OciError {
                 Error::MethodNotAllowed => {
                     (Spec(ErrorCode::Unsupported), StatusCode::METHOD_NOT_ALLOWED)
                 }
-                Error::NoQuorum { .. } | Error::NotReady { .. } | Error::MixedVersions { .. } => {
+                Error::NoQuorum { .. }
+                | Error::NotReady { .. }
+                | Error::MixedVersions { .. }
+                | Error::FormatNotEverywhere { .. } => {
                     (Server("UNAVAILABLE"), StatusCode::SERVICE_UNAVAILABLE)
                 }
                 Error::TooManyUploads { .. } => {

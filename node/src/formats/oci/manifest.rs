@@ -10,8 +10,8 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde_json::Value;
 
 use crate::digest::Sha256;
-use crate::oci::error::OciError;
-use crate::oci::names::{parse_digest, DigestProblem};
+use crate::formats::oci::error::OciError;
+use crate::formats::oci::names::{parse_digest, DigestProblem};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -4,15 +4,15 @@ use crate::catalog::Catalog;
 use crate::codec::decode;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::formats::oci::keys as oci_keys;
+use crate::formats::oci::model::{BlobLink, ImageRecord, ManifestRecord, TagRecord};
+use crate::formats::oci::names::{ImageName, Tag};
 use crate::model::BlobRecord;
 use crate::names::RepoName;
-use crate::oci::model::{BlobLink, ImageRecord, ManifestRecord, TagRecord};
-use crate::oci::names::{ImageName, Tag};
 
 impl Catalog {
     pub fn oci_image(&self, repo: &RepoName, image: &ImageName) -> Result<Option<ImageRecord>> {
-        self.get(&keys::oci_image(repo, image))
+        self.get(&oci_keys::oci_image(repo, image))
     }
 
     pub fn oci_blob_link(
@@ -21,7 +21,7 @@ impl Catalog {
         image: &ImageName,
         digest: &Sha256,
     ) -> Result<Option<BlobLink>> {
-        self.get(&keys::oci_blob_link(repo, image, digest))
+        self.get(&oci_keys::oci_blob_link(repo, image, digest))
     }
 
     /// A blob linked in the image, with its record.
@@ -48,7 +48,7 @@ impl Catalog {
         image: &ImageName,
         digest: &Sha256,
     ) -> Result<Option<ManifestRecord>> {
-        self.get(&keys::oci_manifest(repo, image, digest))
+        self.get(&oci_keys::oci_manifest(repo, image, digest))
     }
 
     pub fn oci_tag(
@@ -57,7 +57,7 @@ impl Catalog {
         image: &ImageName,
         tag: &Tag,
     ) -> Result<Option<TagRecord>> {
-        self.get(&keys::oci_tag(repo, image, tag))
+        self.get(&oci_keys::oci_tag(repo, image, tag))
     }
 
     /// Tags of an image in the spec's order (case-insensitive), strictly after `last` if
@@ -69,7 +69,7 @@ impl Catalog {
         last: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Tag>, bool)> {
-        let prefix = keys::oci_tag_prefix(repo, image);
+        let prefix = oci_keys::oci_tag_prefix(repo, image);
         // `last` is only a position: build its key without requiring it to be a valid tag.
         let after = last.map(|last| {
             let mut key = prefix.clone();
@@ -86,12 +86,19 @@ impl Catalog {
     /// `<repository>/<image>` names of every image of every `oci` repository, in lexical order,
     /// strictly after `last`; at most `limit`, and whether more follow.
     pub fn oci_images(&self, last: Option<&str>, limit: usize) -> Result<(Vec<String>, bool)> {
-        let after = last.map(|last| [keys::OCI_IMAGE_PREFIX, last.as_bytes()].concat());
-        self.scan(keys::OCI_IMAGE_PREFIX, after.as_deref(), limit, |key, _| {
-            let name = key.get(keys::OCI_IMAGE_PREFIX.len()..).unwrap_or_default();
-            String::from_utf8(name.to_vec())
-                .map_err(|_| Error::Internal("image key is not UTF-8".into()))
-        })
+        let after = last.map(|last| [oci_keys::OCI_IMAGE_PREFIX, last.as_bytes()].concat());
+        self.scan(
+            oci_keys::OCI_IMAGE_PREFIX,
+            after.as_deref(),
+            limit,
+            |key, _| {
+                let name = key
+                    .get(oci_keys::OCI_IMAGE_PREFIX.len()..)
+                    .unwrap_or_default();
+                String::from_utf8(name.to_vec())
+                    .map_err(|_| Error::Internal("image key is not UTF-8".into()))
+            },
+        )
     }
 
     /// Manifests of the image whose subject is `subject`, in digest order, strictly after
@@ -104,8 +111,8 @@ impl Catalog {
         last: Option<&Sha256>,
         limit: usize,
     ) -> Result<(Vec<(Sha256, ManifestRecord)>, bool)> {
-        let prefix = keys::oci_referrer_prefix(repo, image, subject);
-        let after = last.map(|last| keys::oci_referrer(repo, image, subject, last));
+        let prefix = oci_keys::oci_referrer_prefix(repo, image, subject);
+        let after = last.map(|last| oci_keys::oci_referrer(repo, image, subject, last));
         let (digests, more) = self.scan(&prefix, after.as_deref(), limit, |key, _| {
             key.get(prefix.len()..)
                 .and_then(Sha256::from_slice)

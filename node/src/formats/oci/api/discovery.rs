@@ -10,11 +10,11 @@ use oci_spec::image::{Descriptor, Digest, ImageIndexBuilder, MediaType};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::error::Error;
-use crate::oci::api::{set, OCI_FILTERS_APPLIED};
-use crate::oci::error::{OciError, OciResult};
-use crate::oci::manifest::OCI_INDEX;
-use crate::oci::names::{digest_string, parse_digest, DigestProblem, OciName, Tag};
-use crate::oci::registry::Registry;
+use crate::formats::oci::api::{set, OCI_FILTERS_APPLIED};
+use crate::formats::oci::error::{OciError, OciResult};
+use crate::formats::oci::manifest::OCI_INDEX;
+use crate::formats::oci::names::{digest_string, parse_digest, DigestProblem, OciName, Tag};
+use crate::formats::oci::registry::Registry;
 
 fn spec_error(context: &str, e: oci_spec::OciSpecError) -> OciError {
     OciError::Node(Error::internal(context, e))
@@ -124,7 +124,7 @@ pub async fn referrers(
     registry.repo(&name).await?;
     let artifact_type = param(query, "artifactType").filter(|t| !t.is_empty());
     let last = match param(query, "last") {
-        Some(last) => Some(crate::oci::api::upload_digest(last)?),
+        Some(last) => Some(crate::formats::oci::api::upload_digest(last)?),
         None => None,
     };
     let (referrers, more) = match parse_digest(digest) {

@@ -4,11 +4,11 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::files::parse_range;
-use crate::oci::api::{set, Request, CONTENT_DIGEST};
-use crate::oci::error::{OciError, OciResult};
-use crate::oci::names::{digest_string, parse_digest, DigestProblem, OciName};
-use crate::oci::registry::Registry;
+use crate::formats::oci::api::{set, Request, CONTENT_DIGEST};
+use crate::formats::oci::error::{OciError, OciResult};
+use crate::formats::oci::names::{digest_string, parse_digest, DigestProblem, OciName};
+use crate::formats::oci::registry::Registry;
+use crate::http_common::parse_range;
 
 /// A digest in a blob URL: malformed is `DIGEST_INVALID`; well formed but not sha256 cannot
 /// name anything stored, so it is unknown.

@@ -7,10 +7,12 @@ use uuid::Uuid;
 
 use crate::digest::Sha256;
 use crate::error::Error;
-use crate::oci::api::{exact_length, set, upload_digest, Request, CONTENT_DIGEST, UPLOAD_UUID};
-use crate::oci::error::{range_end, OciError, OciResult};
-use crate::oci::names::{digest_string, OciName};
-use crate::oci::registry::Registry;
+use crate::formats::oci::api::{
+    exact_length, set, upload_digest, Request, CONTENT_DIGEST, UPLOAD_UUID,
+};
+use crate::formats::oci::error::{range_end, OciError, OciResult};
+use crate::formats::oci::names::{digest_string, OciName};
+use crate::formats::oci::registry::Registry;
 
 fn session_location(name: &OciName, id: Uuid) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")

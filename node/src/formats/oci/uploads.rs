@@ -25,11 +25,11 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::formats::oci::error::OciError;
+use crate::formats::oci::metrics;
+use crate::formats::oci::names::{ImageName, OciName};
 use crate::model::now_ms;
 use crate::names::RepoName;
-use crate::oci::error::OciError;
-use crate::oci::metrics;
-use crate::oci::names::{ImageName, OciName};
 
 /// A session's metadata, as stored in `<id>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,17 +1,22 @@
-//! `/files/{repo}/{path...}`: PUT, GET, HEAD, DELETE of generic files.
-
-use std::ops::Range;
+//! The generic format's routes: `/files/{repo}/{path...}` (PUT, GET, HEAD, DELETE) and the
+//! file listing of the admin API, `/api/v1/repos/{repo}/files[/{path...}]`.
 
 use axum::body::Body;
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
+use crate::http_common::RepoParam;
+use crate::model::Artifact;
+
+use super::files::Files;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
+use crate::http_common::{etag_matches, parse_range};
 use crate::model::format_ms;
 use crate::names::{ArtifactPath, RepoName};
 
@@ -56,7 +61,7 @@ struct PutResponse {
 }
 
 pub async fn put(
-    State(state): State<AppState>,
+    State(files): State<Arc<Files>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -73,8 +78,7 @@ pub async fn put(
         }
         None => None,
     };
-    let result = state
-        .service
+    let result = files
         .put_file(&repo, &path, body.into_data_stream(), expected)
         .await?;
     let artifact = &result.artifact;
@@ -101,31 +105,31 @@ pub async fn put(
     Ok(response)
 }
 
-pub async fn delete(State(state): State<AppState>, uri: Uri) -> Result<StatusCode> {
+pub async fn delete(State(files): State<Arc<Files>>, uri: Uri) -> Result<StatusCode> {
     let (repo, path) = target(&uri)?;
-    state.service.delete_file(&repo, &path).await?;
+    files.delete_file(&repo, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(files): State<Arc<Files>>,
     method: Method,
     uri: Uri,
     request_headers: HeaderMap,
-    local_first: Option<axum::Extension<crate::api::LocalFirst>>,
+    local_first: Option<axum::Extension<crate::http_common::LocalFirst>>,
 ) -> Result<Response> {
     let (repo_name, path) = target(&uri)?;
-    let mut found = state.service.file(&repo_name, &path);
+    let mut found = files.file(&repo_name, &path);
     if local_first.is_some() && found.is_err() {
         // Served without a barrier because the repository is immutable: a miss may be a file
         // written through another node a moment ago.
-        state.service.read_barrier().await?;
-        found = state.service.file(&repo_name, &path);
+        files.service.read_barrier().await?;
+        found = files.file(&repo_name, &path);
     }
     let (immutable, artifact, blob, read_through) = match found {
         Ok((repo, artifact, blob)) => (repo.immutable, artifact, blob.descriptor, false),
         Err(error @ (Error::ArtifactNotFound { .. } | Error::RepoNotFound { .. })) => {
-            match state.service.geo.read_through(&repo_name, &path).await? {
+            match files.service.geo.read_through(&repo_name, &path).await? {
                 Some(found) => (found.immutable, found.artifact, found.blob, true),
                 None => return Err(error),
             }
@@ -193,93 +197,84 @@ pub async fn get(
     if method == Method::HEAD {
         return Ok((status, headers).into_response());
     }
-    let stream = state.service.open_blob(&blob, span).await?;
+    let stream = files.service.open_blob(&blob, span).await?;
     Ok((status, headers, Body::from_stream(stream)).into_response())
 }
 
-/// Whether an `If-None-Match` value matches `etag` (weak comparison, `*` matches anything).
-fn etag_matches(candidates: &str, etag: &str) -> bool {
-    candidates.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
-    })
+#[derive(Deserialize)]
+pub struct FilesQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
-/// Parses a single `bytes=` range against `size`. Returns `None` for headers a server may
-/// ignore (other units, several ranges, malformed), and `RANGE_NOT_SATISFIABLE` for a range
-/// that starts past the end.
-pub(crate) fn parse_range(header: &str, size: u64) -> Result<Option<Range<u64>>> {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
+#[derive(Serialize)]
+pub struct FileView {
+    path: String,
+    size: u64,
+    sha256: String,
+    blake3: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl FileView {
+    fn new(a: &Artifact) -> Self {
+        Self {
+            path: a.path.to_string(),
+            size: a.size,
+            sha256: a.sha256.to_hex(),
+            blake3: a.blob.to_hex(),
+            created_at: format_ms(a.created_at_ms),
+            updated_at: format_ms(a.updated_at_ms),
+        }
     }
-    let Some((start, end)) = spec.trim().split_once('-') else {
-        return Ok(None);
-    };
-    let unsatisfiable = Error::RangeNotSatisfiable { size };
-    let range = match (start.trim(), end.trim()) {
-        ("", "") => return Ok(None),
-        ("", suffix) => {
-            let Ok(n) = suffix.parse::<u64>() else {
-                return Ok(None);
-            };
-            if n == 0 || size == 0 {
-                return Err(unsatisfiable);
-            }
-            size.saturating_sub(n)..size
-        }
-        (start, end) => {
-            let Ok(first) = start.parse::<u64>() else {
-                return Ok(None);
-            };
-            let last = if end.is_empty() {
-                u64::MAX
-            } else {
-                match end.parse::<u64>() {
-                    Ok(last) if last >= first => last,
-                    _ => return Ok(None),
-                }
-            };
-            if first >= size {
-                return Err(unsatisfiable);
-            }
-            first..last.saturating_add(1).min(size)
-        }
-    };
-    Ok(Some(range))
+}
+
+#[derive(Serialize)]
+pub struct FileList {
+    repo: String,
+    prefix: String,
+    files: Vec<FileView>,
+    /// Pass as `after` to get the next page; null on the last page.
+    next: Option<String>,
+}
+
+/// `GET /api/v1/repos/{repo}/files/{path...}`: one file's metadata.
+pub async fn file(State(files): State<Arc<Files>>, uri: Uri) -> Result<Json<FileView>> {
+    let rest = uri
+        .path()
+        .strip_prefix("/api/v1/repos/")
+        .unwrap_or_default();
+    let (repo, path) = rest.split_once("/files/").unwrap_or((rest, ""));
+    let (repo, path) = parse_target(repo, path)?;
+    let (_, artifact, _) = files.file(&repo, &path)?;
+    Ok(Json(FileView::new(&artifact)))
+}
+
+pub async fn files(
+    State(files): State<Arc<Files>>,
+    RepoParam(name): RepoParam,
+    query: Result<Query<FilesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileList>> {
+    let Query(query) = query.map_err(|e| Error::InvalidRequest {
+        message: e.body_text(),
+    })?;
+    let limit = query.limit.unwrap_or(1000);
+    let page = files.list_files(&name, &query.prefix, query.after.as_deref(), limit)?;
+    let files = page.items.into_iter().map(|a| FileView::new(&a)).collect();
+    Ok(Json(FileList {
+        repo: name.to_string(),
+        prefix: query.prefix,
+        files,
+        next: page.next,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100).ok().flatten(), Some(0..10));
-        assert_eq!(parse_range("bytes=90-", 100).ok().flatten(), Some(90..100));
-        assert_eq!(parse_range("bytes=-10", 100).ok().flatten(), Some(90..100));
-        assert_eq!(parse_range("bytes=-1000", 100).ok().flatten(), Some(0..100));
-        assert_eq!(
-            parse_range("bytes=95-200", 100).ok().flatten(),
-            Some(95..100)
-        );
-        assert!(parse_range("bytes=100-", 100).is_err());
-        assert!(parse_range("bytes=-0", 100).is_err());
-        assert!(parse_range("bytes=0-0", 0).is_err());
-        assert_eq!(parse_range("bytes=5-2", 100).ok().flatten(), None);
-        assert_eq!(parse_range("items=0-1", 100).ok().flatten(), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100).ok().flatten(), None);
-        assert_eq!(parse_range("bytes=x-1", 100).ok().flatten(), None);
-    }
-
-    #[test]
-    fn etags() {
-        assert!(etag_matches("\"abc\"", "\"abc\""));
-        assert!(etag_matches("W/\"abc\", \"def\"", "\"abc\""));
-        assert!(etag_matches("*", "\"abc\""));
-        assert!(!etag_matches("\"abd\"", "\"abc\""));
-    }
 
     #[test]
     fn targets() {

@@ -1,6 +1,8 @@
 //! The registry's records and the commands that change them.
 //!
-//! Like [`crate::model`], everything here is stored in the state machine and travels in the
+//! The registry's commands travel inside the core's format envelope (`Command::Format`,
+//! payload version 1, which is how `Command::Oci` encoded them before the envelope). Like
+//! [`crate::model`], everything here is stored in the state machine and travels in the
 //! Raft log and the change log (MessagePack with field names), so fields are only ever added
 //! with `#[serde(default)]`. A command carries everything its apply needs besides the state
 //! machine itself — facts parsed from a manifest at push time, blob descriptors — so a mirror
@@ -11,9 +13,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Blake3, Sha256};
-use crate::model::{BlobDescriptor, Format};
+use crate::format::FormatName;
+use crate::formats::oci::names::{ImageName, Tag};
+use crate::model::BlobDescriptor;
 use crate::names::RepoName;
-use crate::oci::names::{ImageName, Tag};
 
 /// A blob made visible in an image (`ob/` key). Holds one reference on the blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +162,44 @@ impl OciCommand {
         }
     }
 
+    /// What the command does, in one line.
+    pub fn describe(&self) -> String {
+        match self {
+            OciCommand::LinkBlob {
+                repo, image, blob, ..
+            } => format!("oci blob {repo}/{image}@sha256:{}", blob.sha256),
+            OciCommand::MountBlob {
+                repo, image, blob, ..
+            } => format!("oci mount {repo}/{image}@sha256:{}", blob.sha256),
+            OciCommand::UnlinkBlob {
+                repo,
+                image,
+                digest,
+                ..
+            } => format!("oci delete blob {repo}/{image}@sha256:{digest}"),
+            OciCommand::PutManifest {
+                repo,
+                image,
+                tag,
+                manifest,
+                ..
+            } => format!(
+                "oci manifest {repo}/{image}{}@sha256:{}",
+                tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default(),
+                manifest.digest
+            ),
+            OciCommand::DeleteManifest {
+                repo,
+                image,
+                digest,
+                ..
+            } => format!("oci delete manifest {repo}/{image}@sha256:{digest}"),
+            OciCommand::DeleteTag {
+                repo, image, tag, ..
+            } => format!("oci delete tag {repo}/{image}:{tag}"),
+        }
+    }
+
     /// The blobs whose chunks this command needs: what a mirror must hold before applying it.
     pub fn blobs(&self) -> Vec<&BlobDescriptor> {
         match self {
@@ -177,7 +218,7 @@ impl OciCommand {
 pub enum OciOutcome {
     RepoNotFound,
     WrongFormat {
-        format: Format,
+        format: FormatName,
     },
     /// The repository is immutable and the command would change or remove content.
     Immutable,
@@ -225,19 +266,5 @@ impl OciOutcome {
                 | OciOutcome::ManifestDeleted { .. }
                 | OciOutcome::TagDeleted { .. }
         )
-    }
-
-    /// The same outcome carrying the change-log sequence number it was given.
-    pub fn with_seq(self, seq: u64) -> Self {
-        match self {
-            OciOutcome::BlobLinked { .. } => OciOutcome::BlobLinked { seq },
-            OciOutcome::BlobUnlinked { .. } => OciOutcome::BlobUnlinked { seq },
-            OciOutcome::ManifestStored { created, .. } => {
-                OciOutcome::ManifestStored { created, seq }
-            }
-            OciOutcome::ManifestDeleted { .. } => OciOutcome::ManifestDeleted { seq },
-            OciOutcome::TagDeleted { .. } => OciOutcome::TagDeleted { seq },
-            other => other,
-        }
     }
 }

@@ -3,6 +3,31 @@
 
 use metrics::{counter, gauge, histogram};
 
+/// Describes the registry's metrics to the recorder (their help text on `/metrics`).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "arca_oci_requests_total",
+        "Registry requests answered, by API operation and status"
+    );
+    metrics::describe_histogram!(
+        "arca_oci_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Registry request latency, by API operation and status"
+    );
+    metrics::describe_gauge!(
+        "arca_oci_upload_sessions",
+        "Blob upload sessions held by this node"
+    );
+    metrics::describe_counter!(
+        "arca_oci_upload_sessions_expired_total",
+        "Upload sessions dropped after their expiry"
+    );
+    metrics::describe_counter!(
+        "arca_oci_upload_sessions_refused_total",
+        "Upload sessions refused because too many were open"
+    );
+}
+
 /// Counts one answered registry request and its latency.
 pub fn request(operation: &'static str, status: u16, seconds: f64) {
     let status = status.to_string();

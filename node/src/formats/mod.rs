@@ -1,0 +1,163 @@
+//! Repository formats, each in its own folder, and the one list that registers them.
+//!
+//! A format implements [`Format`] once: its commands and their apply function
+//! ([`crate::format::FormatApply`], the metadata side), its routes, its error body and its
+//! metrics (this trait, the HTTP side). The core never names a format: the state machine and
+//! the write path are built with the [`FormatSet`] that [`registered`] gives, the router
+//! mounts each format's routes, and the API's middleware answers with the body of the format
+//! whose prefix the request path starts with. Adding a format is a folder here plus one line
+//! in [`registered`].
+//!
+//! Formats never depend on each other or on the router (`crate::api`).
+
+pub mod generic;
+pub mod oci;
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use axum::Router;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::format::{FormatApply, FormatSet};
+use crate::service::ArtifactService;
+
+/// Every format this build serves: the registration list.
+pub fn registered() -> Vec<&'static dyn Format> {
+    vec![&generic::Generic, &oci::Oci]
+}
+
+/// The metadata side of [`registered`], for the state machine and the write path.
+pub fn set() -> FormatSet {
+    FormatSet::new(
+        registered()
+            .into_iter()
+            .map(|format| format as &'static dyn FormatApply)
+            .collect(),
+    )
+}
+
+/// What a format is given when the node starts.
+pub struct FormatContext {
+    pub service: Arc<ArtifactService>,
+    /// Cancelled when the node shuts down: background tasks stop on it.
+    pub cancel: CancellationToken,
+}
+
+/// A started format: its routes and the background tasks it runs (the node awaits them at
+/// shutdown).
+pub struct Started {
+    pub router: Router,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// A repository format, as the node serves it (see the module documentation).
+pub trait Format: FormatApply {
+    /// The URL prefixes its routes live under (`/files/`, `/v2/`): requests whose path starts
+    /// with one are the format's, and get its error body.
+    fn prefixes(&self) -> &'static [&'static str];
+
+    /// Opens what the format keeps besides the state machine, starts its background tasks
+    /// and builds its routes (with their state: the router needs nothing more).
+    fn start(&self, context: &FormatContext) -> anyhow::Result<Started>;
+
+    /// An error of the core (a mirror refusing a write, a read that cannot be confirmed, a
+    /// limit) in the format's own error body.
+    fn error_response(&self, error: Error) -> Response;
+
+    /// Whether a GET or HEAD of `path` (one of the format's) names content that never
+    /// changes, so it can be served from this node's state without a read barrier.
+    fn immutable_read(&self, _service: &ArtifactService, _path: &str) -> bool {
+        false
+    }
+
+    /// The repository a request path of the format names, for request spans.
+    fn repo_of<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = self
+            .prefixes()
+            .iter()
+            .find_map(|prefix| path.strip_prefix(prefix))?;
+        rest.split('/').next().filter(|repo| !repo.is_empty())
+    }
+
+    /// Describes the format's metrics (names start with `arca_<format>_`).
+    fn describe_metrics(&self) {}
+}
+
+/// The format whose routes `path` belongs to, if any.
+pub fn for_path(formats: &[&'static dyn Format], path: &str) -> Option<&'static dyn Format> {
+    formats.iter().copied().find(|format| {
+        format
+            .prefixes()
+            .iter()
+            .any(|prefix| path.starts_with(prefix) || path == prefix.trim_end_matches('/'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The core's key ranges (see `crate::keys`): no format may write into them.
+    const CORE_PREFIXES: &[&[u8]] = &[
+        b"r/", b"s/", b"b/", b"h/", b"c/", b"rb/", b"rc/", b"g/", b"m/", b"d/", b"x/", b"dc/",
+        b"fr/", b"l/",
+    ];
+
+    fn overlaps(a: &[u8], b: &[u8]) -> bool {
+        a.starts_with(b) || b.starts_with(a)
+    }
+
+    #[test]
+    fn formats_have_distinct_names_prefixes_and_key_ranges() {
+        let formats = registered();
+        for (i, a) in formats.iter().enumerate() {
+            assert!(
+                a.name().as_str().bytes().all(|b| b.is_ascii_lowercase()),
+                "{}",
+                a.name()
+            );
+            assert!(a.version() >= 1);
+            for key in a.key_prefixes() {
+                assert_eq!(key.last(), Some(&b'/'), "{}: {key:?}", a.name());
+                for core in CORE_PREFIXES {
+                    assert!(
+                        !overlaps(key, core),
+                        "{} writes core keys {core:?}",
+                        a.name()
+                    );
+                }
+            }
+            for b in &formats[i + 1..] {
+                assert_ne!(a.name(), b.name());
+                for x in a.key_prefixes() {
+                    for y in b.key_prefixes() {
+                        assert!(!overlaps(x, y), "{} and {} share {x:?}", a.name(), b.name());
+                    }
+                }
+                for x in a.prefixes() {
+                    for y in b.prefixes() {
+                        assert!(!x.starts_with(y) && !y.starts_with(x), "{x} and {y}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paths_find_their_format() {
+        let formats = registered();
+        let name = |path: &str| for_path(&formats, path).map(|f| f.name().to_string());
+        assert_eq!(name("/files/builds/a.bin").as_deref(), Some("generic"));
+        assert_eq!(name("/v2/").as_deref(), Some("oci"));
+        assert_eq!(name("/v2").as_deref(), Some("oci"));
+        assert_eq!(
+            name("/v2/containers/app/manifests/1").as_deref(),
+            Some("oci")
+        );
+        assert_eq!(name("/api/v1/repos"), None);
+        assert_eq!(name("/v20"), None);
+    }
+}
