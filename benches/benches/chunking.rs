@@ -4,7 +4,7 @@
 
 use arca_benches::limits::ingest_pipeline;
 use arca_benches::random_bytes;
-use arca_node::chunker::{Chunker, ChunkerConfig};
+use arca_node::storage::chunker::{Chunker, ChunkerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sha2::Digest;
 

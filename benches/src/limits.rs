@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arca_node::chunker::{Chunker, ChunkerConfig};
+use arca_node::storage::chunker::{Chunker, ChunkerConfig};
 use serde::Serialize;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -736,8 +736,8 @@ pub fn corrupt_chunks(
     count: usize,
     pick: u64,
 ) -> anyhow::Result<Vec<String>> {
-    use arca_node::chunk_store::CF_CHUNKS;
-    let db = arca_node::storage::open_db(db_path)?;
+    use arca_node::storage::chunk_store::CF_CHUNKS;
+    let db = arca_node::db::open_db(db_path)?;
     let cf = db
         .cf_handle(CF_CHUNKS)
         .ok_or_else(|| anyhow!("no {CF_CHUNKS} column family"))?;
@@ -798,7 +798,7 @@ const KEY_COMMITTED: &[u8] = b"committed";
 /// Saves the state a power cut could roll back (see [`UnsyncedState`]) of a stopped node.
 pub fn save_unsynced_state(db_path: &std::path::Path) -> anyhow::Result<UnsyncedState> {
     use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
-    let db = arca_node::storage::open_db(db_path)?;
+    let db = arca_node::db::open_db(db_path)?;
     let sm = db
         .cf_handle(CF_STATE_MACHINE)
         .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;
@@ -827,7 +827,7 @@ pub fn restore_unsynced_state(
     saved: &UnsyncedState,
 ) -> anyhow::Result<()> {
     use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
-    let db = arca_node::storage::open_db(db_path)?;
+    let db = arca_node::db::open_db(db_path)?;
     let sm = db
         .cf_handle(CF_STATE_MACHINE)
         .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;

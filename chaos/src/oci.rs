@@ -418,3 +418,118 @@ mod tests {
         );
     }
 }
+
+/// Tags of its image per client.
+const OCI_TAGS: u64 = 4;
+
+/// The OCI registry's part of the workload: image pushes, tag deletes, a push to a mirror now
+/// and then, pulls.
+#[derive(Default)]
+pub struct ImagesPart {
+    keys: crate::workload::KeyRegistry,
+}
+
+impl crate::workload::WorkloadPart for ImagesPart {
+    fn format(&self) -> &'static str {
+        "oci"
+    }
+
+    fn share(&self) -> u32 {
+        31
+    }
+
+    fn client(&self, client: u32) -> Box<dyn crate::workload::ClientPart> {
+        Box::new(ImagesClient {
+            keys: self.keys.clone(),
+            image: format!("c{client}"),
+            versions: vec![0u64; OCI_TAGS as usize],
+            probes: 0,
+        })
+    }
+}
+
+struct ImagesClient {
+    keys: crate::workload::KeyRegistry,
+    image: String,
+    versions: Vec<u64>,
+    probes: u64,
+}
+
+impl crate::workload::ClientPart for ImagesClient {
+    fn step<'a>(
+        &'a mut self,
+        step: &'a crate::workload::Step<'a>,
+        roll: u32,
+        rng: &'a mut rand::rngs::StdRng,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.run(step, roll, rng))
+    }
+}
+
+impl ImagesClient {
+    async fn run(
+        &mut self,
+        step: &crate::workload::Step<'_>,
+        roll: u32,
+        rng: &mut rand::rngs::StdRng,
+    ) {
+        use crate::workload::{pick_mirror_node, pick_node, pick_primary_node};
+        use rand::Rng;
+        let (http, history, endpoints, seed, client) = (
+            step.http,
+            step.history,
+            step.endpoints,
+            step.seed,
+            step.client,
+        );
+        let has_mirror = !endpoints.mirrors().is_empty();
+        match roll {
+            0..13 => {
+                let index = rng.random_range(0..OCI_TAGS) as usize;
+                self.versions[index] += 1;
+                let key = key(&self.image, &format!("t{index}"));
+                self.keys.add(&key);
+                let target = pick_primary_node(endpoints, rng);
+                let version = self.versions[index];
+                record_push(
+                    http,
+                    history,
+                    seed,
+                    client,
+                    OpKind::OciPush,
+                    &key,
+                    version,
+                    target,
+                )
+                .await;
+            }
+            13..17 => {
+                let index = rng.random_range(0..OCI_TAGS);
+                let key = key(&self.image, &format!("t{index}"));
+                record_delete(
+                    http,
+                    history,
+                    client,
+                    &key,
+                    pick_primary_node(endpoints, rng),
+                )
+                .await;
+            }
+            17..18 if has_mirror => {
+                let target = pick_mirror_node(endpoints, rng);
+                self.probes += 1;
+                let key = format!("{OCI_MIRROR_PROBE_PREFIX}c{client}:p{}", self.probes);
+                let kind = OpKind::MirrorWrite;
+                record_push(http, history, seed, client, kind, &key, 1, target).await;
+            }
+            _ => {
+                let up = endpoints.up();
+                if let (Some(key), false) = (self.keys.pick(rng), up.is_empty()) {
+                    let region = up[rng.random_range(0..up.len())];
+                    let (node, url) = pick_node(endpoints, region, rng);
+                    record_pull(http, history, client, &key, (region, node, url)).await;
+                }
+            }
+        }
+    }
+}

@@ -6,9 +6,11 @@
 //! of image `img/c{c}`), so the writes to a key form a sequence and the checker needs no
 //! linearizability search; reads go to any key from any client, any region and any node.
 //!
-//! The mix, per client operation: 25 % file PUT, 6 % file DELETE, 7 % immutable PUT, 2 % file
-//! PUT to a mirror, 13 % image push, 4 % tag delete, 1 % image push to a mirror, 13 % tag pull,
-//! 29 % file GET (the mirror shares go to reads when no region is a mirror): about 30 % OCI.
+//! Each repository format contributes a part ([`WorkloadPart`], listed in [`parts`]) with its
+//! share of the operations. The mix, per client operation: generic files 69 % (25 % PUT, 6 %
+//! DELETE, 7 % immutable PUT, 2 % PUT to a mirror, 29 % GET), OCI 31 % (13 % image push, 4 %
+//! tag delete, 1 % push to a mirror, 13 % tag pull); a mirror's share goes to reads when no
+//! region is a mirror.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::cluster::Endpoints;
 use crate::content::{content, sha256_hex};
 use crate::history::{History, Op, OpKind, Outcome};
-use crate::oci::{self, OCI_MIRROR_PROBE_PREFIX, OCI_REPO};
+use crate::oci::{self, OCI_REPO};
 
 /// The mutable repository.
 pub const MUTABLE_REPO: &str = "mut";
@@ -31,8 +33,6 @@ pub const IMMUTABLE_REPO: &str = "imm";
 pub const MIRROR_PROBE_PREFIX: &str = "mut/mirror-probe-";
 /// Mutable keys per client (small, so keys are overwritten and deleted often).
 const MUTABLE_KEYS: u64 = 6;
-/// Tags of its image per client.
-const OCI_TAGS: u64 = 4;
 
 /// Workload settings.
 #[derive(Debug, Clone)]
@@ -90,14 +90,14 @@ pub async fn create_repos(endpoints: &Endpoints) -> anyhow::Result<()> {
 pub struct KeyRegistry(Arc<Mutex<Vec<String>>>);
 
 impl KeyRegistry {
-    fn add(&self, key: &str) {
+    pub(crate) fn add(&self, key: &str) {
         let mut keys = self.0.lock();
         if !keys.iter().any(|k| k == key) {
             keys.push(key.to_string());
         }
     }
 
-    fn pick(&self, rng: &mut StdRng) -> Option<String> {
+    pub(crate) fn pick(&self, rng: &mut StdRng) -> Option<String> {
         let keys = self.0.lock();
         if keys.is_empty() {
             return None;
@@ -113,6 +113,46 @@ struct ImmutableKey {
     acknowledged: bool,
 }
 
+/// What a format's part of the workload gets for one operation.
+pub struct Step<'a> {
+    pub http: &'a reqwest::Client,
+    pub history: &'a History,
+    pub endpoints: &'a Endpoints,
+    pub seed: u64,
+    pub client: u32,
+}
+
+/// A repository format's part of the workload: its share of each client's operations, and
+/// what those operations are. Adding a format to the chaos workload is one more part in
+/// [`parts`].
+pub trait WorkloadPart: Send + Sync {
+    /// The format, for reports.
+    fn format(&self) -> &'static str;
+    /// Its share of the operations, in percent of all of them (the parts add up to 100).
+    fn share(&self) -> u32;
+    /// The part's state for one client (each key has one writer: its client).
+    fn client(&self, client: u32) -> Box<dyn ClientPart>;
+}
+
+/// One client's side of a [`WorkloadPart`].
+pub trait ClientPart: Send {
+    /// One operation, chosen with `roll` (uniform in `0..share`).
+    fn step<'a>(
+        &'a mut self,
+        step: &'a Step<'a>,
+        roll: u32,
+        rng: &'a mut StdRng,
+    ) -> futures::future::BoxFuture<'a, ()>;
+}
+
+/// The workload's parts, one per format.
+pub fn parts() -> Vec<Arc<dyn WorkloadPart>> {
+    vec![
+        Arc::new(FilesPart::default()),
+        Arc::new(oci::ImagesPart::default()),
+    ]
+}
+
 /// Runs `options.clients` clients until `stop` is set.
 pub async fn run(
     options: WorkloadOptions,
@@ -120,17 +160,19 @@ pub async fn run(
     history: History,
     stop: Arc<AtomicBool>,
 ) {
-    let keys = KeyRegistry::default();
-    let oci_keys = KeyRegistry::default();
+    let parts = parts();
     let mut tasks = Vec::new();
     for client in 0..options.clients {
         let endpoints = endpoints.clone();
         let history = history.clone();
         let stop = stop.clone();
-        let registries = (keys.clone(), oci_keys.clone());
+        let clients: Vec<(u32, Box<dyn ClientPart>)> = parts
+            .iter()
+            .map(|part| (part.share(), part.client(client)))
+            .collect();
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
-            run_client(client, options, endpoints, history, stop, registries).await
+            run_client(client, options, endpoints, history, stop, clients).await
         }));
     }
     for task in tasks {
@@ -144,7 +186,7 @@ async fn run_client(
     endpoints: Arc<Endpoints>,
     history: History,
     stop: Arc<AtomicBool>,
-    (keys, oci_keys): (KeyRegistry, KeyRegistry),
+    mut parts: Vec<(u32, Box<dyn ClientPart>)>,
 ) {
     let mut rng = StdRng::seed_from_u64(
         options
@@ -152,67 +194,126 @@ async fn run_client(
             .wrapping_add(u64::from(client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
     );
     let http = http_client();
-    let mut mutable_versions = vec![0u64; MUTABLE_KEYS as usize];
-    let mut immutables: Vec<ImmutableKey> = Vec::new();
-    let mut oci_versions = vec![0u64; OCI_TAGS as usize];
-    let image = format!("c{client}");
-    let mut probes = 0u64;
+    let total: u32 = parts.iter().map(|(share, _)| *share).sum::<u32>().max(1);
     while !stop.load(Ordering::Relaxed) {
-        let roll = rng.random_range(0..100u32);
+        let step = Step {
+            http: &http,
+            history: &history,
+            endpoints: &endpoints,
+            seed: options.seed,
+            client,
+        };
+        let mut roll = rng.random_range(0..total);
+        for (share, part) in parts.iter_mut() {
+            if roll < *share {
+                part.step(&step, roll, &mut rng).await;
+                break;
+            }
+            roll -= *share;
+        }
+        let think = rng.random_range(options.think_ms.0..=options.think_ms.1);
+        tokio::time::sleep(Duration::from_millis(think)).await;
+    }
+}
+
+/// Generic files: PUT, DELETE, immutable PUT, a PUT to a mirror now and then, GET.
+#[derive(Default)]
+struct FilesPart {
+    keys: KeyRegistry,
+}
+
+impl WorkloadPart for FilesPart {
+    fn format(&self) -> &'static str {
+        "generic"
+    }
+
+    fn share(&self) -> u32 {
+        69
+    }
+
+    fn client(&self, client: u32) -> Box<dyn ClientPart> {
+        Box::new(FilesClient {
+            keys: self.keys.clone(),
+            client,
+            mutable_versions: vec![0u64; MUTABLE_KEYS as usize],
+            immutables: Vec::new(),
+            probes: 0,
+        })
+    }
+}
+
+struct FilesClient {
+    keys: KeyRegistry,
+    client: u32,
+    mutable_versions: Vec<u64>,
+    immutables: Vec<ImmutableKey>,
+    probes: u64,
+}
+
+impl ClientPart for FilesClient {
+    fn step<'a>(
+        &'a mut self,
+        step: &'a Step<'a>,
+        roll: u32,
+        rng: &'a mut StdRng,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.run(step, roll, rng))
+    }
+}
+
+impl FilesClient {
+    async fn run(&mut self, step: &Step<'_>, roll: u32, rng: &mut StdRng) {
+        let (http, history, endpoints, seed) = (step.http, step.history, step.endpoints, step.seed);
+        let client = self.client;
         let has_mirror = !endpoints.mirrors().is_empty();
         match roll {
             0..25 => {
                 let index = rng.random_range(0..MUTABLE_KEYS) as usize;
-                mutable_versions[index] += 1;
+                self.mutable_versions[index] += 1;
                 let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
-                keys.add(&key);
-                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
+                self.keys.add(&key);
+                let target = pick_primary_node(endpoints, rng);
+                let version = self.mutable_versions[index];
                 write(
-                    &http,
-                    &history,
-                    options.seed,
+                    http,
+                    history,
+                    seed,
                     client,
                     OpKind::Put,
                     &key,
-                    mutable_versions[index],
-                    (region, node, url),
+                    version,
+                    target,
                 )
                 .await;
             }
             25..31 => {
                 let index = rng.random_range(0..MUTABLE_KEYS) as usize;
                 let key = format!("{MUTABLE_REPO}/c{client}-k{index}");
-                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
-                delete(&http, &history, client, &key, (region, node, url)).await;
+                let target = pick_primary_node(endpoints, rng);
+                delete(http, history, client, &key, target).await;
             }
             31..38 => {
                 // A new key most of the time; otherwise retry one whose first write was not
                 // acknowledged, or try to overwrite one that was (which must be refused).
-                let reuse = !immutables.is_empty() && rng.random_range(0..3u32) == 0;
+                let reuse = !self.immutables.is_empty() && rng.random_range(0..3u32) == 0;
                 let index = if reuse {
-                    rng.random_range(0..immutables.len())
+                    rng.random_range(0..self.immutables.len())
                 } else {
-                    immutables.push(ImmutableKey {
-                        key: format!("{IMMUTABLE_REPO}/c{client}-i{}", immutables.len()),
+                    self.immutables.push(ImmutableKey {
+                        key: format!("{IMMUTABLE_REPO}/c{client}-i{}", self.immutables.len()),
                         next_version: 1,
                         acknowledged: false,
                     });
-                    immutables.len() - 1
+                    self.immutables.len() - 1
                 };
-                let entry = &mut immutables[index];
-                keys.add(&entry.key);
+                let entry = &mut self.immutables[index];
+                self.keys.add(&entry.key);
                 let version = entry.next_version;
                 entry.next_version += 1;
-                let (region, node, url) = pick_primary_node(&endpoints, &mut rng);
+                let target = pick_primary_node(endpoints, rng);
+                let kind = OpKind::PutImmutable;
                 let outcome = write(
-                    &http,
-                    &history,
-                    options.seed,
-                    client,
-                    OpKind::PutImmutable,
-                    &entry.key,
-                    version,
-                    (region, node, url),
+                    http, history, seed, client, kind, &entry.key, version, target,
                 )
                 .await;
                 if outcome == Outcome::Ok {
@@ -220,108 +321,40 @@ async fn run_client(
                 }
             }
             38..40 if has_mirror => {
-                let mirrors = endpoints.mirrors();
-                let region = mirrors[rng.random_range(0..mirrors.len())];
-                let (node, url) = pick_node(&endpoints, region, &mut rng);
-                probes += 1;
-                let key = format!("{MIRROR_PROBE_PREFIX}c{client}-{probes}");
-                write(
-                    &http,
-                    &history,
-                    options.seed,
-                    client,
-                    OpKind::MirrorWrite,
-                    &key,
-                    1,
-                    (region, node, url),
-                )
-                .await;
-            }
-            40..53 => {
-                let index = rng.random_range(0..OCI_TAGS) as usize;
-                oci_versions[index] += 1;
-                let key = oci::key(&image, &format!("t{index}"));
-                oci_keys.add(&key);
-                oci::record_push(
-                    &http,
-                    &history,
-                    options.seed,
-                    client,
-                    OpKind::OciPush,
-                    &key,
-                    oci_versions[index],
-                    pick_primary_node(&endpoints, &mut rng),
-                )
-                .await;
-            }
-            53..57 => {
-                let index = rng.random_range(0..OCI_TAGS);
-                let key = oci::key(&image, &format!("t{index}"));
-                oci::record_delete(
-                    &http,
-                    &history,
-                    client,
-                    &key,
-                    pick_primary_node(&endpoints, &mut rng),
-                )
-                .await;
-            }
-            57..58 if has_mirror => {
-                let mirrors = endpoints.mirrors();
-                let region = mirrors[rng.random_range(0..mirrors.len())];
-                let (node, url) = pick_node(&endpoints, region, &mut rng);
-                probes += 1;
-                let key = format!("{OCI_MIRROR_PROBE_PREFIX}c{client}:p{probes}");
-                oci::record_push(
-                    &http,
-                    &history,
-                    options.seed,
-                    client,
-                    OpKind::MirrorWrite,
-                    &key,
-                    1,
-                    (region, node, url),
-                )
-                .await;
-            }
-            58..71 => {
-                let up = endpoints.up();
-                if let (Some(key), false) = (oci_keys.pick(&mut rng), up.is_empty()) {
-                    let region = up[rng.random_range(0..up.len())];
-                    let (node, url) = pick_node(&endpoints, region, &mut rng);
-                    oci::record_pull(&http, &history, client, &key, (region, node, url)).await;
-                }
+                let target = pick_mirror_node(endpoints, rng);
+                self.probes += 1;
+                let key = format!("{MIRROR_PROBE_PREFIX}c{client}-{}", self.probes);
+                let kind = OpKind::MirrorWrite;
+                write(http, history, seed, client, kind, &key, 1, target).await;
             }
             _ => {
-                if let Some(key) = keys.pick(&mut rng) {
+                if let Some(key) = self.keys.pick(rng) {
                     let up = endpoints.up();
                     if !up.is_empty() {
                         let region = up[rng.random_range(0..up.len())];
-                        let (node, url) = pick_node(&endpoints, region, &mut rng);
-                        read(
-                            &http,
-                            &history,
-                            &endpoints,
-                            client,
-                            &key,
-                            (region, node, url),
-                        )
-                        .await;
+                        let (node, url) = pick_node(endpoints, region, rng);
+                        read(http, history, endpoints, client, &key, (region, node, url)).await;
                     }
                 }
             }
         }
-        let think = rng.random_range(options.think_ms.0..=options.think_ms.1);
-        tokio::time::sleep(Duration::from_millis(think)).await;
     }
 }
 
-fn pick_node(endpoints: &Endpoints, region: usize, rng: &mut StdRng) -> (u64, String) {
+pub(crate) fn pick_node(endpoints: &Endpoints, region: usize, rng: &mut StdRng) -> (u64, String) {
     let nodes = &endpoints.regions[region].nodes;
     nodes[rng.random_range(0..nodes.len())].clone()
 }
 
-fn pick_primary_node(endpoints: &Endpoints, rng: &mut StdRng) -> (usize, u64, String) {
+/// A node of a random mirror region (there must be one).
+pub(crate) fn pick_mirror_node(endpoints: &Endpoints, rng: &mut StdRng) -> (usize, u64, String) {
+    let mirrors = endpoints.mirrors();
+    let region = mirrors[rng.random_range(0..mirrors.len())];
+    let (node, url) = pick_node(endpoints, region, rng);
+    (region, node, url)
+}
+
+pub(crate) fn pick_primary_node(endpoints: &Endpoints, rng: &mut StdRng) -> (usize, u64, String) {
     let region = endpoints.primary();
     let (node, url) = pick_node(endpoints, region, rng);
     (region, node, url)

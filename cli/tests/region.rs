@@ -629,8 +629,8 @@ async fn read_barriers_reuse_connections_and_are_shared() {
 
 /// Deletes every chunk of `path` from a stopped node's database.
 fn delete_chunks_of(data_dir: &std::path::Path, repo: &str, path: &str) -> usize {
-    let db = arca_node::storage::open_db(&data_dir.join("db")).expect("open the node's db");
-    let catalog = arca_node::catalog::Catalog::new(db.clone());
+    let db = arca_node::db::open_db(&data_dir.join("db")).expect("open the node's db");
+    let catalog = arca_node::metadata::catalog::Catalog::new(db.clone());
     let repo = arca_node::names::RepoName::parse(repo).expect("repo");
     let path = arca_node::names::ArtifactPath::parse(path).expect("path");
     let artifact = catalog
@@ -641,7 +641,7 @@ fn delete_chunks_of(data_dir: &std::path::Path, repo: &str, path: &str) -> usize
         .blob(&artifact.blob)
         .expect("read")
         .expect("the blob");
-    let store = arca_node::chunk_store::ChunkStore::new(db.clone()).expect("store");
+    let store = arca_node::storage::chunk_store::ChunkStore::new(db.clone()).expect("store");
     let mut deleted = 0;
     for chunk in &blob.descriptor.chunks {
         if store

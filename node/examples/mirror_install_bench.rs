@@ -15,9 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use arca_node::codec::encode;
 use arca_node::config::NodeConfig;
-use arca_node::model::{Command, Outcome, RegionRole, Staging, StreamHead};
+use arca_node::metadata::codec::encode;
+use arca_node::metadata::model::{Command, Outcome, RegionRole, Staging, StreamHead};
 
 struct Args {
     artifacts: u64,

@@ -33,11 +33,7 @@ pub struct AppState {
     pub uploads: Arc<limits::UploadLimiter>,
 }
 
-/// Header naming how a read was served: `linearizable`; `immutable` (content by digest, or in
-/// an immutable repository, served from this node without a barrier); or `local` when the
-/// client sent it with the value `stale-ok` and the region could not confirm in time, so this
-/// node's own, possibly stale, state was used.
-pub const READ_CONSISTENCY: &str = "x-arca-read-consistency";
+pub use crate::http_common::READ_CONSISTENCY;
 
 pub use crate::http_common::LocalFirst;
 
@@ -83,7 +79,7 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
     }
     let consistency = if immutable_read(&state, &path) {
         request.extensions_mut().insert(LocalFirst);
-        crate::cluster::ReadConsistency::Immutable
+        crate::region::ReadConsistency::Immutable
     } else {
         let allow_stale = request
             .headers()

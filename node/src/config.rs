@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use arca_raft::RaftConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::ChunkerConfig;
+use crate::storage::chunker::ChunkerConfig;
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +206,17 @@ pub struct LimitsConfig {
     /// Uploads are refused with `507 INSUFFICIENT_STORAGE` while the data directory's
     /// filesystem has less free space than this, in bytes, so a full disk never stops Raft.
     pub min_free_disk_bytes: u64,
+}
+
+impl LimitsConfig {
+    /// What ingest enforces on every upload body.
+    pub fn ingest_limits(&self) -> crate::storage::ingest::IngestLimits {
+        crate::storage::ingest::IngestLimits {
+            max_bytes: self.max_upload_bytes,
+            idle_timeout: std::time::Duration::from_secs(self.body_idle_timeout_secs),
+            min_bytes_per_sec: self.min_upload_bytes_per_sec,
+        }
+    }
 }
 
 impl Default for LimitsConfig {

@@ -19,15 +19,15 @@ use std::time::Duration;
 use arca_replication::{client, Head, MirrorLag, MirrorOptions, RegionInfo, Role};
 use tokio::sync::{mpsc, watch};
 
-use crate::catalog::Catalog;
-use crate::chunk_store::ChunkStore;
-use crate::cluster::Region;
-use crate::codec::{decode, encode};
 use crate::config::ReplicationConfig;
 use crate::digest::Blake3;
 use crate::error::{Error, Result};
-use crate::model::{ChangeLogHead, RegionRole};
+use crate::metadata::catalog::Catalog;
+use crate::metadata::codec::{decode, encode};
+use crate::metadata::model::{ChangeLogHead, RegionRole};
 use crate::names::{ArtifactPath, RepoName};
+use crate::region::Region;
+use crate::storage::chunk_store::ChunkStore;
 use mirrors::MirrorRegistry;
 use query::{FileAnswer, GeoQuery};
 
@@ -36,7 +36,7 @@ pub struct Geo {
     pub region: Arc<Region>,
     pub catalog: Catalog,
     /// The formats whose commands the change log carries.
-    pub formats: crate::format::FormatSet,
+    pub formats: crate::metadata::format::FormatSet,
     pub chunks: Arc<ChunkStore>,
     pub config: ReplicationConfig,
     /// The QUIC endpoint (serving and connecting), when replication is configured.
@@ -62,10 +62,10 @@ pub struct Geo {
 }
 
 /// The primary region as a last-resort source of chunks for resync (see
-/// [`crate::cluster::resync::RemoteChunks`]).
+/// [`crate::region::resync::RemoteChunks`]).
 pub struct PrimaryChunks(pub std::sync::Weak<Geo>);
 
-impl crate::cluster::resync::RemoteChunks for PrimaryChunks {
+impl crate::region::resync::RemoteChunks for PrimaryChunks {
     fn fetch(
         &self,
         id: crate::digest::ChunkId,
@@ -83,7 +83,7 @@ impl Geo {
     pub fn new(
         region: Arc<Region>,
         catalog: Catalog,
-        formats: crate::format::FormatSet,
+        formats: crate::metadata::format::FormatSet,
         chunks: Arc<ChunkStore>,
         config: ReplicationConfig,
         endpoint: Option<quinn::Endpoint>,

@@ -9,6 +9,12 @@ use axum::http::request::Parts;
 use crate::error::{Error, Result};
 use crate::names::RepoName;
 
+/// Header naming how a read was served: `linearizable`; `immutable` (content by digest, or in
+/// an immutable repository, served from this node without a barrier); or `local` when the
+/// client sent it with the value `stale-ok` and the region could not confirm in time, so this
+/// node's own, possibly stale, state was used.
+pub const READ_CONSISTENCY: &str = "x-arca-read-consistency";
+
 /// A read that may be answered from this node's state without a barrier when it finds what it
 /// looks for (a miss runs the barrier and looks again).
 #[derive(Debug, Clone, Copy)]

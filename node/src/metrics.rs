@@ -12,7 +12,7 @@ use axum::response::Response;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::model::GlobalStats;
+use crate::metadata::model::GlobalStats;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -121,8 +121,8 @@ pub fn chunk_deleted() {
     counter!("arca_storage_chunks_deleted_total").increment(1);
 }
 
-pub fn unindexed_chunk(what: crate::chunk_store::Unindexed) {
-    counter!("arca_gc_unindexed_chunks_total", "action" => what.label()).increment(1);
+pub fn unindexed_chunk(what: &'static str) {
+    counter!("arca_gc_unindexed_chunks_total", "action" => what).increment(1);
 }
 
 pub fn corrupt_chunk() {

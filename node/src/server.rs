@@ -3,40 +3,42 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use arca_proto::v1::chunk_service_server::ChunkServiceServer;
-use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_proto::v1::cluster_service_server::ClusterServiceServer;
-use arca_proto::v1::{AddNodeRequest, ClusterStatusRequest, NodeStatusRequest};
 use arca_raft::{NodeInfo, RaftGroup};
 use arca_replication::{Mirror, MirrorOptions};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod identity;
+mod join;
+
+use identity::{adopt_cluster_id, check_identity};
+use join::{join_region, settle_cluster_id};
+
+use crate::admin::ClusterGrpcService;
 use crate::api::{self, AppState};
-use crate::catalog::Catalog;
-use crate::chunk_store::ChunkStore;
-use crate::cluster::chunk_service::ChunkGrpcService;
-use crate::cluster::peers::{Peers, MAX_MESSAGE_BYTES};
-use crate::cluster::resync::Resync;
-use crate::cluster::server::ClusterGrpcService;
-use crate::cluster::Region;
 use crate::config::NodeConfig;
-use crate::gc::Collector;
 use crate::geo::sink::NodeSink;
 use crate::geo::source::NodeSource;
 use crate::geo::Geo;
-use crate::service::ArtifactService;
-use crate::state_machine::{
+use crate::metadata::catalog::Catalog;
+use crate::metadata::state_machine::{
     referenced_channel, AppliedPosition, MetadataStateMachine, ReferencedChunks, ReferencedReceiver,
 };
+use crate::region::chunk_service::ChunkGrpcService;
+use crate::region::peers::{Peers, MAX_MESSAGE_BYTES};
+use crate::region::resync::Resync;
+use crate::region::Region;
+use crate::service::ArtifactService;
+use crate::storage::chunk_store::ChunkStore;
+use crate::storage::gc::Collector;
 
 /// A node that is up: its bound addresses and the handles to stop it.
 pub struct RunningNode {
@@ -67,83 +69,6 @@ impl RunningNode {
     }
 }
 
-/// Which node and region a data directory belongs to; a directory is never reused for another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Identity {
-    node_id: u64,
-    region: String,
-    /// The region's cluster id, once this node knows it (absent in directories written before
-    /// cluster ids, and on a node not yet added to its region).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cluster_id: Option<String>,
-}
-
-fn check_identity(data_dir: &Path, node_id: u64, region: &str) -> anyhow::Result<Identity> {
-    let path = data_dir.join("node.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let found: Identity = serde_json::from_slice(&bytes)
-                .with_context(|| format!("parse {}", path.display()))?;
-            if found.node_id != node_id || found.region != region {
-                bail!(
-                    "data directory {} belongs to node {} of region {:?}, not node {} of region {:?}",
-                    data_dir.display(),
-                    found.node_id,
-                    found.region,
-                    node_id,
-                    region
-                );
-            }
-            Ok(found)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let identity = Identity {
-                node_id,
-                region: region.to_string(),
-                cluster_id: None,
-            };
-            save_identity(data_dir, &identity)?;
-            Ok(identity)
-        }
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-    }
-}
-
-/// Replaces `node.json` atomically.
-fn save_identity(data_dir: &Path, identity: &Identity) -> anyhow::Result<()> {
-    let path = data_dir.join("node.json");
-    let tmp = data_dir.join("node.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(identity)?)
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
-    std::fs::File::open(data_dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Records the region's cluster id in `node.json` (once) and in the Raft layer.
-fn adopt_cluster_id(
-    data_dir: &Path,
-    cluster_id: &arca_raft::ClusterId,
-    id: &str,
-) -> anyhow::Result<()> {
-    let mut identity: Identity =
-        serde_json::from_slice(&std::fs::read(data_dir.join("node.json"))?)?;
-    match &identity.cluster_id {
-        Some(known) if known == id => {}
-        Some(known) => {
-            bail!("this node belongs to cluster {known}, but its region's state names cluster {id}")
-        }
-        None => {
-            identity.cluster_id = Some(id.to_string());
-            save_identity(data_dir, &identity)?;
-            tracing::info!(cluster_id = id, "recorded the region's cluster id");
-        }
-    }
-    cluster_id.set(id.to_string());
-    Ok(())
-}
-
 /// Starts a node: opens its data directory, starts Raft (initializing a new single-node region
 /// on first start unless told to join one), binds the HTTP and gRPC listeners and serves until
 /// shut down.
@@ -156,7 +81,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     if let Some(id) = &identity.cluster_id {
         cluster_id.set(id.clone());
     }
-    let db = crate::storage::open_db(&config.data_dir.join("db"))?;
+    let db = crate::db::open_db(&config.data_dir.join("db"))?;
     let catalog = Catalog::new(db.clone());
     let formats = crate::formats::set();
     let chunks = ChunkStore::new(db.clone())?;
@@ -283,6 +208,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
 
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
+    // Every background task runs in a span naming it, the region and the node.
+    let node_span = tracing::info_span!("node", region = %config.region, node = config.node_id);
 
     let grpc_cancel = cancel.clone();
     let raft_service = raft.grpc_service();
@@ -297,16 +224,16 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let cluster_service = {
         let id = cluster_id.clone();
         tonic::service::interceptor::InterceptedService::new(cluster_service, move |request| {
-            crate::cluster::peers::check_cluster(&id, &request).map(|()| request)
+            crate::region::peers::check_cluster(&id, &request).map(|()| request)
         })
     };
     let chunk_service = {
         let id = cluster_id.clone();
         tonic::service::interceptor::InterceptedService::new(chunk_service, move |request| {
-            crate::cluster::peers::check_cluster(&id, &request).map(|()| request)
+            crate::region::peers::check_cluster(&id, &request).map(|()| request)
         })
     };
-    tasks.push(tokio::spawn(async move {
+    tasks.push(spawn_named("grpc-server", &node_span, async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         let served = tonic::transport::Server::builder()
             .add_service(raft_service)
@@ -354,43 +281,59 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         crate::geo::fencing::probe_peers(&geo).await;
     }
 
-    tasks.push(tokio::spawn(settle(
-        region.clone(),
-        collector.clone(),
-        config.join.clone().filter(|_| !initialized),
-        Duration::from_secs(config.gc.orphan_grace_secs),
-        config.data_dir.clone(),
-        cancel.clone(),
-    )));
-    tasks.push(tokio::spawn(collector.clone().run(
-        freed_rx,
-        Duration::from_secs(config.gc.sweep_interval_secs),
-        Duration::from_secs(config.gc.orphan_grace_secs),
-        cancel.clone(),
-    )));
-    tasks.push(tokio::spawn(forward_referenced(
-        resync.clone(),
-        referenced_rx,
-        cancel.clone(),
-    )));
-    tasks.push(tokio::spawn(resync.clone().run(cancel.clone())));
-    tasks.push(tokio::spawn(crate::geo::reclaim::run(
-        geo.clone(),
-        config.gc.clone(),
-        cancel.clone(),
-    )));
-    tasks.push(tokio::spawn(forward_head(
-        geo.clone(),
-        applied_rx.clone(),
-        cancel.clone(),
-    )));
+    tasks.push(spawn_named(
+        "settle",
+        &node_span,
+        settle(
+            region.clone(),
+            collector.clone(),
+            config.join.clone().filter(|_| !initialized),
+            Duration::from_secs(config.gc.orphan_grace_secs),
+            config.data_dir.clone(),
+            cancel.clone(),
+        ),
+    ));
+    tasks.push(spawn_named(
+        "gc",
+        &node_span,
+        collector.clone().run(
+            freed_rx,
+            Duration::from_secs(config.gc.sweep_interval_secs),
+            Duration::from_secs(config.gc.orphan_grace_secs),
+            cancel.clone(),
+        ),
+    ));
+    tasks.push(spawn_named(
+        "forward-referenced",
+        &node_span,
+        forward_referenced(resync.clone(), referenced_rx, cancel.clone()),
+    ));
+    tasks.push(spawn_named(
+        "resync",
+        &node_span,
+        resync.clone().run(cancel.clone()),
+    ));
+    tasks.push(spawn_named(
+        "reclaim",
+        &node_span,
+        crate::geo::reclaim::run(geo.clone(), config.gc.clone(), cancel.clone()),
+    ));
+    tasks.push(spawn_named(
+        "forward-head",
+        &node_span,
+        forward_head(geo.clone(), applied_rx.clone(), cancel.clone()),
+    ));
     if let Some(endpoint) = endpoint {
         tracing::info!(addr = %replication_addr, "replication endpoint up (QUIC, mutual TLS)");
-        tasks.push(tokio::spawn(arca_replication::server::serve(
-            endpoint.clone(),
-            Arc::new(NodeSource(geo.clone())),
-            cancel.clone(),
-        )));
+        tasks.push(spawn_named(
+            "replication-source",
+            &node_span,
+            arca_replication::server::serve(
+                endpoint.clone(),
+                Arc::new(NodeSource(geo.clone())),
+                cancel.clone(),
+            ),
+        ));
         let options = MirrorOptions {
             parallel_streams: config.replication.parallel_streams,
             ..MirrorOptions::default()
@@ -401,12 +344,16 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             options,
             geo.lag.clone(),
         );
-        tasks.push(tokio::spawn(mirror.run(cancel.clone())));
-        tasks.push(tokio::spawn(crate::geo::fencing::run(
-            geo.clone(),
-            peer_rx,
-            cancel.clone(),
-        )));
+        tasks.push(spawn_named(
+            "mirror",
+            &node_span,
+            mirror.run(cancel.clone()),
+        ));
+        tasks.push(spawn_named(
+            "fencing",
+            &node_span,
+            crate::geo::fencing::run(geo.clone(), peer_rx, cancel.clone()),
+        ));
     }
 
     let config = Arc::new(config);
@@ -425,6 +372,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let context = crate::formats::FormatContext {
         service: service.clone(),
         cancel: cancel.clone(),
+        span: node_span.clone(),
     };
     let mut format_routes = Vec::new();
     for format in &registered {
@@ -446,7 +394,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     };
     let app = api::router(state, format_routes);
     let http_cancel = cancel.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.push(spawn_named("http-server", &node_span, async move {
         let served = axum::serve(
             http_listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -552,135 +500,11 @@ async fn settle(
     }
     settle_cluster_id(&region, &data_dir, &cancel).await;
     collector
-        .check_unindexed(data_dir.join(crate::gc::UNINDEXED_CHECK_FILE), cancel)
+        .check_unindexed(
+            data_dir.join(crate::storage::gc::UNINDEXED_CHECK_FILE),
+            cancel,
+        )
         .await;
-}
-
-/// Asks the region reachable at `join` to add this node, until it is a member: first learns
-/// the region's cluster id (so that the region's Raft messages are accepted and no other
-/// cluster's are), then asks for this node to be added under its id, which must not be a
-/// voter's. The node votes only once added.
-async fn join_region(region: &Region, join: &str, data_dir: &Path) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        if region.raft.membership().nodes.contains_key(&region.node_id)
-            && region.raft.cluster_id().standing() == arca_raft::Standing::Member
-        {
-            return;
-        }
-        let channel = region.peers.channel(join);
-        let mut client = ClusterServiceClient::new(channel);
-        if region.raft.cluster_id().standing() == arca_raft::Standing::Blank {
-            // This node's log is empty. If the region already counts it as a member, it lost
-            // that member's data: its empty log would contradict what the leader knows it
-            // holds (openraft stops the leader on such a reversion), and its vote would count
-            // with a forgotten log. It stays out until the old member is removed.
-            let status = match client.cluster_status(ClusterStatusRequest {}).await {
-                Ok(reply) => reply.into_inner(),
-                Err(status) => {
-                    tracing::warn!(join, code = ?status.code(), message = status.message(), "cannot reach the region to join; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            if status.members.iter().any(|m| m.node_id == region.node_id) {
-                tracing::error!(
-                    node_id = region.node_id,
-                    "the region already has a member with this node's id, and this node holds no data: it will not join under that id; remove the old member (arca cluster remove-node --id {}) or start this node with a fresh --node-id",
-                    region.node_id
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-            match client.node_status(NodeStatusRequest {}).await {
-                Ok(reply) => {
-                    let id = reply.into_inner().cluster_id;
-                    if !id.is_empty() {
-                        region.raft.cluster_id().set(id);
-                    }
-                }
-                Err(status) => {
-                    tracing::warn!(join, code = ?status.code(), message = status.message(), "cannot reach the region to join; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-            region
-                .raft
-                .cluster_id()
-                .set_standing(arca_raft::Standing::Joining);
-        }
-        let request = AddNodeRequest {
-            node_id: region.node_id,
-            grpc_addr: region.self_info.grpc_addr.clone(),
-            http_addr: region.self_info.http_addr.clone(),
-            replication_addr: region.self_info.replication_addr.clone(),
-            learner_only: false,
-        };
-        match client.add_node(request).await {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                if !reply.cluster_id.is_empty() {
-                    if let Err(e) =
-                        adopt_cluster_id(data_dir, region.raft.cluster_id(), &reply.cluster_id)
-                    {
-                        tracing::error!(error = %e, "could not record the region's cluster id");
-                    }
-                }
-                region
-                    .raft
-                    .cluster_id()
-                    .set_standing(arca_raft::Standing::Member);
-                tracing::info!(voters = ?reply.voters, learners = ?reply.learners, "joined the region");
-                return;
-            }
-            Err(status) => {
-                tracing::warn!(join, code = ?status.code(), message = status.message(), "join attempt failed; retrying");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Makes sure the region records a cluster id (one written by a node older than cluster ids
-/// has none: its leader records this node's, or a new one), and that this node knows it.
-async fn settle_cluster_id(region: &Region, data_dir: &Path, cancel: &CancellationToken) {
-    let catalog = region.resync.catalog().clone();
-    loop {
-        match catalog.cluster_id() {
-            Ok(Some(id)) => {
-                if let Err(e) = adopt_cluster_id(data_dir, region.raft.cluster_id(), &id) {
-                    tracing::error!(error = %e, "the region's cluster id does not match this node's");
-                }
-                return;
-            }
-            Ok(None) => {
-                let leads =
-                    region.raft.raft().metrics().borrow().current_leader == Some(region.node_id);
-                if leads {
-                    let id = region
-                        .raft
-                        .cluster_id()
-                        .get()
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                    if let Err(e) = region
-                        .propose_local(&crate::model::Command::SetClusterId { id })
-                        .await
-                    {
-                        tracing::debug!(error = %e, "could not record the cluster id yet");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "read the cluster id"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }
 
 /// Tells replication feeds when the change log moves.
@@ -732,4 +556,19 @@ async fn forward_referenced(
             Err(e) => tracing::error!(error = %e, "resync queueing panicked"),
         }
     }
+}
+
+/// Spawns a background task inside a span naming it (`task`) under the node's span (region
+/// and node), so every line it logs says where it comes from.
+pub(crate) fn spawn_named<F>(
+    task: &'static str,
+    node: &tracing::Span,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(future.instrument(tracing::info_span!(parent: node, "task", task)))
 }

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::blob_stream::{self, ChunkSource};
-use crate::catalog::Catalog;
-use crate::chunk_store::ChunkStore;
-use crate::cluster::{ReadConsistency, Region};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
-use crate::format::{FormatName, FormatSet};
-use crate::gc::Collector;
-use crate::ingest::IngestedBlob;
-use crate::model::{now_ms, BlobDescriptor, Command, Outcome, Repository};
+use crate::metadata::catalog::Catalog;
+use crate::metadata::format::{FormatName, FormatSet};
+use crate::metadata::model::{now_ms, BlobDescriptor, Command, Outcome, Repository};
 use crate::names::RepoName;
+use crate::region::{ReadConsistency, Region};
+use crate::storage::blob_stream::{self, ChunkSource};
+use crate::storage::chunk_store::ChunkStore;
+use crate::storage::gc::Collector;
+use crate::storage::ingest::IngestedBlob;
 
 /// A format's command type, as the write path proposes it.
 pub trait FormatCommand: serde::Serialize + Sync {

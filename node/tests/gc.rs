@@ -72,7 +72,7 @@ async fn chunk_bytes_without_an_index_entry_are_found_once_and_settled() {
     // Audit L3: a crash of a version before atomic flush could persist a chunk's bytes without
     // its index entry. Every sweep iterates the index, so such bytes were never deleted (an
     // unreferenced chunk) and such a chunk counted as missing (a referenced one).
-    use arca_node::chunk_store::{CF_CHUNKS, CF_CHUNK_INDEX};
+    use arca_node::storage::chunk_store::{CF_CHUNKS, CF_CHUNK_INDEX};
     let mut node = TestNode::start().await;
     node.create_repo("files", false).await;
     let body = bytes(300_000, 7);

@@ -563,7 +563,7 @@ async fn acknowledged_files_survive_restart_and_corrupt_chunks_are_never_served(
     node.stop().await;
     {
         let db = wait_open_db(&node.config.data_dir.join("db")).await;
-        let store = arca_node::chunk_store::ChunkStore::new(db).expect("store");
+        let store = arca_node::storage::chunk_store::ChunkStore::new(db).expect("store");
         store
             .overwrite_for_test(&chunk, b"jello")
             .expect("overwrite");
@@ -593,7 +593,7 @@ async fn acknowledged_files_survive_restart_and_corrupt_chunks_are_never_served(
 async fn wait_open_db(path: &std::path::Path) -> std::sync::Arc<rocksdb::DB> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        match arca_node::storage::open_db(path) {
+        match arca_node::db::open_db(path) {
             Ok(db) => return db,
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;

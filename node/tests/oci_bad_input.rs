@@ -620,8 +620,8 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
     .expect("uploads");
     let registry = arca_node::formats::oci::registry::Registry::new(service.clone(), uploads);
     // The region becomes a mirror of "us" after the writes passed the front door.
-    let role = arca_node::model::Command::SetRole {
-        role: arca_node::model::RegionRole::Mirror {
+    let role = arca_node::metadata::model::Command::SetRole {
+        role: arca_node::metadata::model::RegionRole::Mirror {
             primary: "us".into(),
             replication_addrs: Vec::new(),
             http_addrs: vec!["127.0.0.1:9".into()],
@@ -630,7 +630,7 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
     service
         .region
         .raft
-        .write(arca_node::codec::encode(&role).expect("encode"))
+        .write(arca_node::metadata::codec::encode(&role).expect("encode"))
         .await
         .expect("commit");
     let files = arca_node::formats::generic::files::Files {

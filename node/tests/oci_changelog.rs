@@ -3,7 +3,7 @@
 
 mod support;
 
-use arca_node::model::Outcome;
+use arca_node::metadata::model::Outcome;
 use serde_json::{json, Value};
 use support::oci::*;
 use support::TestNode;
@@ -103,9 +103,11 @@ async fn registry_changes_replay_on_a_fresh_node_from_commands_and_chunks() {
     let source = &primary.node().service.chunks;
     let target = &mirror.node().service.chunks;
     for change in &changes {
-        let blobs = change
-            .command
-            .blobs(&primary.node().service.formats)
+        let blobs = primary
+            .node()
+            .service
+            .formats
+            .blobs(&change.command)
             .expect("blobs");
         for blob in blobs {
             for chunk in &blob.chunks {

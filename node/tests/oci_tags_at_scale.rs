@@ -36,7 +36,7 @@ async fn many_tags_on_one_manifest_keep_its_record_small() {
         .oci_manifest(&repo, &name.image, &sha)
         .expect("read")
         .expect("the manifest exists");
-    let encoded = arca_node::codec::encode(&record).expect("encode");
+    let encoded = arca_node::metadata::codec::encode(&record).expect("encode");
     assert!(
         encoded.len() < 2048,
         "the manifest record grew to {} bytes with {tags} tags",

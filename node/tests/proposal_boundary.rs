@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use arca_node::codec::encode;
-use arca_node::model::{Command, RegionRole, StreamHead};
+use arca_node::metadata::codec::encode;
+use arca_node::metadata::model::{Command, RegionRole, StreamHead};
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
 use arca_proto::v1::ProposeRequest;
 use support::{bytes, sha256_hex, TestNode};

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use arca_node::codec::encode;
-use arca_node::model::{Command, RegionRole, ReplicatedEntry, Repository};
+use arca_node::metadata::codec::encode;
+use arca_node::metadata::model::{Command, RegionRole, ReplicatedEntry, Repository};
 use arca_node::names::RepoName;
 use serde_json::{json, Value};
 use support::{bytes, TestNode};

@@ -1,5 +1,6 @@
 //! The state machine's reference counts and running totals: random sequences of repository
-//! writes leave every stored count equal to a recount from the artifacts themselves, and a
+//! writes of both formats (generic files, OCI blob links sharing one blob pool) leave every
+//! stored count equal to a recount from the artifacts and links themselves, and a
 //! counter that a command would take below zero refuses that command (the same way on every
 //! node) instead of panicking or wrapping.
 
@@ -8,11 +9,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use arca_node::codec::encode;
 use arca_node::digest::{Blake3, Sha256};
 use arca_node::formats::generic::model::GenericCommand;
-use arca_node::keys::{self, ChunkRefCount};
-use arca_node::model::{
+use arca_node::formats::oci::model::{BlobLink, ImageRecord, OciCommand};
+use arca_node::metadata::codec::encode;
+use arca_node::metadata::keys::{self, ChunkRefCount};
+use arca_node::metadata::model::{
     Artifact, BlobDescriptor, BlobRecord, ChunkRef, Command, GlobalStats, Outcome, RepoStats,
     Repository,
 };
@@ -75,9 +77,39 @@ fn blob(n: u8) -> BlobDescriptor {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { repo: u8, immutable: bool },
-    Put { repo: u8, path: u8, blob: u8 },
-    Delete { repo: u8, path: u8 },
+    Create {
+        repo: u8,
+        immutable: bool,
+    },
+    Put {
+        repo: u8,
+        path: u8,
+        blob: u8,
+    },
+    Delete {
+        repo: u8,
+        path: u8,
+    },
+    /// Creates the `oci` repository [`IMAGES`].
+    CreateImages,
+    /// Links blob `blob` into image `image` of [`IMAGES`] (an OCI blob upload).
+    Link {
+        image: u8,
+        blob: u8,
+    },
+    /// Unlinks it (an OCI blob delete).
+    Unlink {
+        image: u8,
+        blob: u8,
+    },
+}
+
+/// The `oci` repository the registry operations write: its blob links share the blob pool
+/// with the generic repositories, so both formats' references meet in the same counts.
+const IMAGES: &str = "images";
+
+fn image(n: u8) -> arca_node::formats::oci::names::ImageName {
+    arca_node::formats::oci::names::ImageName::parse(&format!("team/img-{n}")).expect("image")
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -85,7 +117,25 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u8, any::<bool>()).prop_map(|(repo, immutable)| Op::Create { repo, immutable }),
         6 => (0..3u8, 0..4u8, 0..4u8).prop_map(|(repo, path, blob)| Op::Put { repo, path, blob }),
         3 => (0..3u8, 0..4u8).prop_map(|(repo, path)| Op::Delete { repo, path }),
+        1 => Just(Op::CreateImages),
+        3 => (0..2u8, 0..4u8).prop_map(|(image, blob)| Op::Link { image, blob }),
+        2 => (0..2u8, 0..4u8).prop_map(|(image, blob)| Op::Unlink { image, blob }),
     ]
+}
+
+/// A format's version 1 `command` in the envelope, or (`legacy`) as nodes before the envelope
+/// encoded it.
+fn in_envelope<C: serde::Serialize>(
+    format: arca_node::metadata::model::FormatName,
+    command: &C,
+    legacy: bool,
+) -> Command {
+    let envelope = Command::format(format, 1, rmp_serde::to_vec_named(command).expect("encode"));
+    if legacy {
+        envelope.legacy_form().expect("a legacy form")
+    } else {
+        envelope
+    }
 }
 
 fn command(op: &Op, at_ms: i64) -> Command {
@@ -95,18 +145,9 @@ fn command(op: &Op, at_ms: i64) -> Command {
 /// The command for `op`: in the format envelope, or (`legacy`) as nodes before the envelope
 /// encoded it.
 fn encoded(op: &Op, at_ms: i64, legacy: bool) -> Command {
-    let generic = |command: GenericCommand| {
-        let envelope = Command::format(
-            arca_node::formats::generic::NAME,
-            1,
-            rmp_serde::to_vec_named(&command).expect("encode"),
-        );
-        if legacy {
-            envelope.legacy_form().expect("a legacy form")
-        } else {
-            envelope
-        }
-    };
+    let generic =
+        |command: GenericCommand| in_envelope(arca_node::formats::generic::NAME, &command, legacy);
+    let oci = |command: OciCommand| in_envelope(arca_node::formats::oci::NAME, &command, legacy);
     match *op {
         Op::Create { repo, immutable } => Command::CreateRepo {
             repo: Repository {
@@ -130,6 +171,27 @@ fn encoded(op: &Op, at_ms: i64, legacy: bool) -> Command {
         Op::Delete { repo, path: p } => generic(GenericCommand::DeleteArtifact {
             repo: repo_name(repo),
             path: path(p),
+            at_ms,
+        }),
+        Op::CreateImages => Command::CreateRepo {
+            repo: Repository {
+                name: RepoName::parse(IMAGES).expect("repo"),
+                format: arca_node::formats::oci::NAME,
+                immutable: false,
+                created_at_ms: at_ms,
+                sync_replication: false,
+            },
+        },
+        Op::Link { image: i, blob: b } => oci(OciCommand::LinkBlob {
+            repo: RepoName::parse(IMAGES).expect("repo"),
+            image: image(i),
+            blob: blob(b),
+            at_ms,
+        }),
+        Op::Unlink { image: i, blob: b } => oci(OciCommand::UnlinkBlob {
+            repo: RepoName::parse(IMAGES).expect("repo"),
+            image: image(i),
+            digest: blob(b).sha256,
             at_ms,
         }),
     }
@@ -159,6 +221,8 @@ fn model(ops: &[Op]) -> BTreeMap<u8, (bool, BTreeMap<u8, u8>)> {
                     paths.remove(&path);
                 }
             }
+            // The registry's operations touch only the `oci` repository.
+            Op::CreateImages | Op::Link { .. } | Op::Unlink { .. } => {}
         }
     }
     repos
@@ -215,6 +279,32 @@ fn check_counts(node: &TestNode) {
         stats.artifacts += 1;
         stats.logical_bytes += artifact.size;
     }
+    // An OCI blob link holds one reference on its blob and counts its size (not an artifact).
+    let mut image_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut link_bytes = 0;
+    for (key, value) in pairs(node, b"ob/") {
+        let link: BlobLink = rmp_serde::from_slice(&value).expect("blob link");
+        let rest = &key[3..];
+        let slash = rest.iter().position(|b| *b == b'/').expect("repo/");
+        let repo = String::from_utf8(rest[..slash].to_vec()).expect("utf-8");
+        let colon = rest.iter().position(|b| *b == b':').expect("image:");
+        *image_links
+            .entry([b"oi/".as_slice(), &rest[..colon]].concat())
+            .or_default() += 1;
+        *blob_refs.entry(link.blob).or_default() += 1;
+        *repo_blob.entry((repo.clone(), link.blob)).or_default() += 1;
+        repo_stats.entry(repo).or_default().logical_bytes += link.size;
+        link_bytes += link.size;
+    }
+    // An image record exists while the image holds something, and counts its links.
+    let images: BTreeMap<Vec<u8>, u64> = pairs(node, b"oi/")
+        .into_iter()
+        .map(|(k, v)| {
+            let record: ImageRecord = rmp_serde::from_slice(&v).expect("image record");
+            (k, record.blobs)
+        })
+        .collect();
+    assert_eq!(images, image_links, "image records");
     let stored_refs: BTreeMap<Blake3, u64> = blobs
         .iter()
         .map(|(id, record)| (*id, record.refs))
@@ -320,7 +410,7 @@ fn check_counts(node: &TestNode) {
         artifacts: artifacts.len() as u64,
         blobs: blobs.len() as u64,
         chunks: chunk_refs.len() as u64,
-        logical_bytes: artifacts.iter().map(|a| a.size).sum(),
+        logical_bytes: artifacts.iter().map(|a| a.size).sum::<u64>() + link_bytes,
         physical_bytes: chunk_refs.values().map(|(_, len)| u64::from(*len)).sum(),
     };
     assert_eq!(global, expected, "global totals");
@@ -553,7 +643,7 @@ async fn each_repository_command_answers_as_its_table_says() {
     commit(
         &node,
         &Command::SetRole {
-            role: arca_node::model::RegionRole::Mirror {
+            role: arca_node::metadata::model::RegionRole::Mirror {
                 primary: "us".into(),
                 replication_addrs: Vec::new(),
                 http_addrs: Vec::new(),

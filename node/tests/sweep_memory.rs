@@ -32,11 +32,11 @@ fn vm_kib(field: &str) -> u64 {
 /// Index entries as the chunk store writes them (length, write time in ms; big-endian), for
 /// chunks written just now, so that none is old enough to be a candidate: the sweep only reads.
 fn fill(dir: &Path) {
-    let db = arca_node::storage::open_db(&dir.join("db")).expect("open");
+    let db = arca_node::db::open_db(&dir.join("db")).expect("open");
     let index = db
-        .cf_handle(arca_node::chunk_store::CF_CHUNK_INDEX)
+        .cf_handle(arca_node::storage::chunk_store::CF_CHUNK_INDEX)
         .expect("index");
-    let now = arca_node::model::now_ms();
+    let now = arca_node::metadata::model::now_ms();
     let mut entry = [0u8; 12];
     entry[..4].copy_from_slice(&65_536u32.to_be_bytes());
     entry[4..].copy_from_slice(&now.to_be_bytes());
@@ -51,10 +51,12 @@ fn fill(dir: &Path) {
 }
 
 fn sweep(dir: &Path) {
-    let db = arca_node::storage::open_db(&dir.join("db")).expect("open");
-    let store = arca_node::chunk_store::ChunkStore::new(db.clone()).expect("store");
-    let collector =
-        arca_node::gc::Collector::new(store, arca_node::catalog::Catalog::new(db.clone()));
+    let db = arca_node::db::open_db(&dir.join("db")).expect("open");
+    let store = arca_node::storage::chunk_store::ChunkStore::new(db.clone()).expect("store");
+    let collector = arca_node::storage::gc::Collector::new(
+        store,
+        arca_node::metadata::catalog::Catalog::new(db.clone()),
+    );
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
     let before = vm_kib("VmRSS:");
     let deleted = collector.sweep(Duration::from_secs(3600)).expect("sweep");

@@ -10,8 +10,8 @@ mod support;
 
 use std::process::Command as Process;
 
-use arca_node::catalog::Catalog;
-use arca_node::model::Command;
+use arca_node::metadata::catalog::Catalog;
+use arca_node::metadata::model::Command;
 use support::oci::{digest, Image};
 use support::{sha256_hex, TestNode};
 
@@ -121,7 +121,7 @@ async fn a_data_directory_of_the_previous_release_serves_every_artifact_and_take
     // Every change-log entry, old and new, decodes; the old ones are the encodings of the
     // previous release.
     node.stop().await;
-    let db = arca_node::storage::open_db(&node.config.data_dir.join("db")).expect("open db");
+    let db = arca_node::db::open_db(&node.config.data_dir.join("db")).expect("open db");
     let catalog = Catalog::new(db);
     let changes = catalog
         .changes_after(0, 1_000)

@@ -48,7 +48,7 @@ pub async fn content(State(state): State<AppState>, Path(seq): Path<String>) -> 
     let blob = write
         .command
         .as_ref()
-        .and_then(|command| command.content(&state.service.formats))
+        .and_then(|command| state.service.formats.content(command))
         .ok_or_else(not_found)?;
     let stream = state.service.open_blob(&blob, 0..blob.size).await?;
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();

@@ -69,7 +69,7 @@ impl UploadLimiter {
 
     /// Free bytes on the data directory's filesystem, read at most once a second.
     fn free_bytes(&self) -> u64 {
-        let now = crate::model::now_ms();
+        let now = crate::metadata::model::now_ms();
         if now.saturating_sub(self.checked_at_ms.load(Ordering::Relaxed)) >= DISK_CHECK_MS {
             self.checked_at_ms.store(now, Ordering::Relaxed);
             match nix::sys::statvfs::statvfs(&self.data_dir) {

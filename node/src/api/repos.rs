@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::AppState;
 use crate::error::{Error, Result};
 use crate::http_common::RepoParam;
-use crate::model::{format_ms, RepoStats, Repository};
+use crate::metadata::model::{format_ms, RepoStats, Repository};
 use crate::names::RepoName;
 
 #[derive(Deserialize)]

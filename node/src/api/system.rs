@@ -32,14 +32,14 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// log and with the chunks its metadata references.
 pub async fn readyz(State(state): State<AppState>) -> Result<Response> {
     let region = &state.service.region;
-    let (ready, reason) = crate::cluster::status::readiness(region).await;
+    let (ready, reason) = crate::region::status::readiness(region).await;
     if !ready {
         return Err(Error::NotReady { reason });
     }
     if let Some(error) = crate::api::installing_error(&state) {
         return Err(error);
     }
-    let status = crate::cluster::status::node_status(region).await;
+    let status = crate::region::status::node_status(region).await;
     Ok((
         StatusCode::OK,
         Json(json!({

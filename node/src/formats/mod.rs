@@ -1,7 +1,7 @@
 //! Repository formats, each in its own folder, and the one list that registers them.
 //!
 //! A format implements [`Format`] once: its commands and their apply function
-//! ([`crate::format::FormatApply`], the metadata side), its routes, its error body and its
+//! ([`crate::metadata::format::FormatApply`], the metadata side), its routes, its error body and its
 //! metrics (this trait, the HTTP side). The core never names a format: the state machine and
 //! the write path are built with the [`FormatSet`] that [`registered`] gives, the router
 //! mounts each format's routes, and the API's middleware answers with the body of the format
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::format::{FormatApply, FormatSet};
+use crate::metadata::format::{FormatApply, FormatSet};
 use crate::service::ArtifactService;
 
 /// Every format this build serves: the registration list.
@@ -44,6 +44,19 @@ pub struct FormatContext {
     pub service: Arc<ArtifactService>,
     /// Cancelled when the node shuts down: background tasks stop on it.
     pub cancel: CancellationToken,
+    /// The node's span (region, node): background tasks run in a span under it.
+    pub span: tracing::Span,
+}
+
+impl FormatContext {
+    /// Spawns one of the format's background tasks, in a span naming it.
+    pub fn spawn<F>(&self, task: &'static str, future: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument;
+        tokio::spawn(future.instrument(tracing::info_span!(parent: &self.span, "task", task)))
+    }
 }
 
 /// A started format: its routes and the background tasks it runs (the node awaits them at
@@ -100,7 +113,7 @@ pub fn for_path(formats: &[&'static dyn Format], path: &str) -> Option<&'static 
 mod tests {
     use super::*;
 
-    /// The core's key ranges (see `crate::keys`): no format may write into them.
+    /// The core's key ranges (see `crate::metadata::keys`): no format may write into them.
     const CORE_PREFIXES: &[&[u8]] = &[
         b"r/", b"s/", b"b/", b"h/", b"c/", b"rb/", b"rc/", b"g/", b"m/", b"d/", b"x/", b"dc/",
         b"fr/", b"l/",

@@ -32,8 +32,8 @@ use anyhow::Context as _;
 use axum::response::{IntoResponse, Response};
 
 use super::{Format, FormatContext, Started};
-use crate::format::{decode_payload, FormatApply, FormatName, FormatOutcome, FormatTxn};
-use crate::model::BlobDescriptor;
+use crate::metadata::format::{decode_payload, FormatApply, FormatName, FormatOutcome, FormatTxn};
+use crate::metadata::model::BlobDescriptor;
 use crate::names::RepoName;
 use crate::service::{ArtifactService, FormatCommand};
 use model::{OciCommand, OciOutcome};
@@ -113,10 +113,13 @@ impl Format for Oci {
             uploads::SessionLimits::from_config(config),
         )
         .context("open blob upload sessions")?;
-        let tasks = vec![tokio::spawn(uploads.clone().run_expiry(
-            Duration::from_secs(config.upload_sweep_interval_secs),
-            context.cancel.clone(),
-        ))];
+        let tasks = vec![context.spawn(
+            "oci-upload-expiry",
+            uploads.clone().run_expiry(
+                Duration::from_secs(config.upload_sweep_interval_secs),
+                context.cancel.clone(),
+            ),
+        )];
         let registry = Arc::new(Registry::new(context.service.clone(), uploads));
         Ok(Started {
             router: api::routes().with_state(registry),

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::geo::Geo;
-use crate::model::{now_ms, Command, Outcome, RegionRole};
+use crate::metadata::model::{now_ms, Command, Outcome, RegionRole};
 
 fn is_leader(geo: &Geo) -> bool {
     geo.region.raft.raft().metrics().borrow().current_leader == Some(geo.region.node_id)

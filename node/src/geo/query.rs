@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{decode, encode};
 use crate::geo::Geo;
-use crate::model::{Artifact, BlobDescriptor};
+use crate::metadata::codec::{decode, encode};
+use crate::metadata::model::{Artifact, BlobDescriptor};
 use crate::names::{ArtifactPath, RepoName};
 
 /// A query, MessagePack-encoded inside the replication protocol's opaque `Query`.
@@ -104,7 +104,7 @@ pub async fn region_digest(geo: &Arc<Geo>) -> DigestAnswer {
     let mut nodes = Vec::new();
     for (id, info) in geo.region.raft.membership().nodes {
         let reply = if id == geo.region.node_id {
-            crate::cluster::server::check_chunks(&geo.region)
+            crate::region::chunk_check::check_chunks(&geo.region)
                 .await
                 .map_err(|e| e.to_string())
         } else {
@@ -126,8 +126,8 @@ pub async fn region_digest(geo: &Arc<Geo>) -> DigestAnswer {
         }
     }
     let role = match geo.role() {
-        crate::model::RegionRole::Primary => "primary",
-        crate::model::RegionRole::Mirror { .. } => "mirror",
+        crate::metadata::model::RegionRole::Primary => "primary",
+        crate::metadata::model::RegionRole::Mirror { .. } => "mirror",
     };
     DigestAnswer {
         region: geo.region.name.clone(),

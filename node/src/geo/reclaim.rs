@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GcConfig;
 use crate::geo::Geo;
-use crate::model::{now_ms, Command, Outcome};
+use crate::metadata::model::{now_ms, Command, Outcome};
 
 /// Freed chunks one command releases at most (keeps each apply short).
 const RELEASE_BATCH: u64 = 10_000;

@@ -7,12 +7,12 @@ use arca_replication::store::Pairs;
 use arca_replication::{ChangeSink, ChunkId, Entry, Head, RegionInfo};
 use bytes::Bytes;
 
-use crate::chunk_store::PinGuard;
-use crate::codec::decode;
 use crate::digest::Blake3;
 use crate::geo::Geo;
-use crate::keys::{self, ChunkRefCount};
-use crate::model::{Command, Outcome, RegionRole, ReplicatedEntry, StreamHead};
+use crate::metadata::codec::decode;
+use crate::metadata::keys::{self, ChunkRefCount};
+use crate::metadata::model::{Command, Outcome, RegionRole, ReplicatedEntry, StreamHead};
+use crate::storage::chunk_store::PinGuard;
 
 /// [`ChangeSink`] over a node (active on its region's leader while the region is a mirror).
 pub struct NodeSink {

@@ -8,10 +8,10 @@ use arca_replication::{ChangeSource, Changes, ChunkId, Entry, Head, RegionInfo, 
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::codec::encode;
 use crate::digest::Blake3;
 use crate::error::Error;
 use crate::geo::Geo;
+use crate::metadata::codec::encode;
 
 /// [`ChangeSource`] over a node.
 pub struct NodeSource(pub Arc<Geo>);
@@ -22,12 +22,11 @@ fn storage(e: impl std::fmt::Display) -> arca_replication::Error {
 
 /// A change record as it goes on the wire.
 pub fn to_entry(
-    record: crate::model::ChangeRecord,
-    formats: &crate::format::FormatSet,
+    record: crate::metadata::model::ChangeRecord,
+    formats: &crate::metadata::format::FormatSet,
 ) -> arca_replication::Result<Entry> {
-    let chunks = record
-        .command
-        .chunks(formats)
+    let chunks = formats
+        .chunks(&record.command)
         .map_err(storage)?
         .into_iter()
         .map(|c| (ChunkId(c.id.0), c.len))
@@ -43,7 +42,7 @@ pub fn to_entry(
 
 struct PairsSnapshot {
     head: Head,
-    reader: crate::catalog::StateReader,
+    reader: crate::metadata::catalog::StateReader,
 }
 
 impl SnapshotReader for PairsSnapshot {

@@ -10,11 +10,11 @@ use arca_proto::v1::{
     RegionStatus, RpoReport, VerifyReply,
 };
 
-use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
 use crate::geo::query::{region_digest, DigestAnswer, GeoQuery};
 use crate::geo::Geo;
-use crate::model::{now_ms, Command, Outcome, RegionRole};
+use crate::metadata::codec::{decode, encode};
+use crate::metadata::model::{now_ms, Command, Outcome, RegionRole};
 
 /// The mirrors subscribed to this node.
 pub fn mirrors_reply(geo: &Geo) -> MirrorsReply {
@@ -306,7 +306,7 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
             seq: w.seq,
             at_ms: w.at_ms,
             summary: match (&w.command, w.through_seq) {
-                (Some(command), _) => command.describe(&geo.formats),
+                (Some(command), _) => geo.formats.describe(command),
                 (None, Some(through)) => format!(
                     "entries {}-{through}: trimmed from the change log before the demotion; what they did is unknown",
                     w.seq
@@ -317,7 +317,7 @@ pub fn divergent(geo: &Geo) -> Result<DivergentReply> {
             content_bytes: w
                 .command
                 .as_ref()
-                .and_then(|command| command.content(&geo.formats))
+                .and_then(|command| geo.formats.content(command))
                 .map_or(0, |blob| blob.size),
         })
         .collect();

@@ -7,7 +7,7 @@ pub mod oci;
 
 use std::time::{Duration, Instant};
 
-use arca_node::chunker::ChunkerConfig;
+use arca_node::storage::chunker::ChunkerConfig;
 use arca_node::{NodeConfig, RunningNode};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,13 +11,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::http_common::RepoParam;
-use crate::model::Artifact;
+use crate::metadata::model::Artifact;
 
 use super::files::Files;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::http_common::{etag_matches, parse_range};
-use crate::model::format_ms;
+use crate::metadata::model::format_ms;
 use crate::names::{ArtifactPath, RepoName};
 
 pub const CHECKSUM_SHA256: &str = "x-checksum-sha256";

@@ -2,9 +2,9 @@
 //! its blob; `artifacts` and `logical_bytes` count the files and their sizes.
 
 use super::model::{GenericCommand, GenericOutcome};
-use crate::format::{FormatTxn, RepoRefusal};
-use crate::keys;
-use crate::model::{Artifact, BlobDescriptor, Repository};
+use crate::metadata::format::{FormatTxn, RepoRefusal};
+use crate::metadata::keys;
+use crate::metadata::model::{Artifact, BlobDescriptor, Repository};
 use crate::names::{ArtifactPath, RepoName};
 
 pub(super) fn apply(

@@ -7,17 +7,17 @@ use futures::Stream;
 
 use super::model::{GenericCommand, GenericOutcome};
 use super::NAME;
-use crate::catalog::Page;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
-use crate::ingest::{self, IngestedBlob};
-use crate::model::{now_ms, Artifact, BlobRecord, Repository};
+use crate::metadata::catalog::Page;
+use crate::metadata::model::{now_ms, Artifact, BlobRecord, Repository};
 use crate::names::{ArtifactPath, RepoName};
 use crate::service::{ArtifactService, FormatCommand};
+use crate::storage::ingest::{self, IngestedBlob};
 
 impl FormatCommand for GenericCommand {
     type Outcome = GenericOutcome;
-    const FORMAT: crate::format::FormatName = NAME;
+    const FORMAT: crate::metadata::format::FormatName = NAME;
     const VERSION: u32 = 1;
 
     fn changed(outcome: &GenericOutcome) -> bool {
@@ -62,7 +62,7 @@ impl Files {
             service.chunks.clone(),
             service.config.chunking,
             body,
-            ingest::IngestLimits::from_config(&service.config.limits),
+            service.config.limits.ingest_limits(),
             service.collector.clone(),
         )
         .await?;

@@ -16,8 +16,8 @@ use axum::Router;
 
 use super::{Format, FormatContext, Started};
 use crate::error::Error;
-use crate::format::{decode_payload, FormatApply, FormatName, FormatOutcome, FormatTxn};
-use crate::model::BlobDescriptor;
+use crate::metadata::format::{decode_payload, FormatApply, FormatName, FormatOutcome, FormatTxn};
+use crate::metadata::model::BlobDescriptor;
 use crate::service::ArtifactService;
 use model::GenericCommand;
 

@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::FormatName;
-use crate::model::BlobDescriptor;
+use crate::metadata::format::FormatName;
+use crate::metadata::model::BlobDescriptor;
 use crate::names::{ArtifactPath, RepoName};
 
 /// A change to a generic repository.

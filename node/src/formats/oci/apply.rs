@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use anyhow::{anyhow, Context};
 
 use crate::digest::{Blake3, Sha256};
-use crate::format::{FormatTxn, RepoRefusal};
 use crate::formats::oci::keys as oci_keys;
 use crate::formats::oci::model::{
     BlobLink, ImageRecord, ManifestInfo, ManifestRecord, OciCommand, OciOutcome, TagRecord,
 };
 use crate::formats::oci::names::{ImageName, Tag};
-use crate::model::{BlobDescriptor, Repository};
+use crate::metadata::format::{FormatTxn, RepoRefusal};
+use crate::metadata::model::{BlobDescriptor, Repository};
 use crate::names::RepoName;
 
 type Txn<'t, 'b, 'a> = FormatTxn<'t, 'b, 'a>;
@@ -232,7 +232,7 @@ fn put_manifest(
             TagChange::None | TagChange::Unchanged => {}
         }
         if !matches!(tag_change, TagChange::Unchanged) {
-            crate::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
+            crate::metadata::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
             txn.put_raw(
                 oci_keys::oci_manifest_tag(repo_name, image, &info.digest, tag),
                 Vec::new(),
@@ -266,7 +266,7 @@ fn migrate_tags(
             oci_keys::oci_manifest_tag(repo, image, digest, &tag),
             Vec::new(),
         )?;
-        crate::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
+        crate::metadata::format::inc(&mut record.tag_count, 1, "a manifest's tags")?;
     }
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! Reads of the registry's applied state, as more [`Catalog`] methods.
 
-use crate::catalog::Catalog;
-use crate::codec::decode;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::formats::oci::keys as oci_keys;
 use crate::formats::oci::model::{BlobLink, ImageRecord, ManifestRecord, TagRecord};
 use crate::formats::oci::names::{ImageName, Tag};
-use crate::model::BlobRecord;
+use crate::metadata::catalog::Catalog;
+use crate::metadata::codec::decode;
+use crate::metadata::model::BlobRecord;
 use crate::names::RepoName;
 
 impl Catalog {

@@ -14,7 +14,7 @@
 
 use super::names::{ImageName, Tag};
 use crate::digest::Sha256;
-use crate::keys::join;
+use crate::metadata::keys::join;
 use crate::names::RepoName;
 
 /// The ranges the registry's commands write.

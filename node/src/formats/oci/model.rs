@@ -2,7 +2,7 @@
 //!
 //! The registry's commands travel inside the core's format envelope (`Command::Format`,
 //! payload version 1, which is how `Command::Oci` encoded them before the envelope). Like
-//! [`crate::model`], everything here is stored in the state machine and travels in the
+//! [`crate::metadata::model`], everything here is stored in the state machine and travels in the
 //! Raft log and the change log (MessagePack with field names), so fields are only ever added
 //! with `#[serde(default)]`. A command carries everything its apply needs besides the state
 //! machine itself — facts parsed from a manifest at push time, blob descriptors — so a mirror
@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Blake3, Sha256};
-use crate::format::FormatName;
 use crate::formats::oci::names::{ImageName, Tag};
-use crate::model::BlobDescriptor;
+use crate::metadata::format::FormatName;
+use crate::metadata::model::BlobDescriptor;
 use crate::names::RepoName;
 
 /// A blob made visible in an image (`ob/` key). Holds one reference on the blob.

@@ -19,9 +19,9 @@ use crate::formats::oci::manifest::{self, ParsedManifest};
 use crate::formats::oci::model::{BlobLink, ManifestInfo, ManifestRecord, OciCommand, OciOutcome};
 use crate::formats::oci::names::{digest_string, OciName, Reference, Tag};
 use crate::formats::oci::uploads::{SessionGuard, UploadStore};
-use crate::ingest::{self, IngestedBlob};
-use crate::model::{now_ms, BlobDescriptor, BlobRecord, Repository};
+use crate::metadata::model::{now_ms, BlobDescriptor, BlobRecord, Repository};
 use crate::service::ArtifactService;
+use crate::storage::ingest::{self, IngestedBlob};
 
 /// A manifest that was stored (or already was).
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ impl Registry {
             self.service.chunks.clone(),
             self.service.config.chunking,
             stream,
-            ingest::IngestLimits::from_config(&self.service.config.limits),
+            self.service.config.limits.ingest_limits(),
             self.service.collector.clone(),
         )
         .await?)

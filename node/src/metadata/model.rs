@@ -3,14 +3,44 @@
 //! Every type here is stored in the state machine (MessagePack) and travels in the Raft log and
 //! the change log, so fields are only ever added with `#[serde(default)]`.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Blake3, ChunkId, Sha256};
-use crate::error::Error;
-use crate::format::FormatSet;
 use crate::names::{ArtifactPath, RepoName};
 
-pub use crate::format::FormatName;
+mod legacy;
+
+pub use legacy::Legacy;
+
+/// A repository format's name, as repository records and command envelopes store it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FormatName(Cow<'static, str>);
+
+impl FormatName {
+    pub const fn new(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FormatName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for FormatName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
 
 /// A repository's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +123,10 @@ pub enum Command {
         repo: Repository,
     },
     /// A change to a repository of a format: the format's own command, opaque to the core,
-    /// applied by the format (see [`crate::format`]).
+    /// applied by the format (see [`crate::metadata::format`]).
     Format {
         format: FormatName,
-        /// The payload's version (the format's, see [`crate::format::FormatApply::version`]).
+        /// The payload's version (the format's, see [`crate::metadata::format::FormatApply::version`]).
         version: u32,
         payload: serde_bytes::ByteBuf,
     },
@@ -214,63 +244,6 @@ pub const ENVELOPE_VERSION: u32 = 4;
 /// carries a blob's chunk list (47 bytes a chunk): 16 MiB is a 64 GiB blob of 256 KiB chunks.
 pub const MAX_COMMAND_BYTES: usize = 16 << 20;
 
-/// A command of an earlier encoding, kept as the MessagePack value it was: the core never
-/// looks inside, it only moves it into the format envelope (see [`Command::envelope`]).
-/// It encodes back to exactly the value it was decoded from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Legacy(pub Vec<u8>);
-
-impl Serialize for Legacy {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let value =
-            rmpv::decode::read_value(&mut self.0.as_slice()).map_err(serde::ser::Error::custom)?;
-        value.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Legacy {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = rmpv::Value::deserialize(deserializer)?;
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, &value).map_err(serde::de::Error::custom)?;
-        Ok(Legacy(bytes))
-    }
-}
-
-/// The format that took over the generic file commands of before the envelope.
-const GENERIC: &str = "generic";
-/// The format that took over `Command::Oci`.
-const OCI: &str = "oci";
-/// The variant names of the generic commands of before the envelope: the `generic` format's
-/// version 1 payload is `{name: fields}` with these names (what `Command` encoded them as).
-const LEGACY_PUT: &str = "put_artifact";
-const LEGACY_DELETE: &str = "delete_artifact";
-
-/// `{name: value}`, encoded: a command enum variant as MessagePack with field names has it.
-fn tagged(name: &str, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len() + name.len() + 2);
-    // A map of one entry, the variant name as a string, then the value as it was.
-    let _ = rmp::encode::write_map_len(&mut out, 1);
-    let _ = rmp::encode::write_str(&mut out, name);
-    out.extend_from_slice(value);
-    out
-}
-
-/// The `(name, value)` of a one-entry map (see [`tagged`]).
-fn untag(payload: &[u8]) -> Option<(String, Vec<u8>)> {
-    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
-    let rmpv::Value::Map(mut entries) = value else {
-        return None;
-    };
-    if entries.len() != 1 {
-        return None;
-    }
-    let (name, inner) = entries.pop()?;
-    let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &inner).ok()?;
-    Some((name.as_str()?.to_string(), bytes))
-}
-
 impl Command {
     /// A format's command in the envelope.
     pub fn format(format: FormatName, version: u32, payload: Vec<u8>) -> Self {
@@ -278,70 +251,6 @@ impl Command {
             format,
             version,
             payload: serde_bytes::ByteBuf::from(payload),
-        }
-    }
-
-    /// The format command this is, in the envelope's terms: `(format, version, payload)`.
-    /// Commands of before the envelope map onto their format's version 1 payload.
-    pub fn envelope(&self) -> Option<(FormatName, u32, std::borrow::Cow<'_, [u8]>)> {
-        use std::borrow::Cow;
-        match self {
-            Command::Format {
-                format,
-                version,
-                payload,
-            } => Some((format.clone(), *version, Cow::Borrowed(payload.as_slice()))),
-            Command::Oci(Legacy(bytes)) => Some((FormatName::new(OCI), 1, Cow::Borrowed(bytes))),
-            Command::PutArtifact(Legacy(bytes)) => Some((
-                FormatName::new(GENERIC),
-                1,
-                Cow::Owned(tagged(LEGACY_PUT, bytes)),
-            )),
-            Command::DeleteArtifact(Legacy(bytes)) => Some((
-                FormatName::new(GENERIC),
-                1,
-                Cow::Owned(tagged(LEGACY_DELETE, bytes)),
-            )),
-            _ => None,
-        }
-    }
-
-    /// This command as nodes before the envelope encode it, if it has such a form (version 1
-    /// payloads of `generic` and `oci`); replicated batches convert every entry.
-    pub fn legacy_form(&self) -> Option<Command> {
-        match self {
-            Command::Format {
-                format,
-                version: 1,
-                payload,
-            } if format == OCI => Some(Command::Oci(Legacy(payload.to_vec()))),
-            Command::Format {
-                format,
-                version: 1,
-                payload,
-            } if format == GENERIC => match untag(payload)? {
-                (name, inner) if name == LEGACY_PUT => Some(Command::PutArtifact(Legacy(inner))),
-                (name, inner) if name == LEGACY_DELETE => {
-                    Some(Command::DeleteArtifact(Legacy(inner)))
-                }
-                _ => None,
-            },
-            Command::Format { .. } => None,
-            Command::Replicated { entries } => Some(Command::Replicated {
-                entries: entries
-                    .iter()
-                    .map(|entry| {
-                        Some(ReplicatedEntry {
-                            command: match entry.command.required_version() {
-                                v if v >= ENVELOPE_VERSION => entry.command.legacy_form()?,
-                                _ => entry.command.clone(),
-                            },
-                            ..entry.clone()
-                        })
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-            }),
-            _ => None,
         }
     }
 
@@ -432,54 +341,6 @@ impl Command {
     /// proposed by the node itself, on the leader, never forwarded.
     pub fn is_client_write(&self) -> bool {
         matches!(self, Command::CreateRepo { .. }) || self.envelope().is_some()
-    }
-
-    /// The blobs a format command makes live (see [`crate::format::FormatApply::blobs`]).
-    pub fn blobs(&self, formats: &FormatSet) -> Result<Vec<BlobDescriptor>, Error> {
-        let Some((format, version, payload)) = self.envelope() else {
-            return Ok(Vec::new());
-        };
-        formats
-            .must_find(format.as_str())?
-            .blobs(version, &payload)
-            .map_err(|e| Error::internal("read a format command", e))
-    }
-
-    /// The content a write stores (a file, an OCI blob, a manifest's bytes), if any.
-    pub fn content(&self, formats: &FormatSet) -> Option<BlobDescriptor> {
-        self.blobs(formats).ok()?.into_iter().next()
-    }
-
-    /// The chunks a region must hold before applying this command (with their lengths).
-    pub fn chunks(&self, formats: &FormatSet) -> Result<Vec<ChunkRef>, Error> {
-        match self {
-            Command::Replicated { entries } => {
-                let mut chunks = Vec::new();
-                for entry in entries {
-                    chunks.extend(entry.command.chunks(formats)?);
-                }
-                Ok(chunks)
-            }
-            _ => Ok(self
-                .blobs(formats)?
-                .into_iter()
-                .flat_map(|b| b.chunks)
-                .collect()),
-        }
-    }
-
-    /// One line for an operator: what the command does.
-    pub fn describe(&self, formats: &FormatSet) -> String {
-        match self.envelope() {
-            Some((format, version, payload)) => match formats.find(format.as_str()) {
-                Some(f) => f.describe(version, &payload),
-                None => format!("a command of format {format} this node does not know"),
-            },
-            None => match self {
-                Command::CreateRepo { repo } => format!("create repository {}", repo.name),
-                other => format!("{other:?}").chars().take(120).collect(),
-            },
-        }
     }
 }
 
@@ -688,52 +549,6 @@ impl Outcome {
             self,
             Outcome::RepoCreated | Outcome::Format { changed: true, .. }
         )
-    }
-
-    /// The answer to a command of `format`, as the format encoded it; `None` when the
-    /// command did not reach the format (a mirror's refusal, an undecodable command).
-    pub fn format_payload(&self, format: &str) -> Option<Vec<u8>> {
-        match self {
-            Outcome::Format {
-                format: name,
-                payload,
-                ..
-            } if name == format => Some(payload.to_vec()),
-            Outcome::Oci(Legacy(payload)) if format == OCI => Some(payload.clone()),
-            Outcome::RepoNotFound
-            | Outcome::WrongFormat { .. }
-            | Outcome::ArtifactStored { .. }
-            | Outcome::ArtifactUnchanged
-            | Outcome::ArtifactDeleted { .. }
-            | Outcome::ArtifactNotFound
-            | Outcome::Immutable
-                if format == GENERIC =>
-            {
-                rmp_serde::to_vec_named(self).ok()
-            }
-            _ => None,
-        }
-    }
-
-    /// The answer to `command` (a format command in an encoding of before the envelope) as
-    /// nodes of that time gave it, from what its format answered.
-    pub fn legacy(
-        command: &Command,
-        format: FormatName,
-        outcome: crate::format::FormatOutcome,
-    ) -> Outcome {
-        let generic = match command {
-            Command::Oci(_) => return Outcome::Oci(Legacy(outcome.payload)),
-            Command::PutArtifact(_) | Command::DeleteArtifact(_) => {
-                rmp_serde::from_slice::<Outcome>(&outcome.payload).ok()
-            }
-            _ => None,
-        };
-        generic.unwrap_or(Outcome::Format {
-            format,
-            changed: outcome.changed,
-            payload: serde_bytes::ByteBuf::from(outcome.payload),
-        })
     }
 }
 

@@ -2,8 +2,8 @@
 //! primary, divergent writes, change-log retention.
 
 use super::Txn;
-use crate::keys;
-use crate::model::{
+use crate::metadata::keys;
+use crate::metadata::model::{
     ChangeLogHead, ChangeRecord, DivergentWrite, Fork, Outcome, RegionRole, ReplicatedEntry,
 };
 

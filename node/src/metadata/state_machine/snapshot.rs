@@ -2,8 +2,11 @@
 //! the state in bounded steps (see `Command::SnapshotFinish` and `Command::SnapshotInstall`).
 
 use super::Txn;
-use crate::keys;
-use crate::model::{ChangeLogHead, InstallCursor, InstallPhase, Outcome, Staging};
+use super::FIRST_APPLICATION_KEY;
+use crate::metadata::keys;
+use crate::metadata::model::{
+    ChangeLogHead, Command, InstallCursor, InstallPhase, Outcome, RegionRole, Staging,
+};
 
 impl Txn<'_, '_> {
     /// Stages a snapshot's pairs under `x/` (region-local keys never come from a primary).
@@ -145,4 +148,115 @@ pub(super) fn installing(staging: &Staging) -> Option<Outcome> {
             steps: cursor.steps,
             visited: 0,
         })
+}
+
+impl Txn<'_, '_> {
+    /// The commands of a mirror's snapshot catch-up: begin, parts, finish, install steps,
+    /// abort.
+    pub(super) fn apply_snapshot(&mut self, command: &Command) -> anyhow::Result<Outcome> {
+        match command {
+            Command::SnapshotBegin { head, id } => {
+                if let Some(installing) = self.installing()? {
+                    // A half-replaced state is finished first, whoever began it.
+                    return Ok(installing);
+                }
+                self.clear_staging()?;
+                let staging = Staging {
+                    id: id.clone(),
+                    head: *head,
+                    pairs: 0,
+                    install: None,
+                };
+                self.put(keys::STAGING.to_vec(), &staging)?;
+                Ok(Outcome::SnapshotStaged)
+            }
+            Command::SnapshotPart { id, pairs } => {
+                let Some(mut staging) = self.get::<Staging>(keys::STAGING)? else {
+                    // Legacy proposers (no ids) began without a staging record.
+                    if id.is_some() {
+                        return Ok(Outcome::SnapshotIgnored);
+                    }
+                    self.stage_pairs(pairs)?;
+                    return Ok(Outcome::SnapshotStaged);
+                };
+                if staging.id != *id || staging.install.is_some() {
+                    return Ok(Outcome::SnapshotIgnored);
+                }
+                self.stage_pairs(pairs)?;
+                staging.pairs += pairs.len() as u64;
+                self.put(keys::STAGING.to_vec(), &staging)?;
+                Ok(Outcome::SnapshotStaged)
+            }
+            Command::SnapshotFinish {
+                head,
+                id,
+                pairs,
+                step_keys,
+            } => {
+                let staging = self.get::<Staging>(keys::STAGING)?;
+                match (&staging, id) {
+                    (Some(staging), Some(_)) if staging.id != *id => {
+                        return Ok(Outcome::SnapshotIgnored)
+                    }
+                    (None, Some(_)) => return Ok(Outcome::SnapshotIgnored),
+                    _ => {}
+                }
+                if let Some(installing) = staging.as_ref().and_then(installing) {
+                    return Ok(installing);
+                }
+                if let (Some(staging), Some(expected)) = (&staging, pairs) {
+                    if staging.pairs != *expected {
+                        return Ok(Outcome::SnapshotIncomplete {
+                            staged: staging.pairs,
+                            expected: *expected,
+                        });
+                    }
+                }
+                if self.role()? == RegionRole::Primary {
+                    return Ok(Outcome::NotAMirror);
+                }
+                let cursor = InstallCursor {
+                    head: *head,
+                    phase: InstallPhase::Clear,
+                    next: serde_bytes::ByteBuf::from(FIRST_APPLICATION_KEY.to_vec()),
+                    staged_head: self.get_raw(&keys::staged(keys::CHANGELOG_HEAD))?.is_some(),
+                    steps: 0,
+                };
+                match (staging, step_keys) {
+                    (Some(mut staging), Some(_)) => {
+                        staging.install = Some(cursor);
+                        self.put(keys::STAGING.to_vec(), &staging)?;
+                        Ok(Outcome::SnapshotInstalling {
+                            steps: 0,
+                            visited: 0,
+                        })
+                    }
+                    // Nodes before command version 3 replace the whole state in this apply.
+                    (staging, _) => self.install_step(staging, cursor, usize::MAX),
+                }
+            }
+            Command::SnapshotInstall { id, max_keys } => {
+                let Some(staging) = self.get::<Staging>(keys::STAGING)? else {
+                    return Ok(Outcome::SnapshotIgnored);
+                };
+                let Some(cursor) = staging.install.clone() else {
+                    return Ok(Outcome::SnapshotIgnored);
+                };
+                if staging.id != *id {
+                    return Ok(Outcome::SnapshotIgnored);
+                }
+                self.install_step(Some(staging), cursor, (*max_keys).max(1) as usize)
+            }
+            Command::SnapshotAbort { id } => {
+                match self.get::<Staging>(keys::STAGING)? {
+                    // A half-replaced state cannot be given back: it is finished instead.
+                    Some(staging) if staging.id == *id && staging.install.is_none() => {}
+                    _ => return Ok(Outcome::SnapshotIgnored),
+                }
+                self.clear_staging()?;
+                Ok(Outcome::SnapshotAborted)
+            }
+            other => anyhow::bail!("{} is not a snapshot command", other.kind()),
+        }
+    }
 }

@@ -10,10 +10,10 @@ use arca_proto::v1::{Chunk, HasChunksRequest};
 use metrics::counter;
 use tokio::sync::mpsc;
 
-use crate::chunk_store::ChunkStore;
-use crate::cluster::peers::{push_deadline, Peer, Peers, HAS_CHUNKS_DEADLINE};
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+use crate::region::peers::{push_deadline, Peer, Peers, HAS_CHUNKS_DEADLINE};
+use crate::storage::chunk_store::ChunkStore;
 
 /// Chunk pushes to peers in flight on this node at once.
 const PUSHES_IN_FLIGHT: usize = 64;

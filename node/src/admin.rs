@@ -1,4 +1,6 @@
-//! The gRPC cluster service: status, membership changes, write forwarding, read barriers.
+//! The gRPC cluster service: status, membership changes, write forwarding, read barriers, and
+//! the operator's region RPCs (promotion, divergent writes, verify), which is why it sits above
+//! both [`crate::region`] and [`crate::geo`].
 //! Calls that need the leader are answered by it; other nodes forward membership changes and
 //! refuse proposals with the leader's identity (the proposer forwards those itself).
 
@@ -16,39 +18,29 @@ use arca_proto::v1::{
 use arca_raft::{MembershipView, NodeInfo};
 use tonic::{Request, Response, Status};
 
-use crate::cluster::peers::FORWARD_DEADLINE;
-use crate::cluster::{grpc_error, status, Region};
 use crate::geo::Geo;
-use crate::model::{Command, Outcome, MAX_COMMAND_BYTES};
+use crate::metadata::model::{Command, Outcome, MAX_COMMAND_BYTES};
+use crate::region::peers::FORWARD_DEADLINE;
+use crate::region::{grpc_error, status, Region};
+
+/// Answers an RPC that needs the leader from the leader when this node is not it: forwards
+/// the request (with `deadline`) and returns its answer.
+macro_rules! forward_to_leader {
+    ($service:ident, $request:ident, $method:ident, $deadline:expr) => {
+        if let Some(leader) = $service.leader_info() {
+            return $service
+                .region
+                .peers
+                .cluster_client(&leader)
+                .$method(with_deadline($request.into_inner(), $deadline))
+                .await;
+        }
+    };
+}
 
 pub struct ClusterGrpcService {
     region: Arc<Region>,
     geo: Arc<Geo>,
-}
-
-/// Counts the referenced chunks this node lacks (a full scan of the reference counts).
-pub async fn check_chunks(region: &Region) -> Result<CheckChunksReply, crate::error::Error> {
-    let catalog = region.resync.catalog().clone();
-    let store = region.chunks.clone();
-    let node_id = region.node_id;
-    tokio::task::spawn_blocking(move || {
-        let mut referenced = 0;
-        let mut missing = 0;
-        catalog.for_each_referenced_chunk(|id| {
-            referenced += 1;
-            if !store.contains(&id)? {
-                missing += 1;
-            }
-            Ok(())
-        })?;
-        Ok(CheckChunksReply {
-            node_id,
-            referenced,
-            missing,
-        })
-    })
-    .await
-    .map_err(|e| crate::error::Error::internal("chunk check panicked", e))?
 }
 
 impl ClusterGrpcService {
@@ -128,14 +120,7 @@ impl ClusterService for ClusterGrpcService {
         &self,
         request: Request<AddNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        if let Some(leader) = self.leader_info() {
-            return self
-                .region
-                .peers
-                .cluster_client(&leader)
-                .add_node(with_deadline(request.into_inner(), ADD_NODE_DEADLINE))
-                .await;
-        }
+        forward_to_leader!(self, request, add_node, ADD_NODE_DEADLINE);
         let request = request.into_inner();
         if request.node_id == 0 || request.grpc_addr.is_empty() || request.http_addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -165,14 +150,7 @@ impl ClusterService for ClusterGrpcService {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        if let Some(leader) = self.leader_info() {
-            return self
-                .region
-                .peers
-                .cluster_client(&leader)
-                .remove_node(with_deadline(request.into_inner(), FORWARD_DEADLINE))
-                .await;
-        }
+        forward_to_leader!(self, request, remove_node, FORWARD_DEADLINE);
         let node_id = request.into_inner().node_id;
         tracing::info!(node_id, "removing node from the region");
         let view = self
@@ -213,7 +191,7 @@ impl ClusterService for ClusterGrpcService {
                 )),
             ));
         }
-        let command: Command = crate::codec::decode(&request.command).map_err(|_| {
+        let command: Command = crate::metadata::codec::decode(&request.command).map_err(|_| {
             refuse_proposal(
                 "undecodable",
                 Status::invalid_argument("the proposal is not a command this node knows"),
@@ -271,14 +249,7 @@ impl ClusterService for ClusterGrpcService {
         &self,
         request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteReply>, Status> {
-        if let Some(leader) = self.leader_info() {
-            return self
-                .region
-                .peers
-                .cluster_client(&leader)
-                .promote(with_deadline(request.into_inner(), FORWARD_DEADLINE))
-                .await;
-        }
+        forward_to_leader!(self, request, promote, FORWARD_DEADLINE);
         let request = request.into_inner();
         if request.region != self.region.name {
             return Err(Status::failed_precondition(format!(
@@ -309,7 +280,7 @@ impl ClusterService for ClusterGrpcService {
         &self,
         _: Request<CheckChunksRequest>,
     ) -> Result<Response<CheckChunksReply>, Status> {
-        check_chunks(&self.region)
+        crate::region::chunk_check::check_chunks(&self.region)
             .await
             .map(Response::new)
             .map_err(grpc_error::from_error)
@@ -323,14 +294,7 @@ impl ClusterService for ClusterGrpcService {
         &self,
         request: Request<AckDivergentRequest>,
     ) -> Result<Response<AckDivergentReply>, Status> {
-        if let Some(leader) = self.leader_info() {
-            return self
-                .region
-                .peers
-                .cluster_client(&leader)
-                .ack_divergent(with_deadline(request.into_inner(), FORWARD_DEADLINE))
-                .await;
-        }
+        forward_to_leader!(self, request, ack_divergent, FORWARD_DEADLINE);
         let request = request.into_inner();
         if request.seqs.is_empty() && !request.all {
             return Err(Status::invalid_argument(

@@ -2,13 +2,13 @@
 //! barriers for read-your-writes on every node, pushing new chunks to a quorum before a command
 //! can reference them, and getting chunks this node lacks from its peers.
 
+pub mod chunk_check;
 pub mod chunk_service;
 pub mod grpc_error;
 pub mod peers;
 pub mod read_index;
 pub mod replicate;
 pub mod resync;
-pub mod server;
 pub mod status;
 
 use std::sync::atomic::AtomicBool;
@@ -21,15 +21,17 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use metrics::counter;
 
-use crate::blob_stream::ChunkSource;
-use crate::chunk_store::ChunkStore;
-use crate::codec::{decode, encode};
 use crate::config::ClusterConfig;
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
-use crate::format::{advertises, FormatSet};
-use crate::model::ChunkRef;
-use crate::model::{Command, Outcome, BASE_COMMAND_VERSION, COMMAND_VERSION, MAX_COMMAND_BYTES};
+use crate::metadata::codec::{decode, encode};
+use crate::metadata::format::{advertises, FormatSet};
+use crate::metadata::model::ChunkRef;
+use crate::metadata::model::{
+    Command, Outcome, BASE_COMMAND_VERSION, COMMAND_VERSION, MAX_COMMAND_BYTES,
+};
+use crate::storage::blob_stream::ChunkSource;
+use crate::storage::chunk_store::ChunkStore;
 use peers::Peers;
 use resync::Resync;
 
@@ -466,7 +468,7 @@ impl Region {
             reason: format!(
                 "cannot confirm this node sees every acknowledged write ({failure}); retry, or \
                  accept a possibly stale read with the header {}: stale-ok",
-                crate::api::READ_CONSISTENCY
+                crate::http_common::READ_CONSISTENCY
             ),
         })
     }

@@ -1,9 +1,9 @@
 //! Creating a repository (every format's: a format's own commands are applied by the format,
-//! see `crate::format`).
+//! see `crate::metadata::format`).
 
 use super::{inc, Txn};
-use crate::keys;
-use crate::model::{Outcome, RepoStats, Repository};
+use crate::metadata::keys;
+use crate::metadata::model::{Outcome, RepoStats, Repository};
 
 impl Txn<'_, '_> {
     pub(super) fn create_repo(&mut self, repo: &Repository) -> anyhow::Result<Outcome> {

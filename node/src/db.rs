@@ -21,8 +21,8 @@ pub fn open_db(path: &Path) -> anyhow::Result<Arc<DB>> {
     // (an index entry for bytes a crash lost would make the node claim a chunk it cannot read).
     options.set_atomic_flush(true);
     let mut families = arca_raft::storage::column_families();
-    families.extend(crate::chunk_store::column_families());
-    families.extend(crate::cluster::resync::column_families());
+    families.extend(crate::storage::chunk_store::column_families());
+    families.extend(crate::region::resync::column_families());
     let db = DB::open_cf_descriptors(&options, path, families)
         .with_context(|| format!("open rocksdb at {}", path.display()))?;
     Ok(Arc::new(db))

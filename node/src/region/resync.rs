@@ -20,11 +20,11 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::Catalog;
-use crate::chunk_store::ChunkStore;
-use crate::cluster::peers::{Peers, CHUNK_READ_DEADLINE};
 use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+use crate::metadata::catalog::Catalog;
+use crate::region::peers::{Peers, CHUNK_READ_DEADLINE};
+use crate::storage::chunk_store::ChunkStore;
 
 /// Missing chunks queued at a time by a reconciliation.
 const RECONCILE_BATCH: usize = 10_000;
@@ -83,7 +83,7 @@ pub trait RemoteChunks: Send + Sync + 'static {
 }
 
 impl Resync {
-    /// `unsettled` counts pending announcements (see [`crate::state_machine::referenced_channel`]).
+    /// `unsettled` counts pending announcements (see [`crate::metadata::state_machine::referenced_channel`]).
     pub fn new(
         db: Arc<DB>,
         store: Arc<ChunkStore>,

@@ -12,11 +12,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::Catalog;
-use crate::chunk_store::{ChunkStore, PinGuard};
 use crate::digest::ChunkId;
 use crate::error::Result;
-use crate::state_machine::FreedChunks;
+use crate::metadata::catalog::Catalog;
+use crate::metadata::state_machine::FreedChunks;
+use crate::storage::chunk_store::{ChunkStore, PinGuard};
 
 /// Deleted chunk bytes that make a blob garbage collection worth its compaction (the size of
 /// one blob file).
@@ -79,7 +79,7 @@ impl Collector {
     /// Pages through the chunk index (a bounded page at a time, so memory does not grow with
     /// the store).
     pub fn sweep(&self, grace: Duration) -> Result<usize> {
-        let cutoff = crate::model::now_ms() - grace.as_millis() as i64;
+        let cutoff = crate::metadata::model::now_ms() - grace.as_millis() as i64;
         let mut deleted = 0;
         let mut after: Option<ChunkId> = None;
         loop {

@@ -12,46 +12,19 @@
 //! The HTTP side of a format (routes, error body, metrics) is [`crate::formats::Format`],
 //! which extends this trait; the core never depends on it.
 //!
-//! [`Command::Format`]: crate::model::Command::Format
-
-use std::borrow::Cow;
-use std::fmt;
+//! [`Command::Format`]: crate::metadata::model::Command::Format
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{BlobDescriptor, GlobalStats, RepoStats, Repository};
+pub use crate::metadata::model::FormatName;
+use crate::metadata::model::{
+    BlobDescriptor, ChunkRef, Command, GlobalStats, RepoStats, Repository,
+};
+use crate::metadata::state_machine::Txn;
+pub use crate::metadata::state_machine::{dec, inc};
 use crate::names::RepoName;
-use crate::state_machine::Txn;
-pub use crate::state_machine::{dec, inc};
-
-/// A repository format's name, as repository records and command envelopes store it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FormatName(Cow<'static, str>);
-
-impl FormatName {
-    pub const fn new(name: &'static str) -> Self {
-        Self(Cow::Borrowed(name))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for FormatName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl PartialEq<str> for FormatName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
 
 /// What applying one format command did, as the format reports it to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +133,53 @@ impl FormatSet {
         })
     }
 
+    /// The blobs a format command makes live (see [`FormatApply::blobs`]).
+    pub fn blobs(&self, command: &Command) -> Result<Vec<BlobDescriptor>> {
+        let Some((format, version, payload)) = command.envelope() else {
+            return Ok(Vec::new());
+        };
+        self.must_find(format.as_str())?
+            .blobs(version, &payload)
+            .map_err(|e| Error::internal("read a format command", e))
+    }
+
+    /// The content a write stores (a file, an OCI blob, a manifest's bytes), if any.
+    pub fn content(&self, command: &Command) -> Option<BlobDescriptor> {
+        self.blobs(command).ok()?.into_iter().next()
+    }
+
+    /// The chunks a region must hold before applying this command (with their lengths).
+    pub fn chunks(&self, command: &Command) -> Result<Vec<ChunkRef>> {
+        match command {
+            Command::Replicated { entries } => {
+                let mut chunks = Vec::new();
+                for entry in entries {
+                    chunks.extend(self.chunks(&entry.command)?);
+                }
+                Ok(chunks)
+            }
+            _ => Ok(self
+                .blobs(command)?
+                .into_iter()
+                .flat_map(|b| b.chunks)
+                .collect()),
+        }
+    }
+
+    /// One line for an operator: what the command does.
+    pub fn describe(&self, command: &Command) -> String {
+        match command.envelope() {
+            Some((format, version, payload)) => match self.find(format.as_str()) {
+                Some(f) => f.describe(version, &payload),
+                None => format!("a command of format {format} this node does not know"),
+            },
+            None => match command {
+                Command::CreateRepo { repo } => format!("create repository {}", repo.name),
+                other => format!("{other:?}").chars().take(120).collect(),
+            },
+        }
+    }
+
     /// `name@version` of every format, as a node advertises what it can apply.
     pub fn advertised(&self) -> Vec<String> {
         self.formats
@@ -245,7 +265,7 @@ impl FormatTxn<'_, '_, '_> {
 
     /// The repository `name`, if it exists.
     pub fn repo(&self, name: &RepoName) -> anyhow::Result<Option<Repository>> {
-        self.txn.get(&crate::keys::repo(name))
+        self.txn.get(&crate::metadata::keys::repo(name))
     }
 
     /// The repository `name` if it exists and is of this format; otherwise the reason.
@@ -297,16 +317,17 @@ impl FormatTxn<'_, '_, '_> {
         Ok(Totals {
             repo: self
                 .txn
-                .get(&crate::keys::repo_stats(repo))?
+                .get(&crate::metadata::keys::repo_stats(repo))?
                 .unwrap_or_default(),
             global: self.txn.stats()?,
         })
     }
 
     pub fn save_totals(&mut self, repo: &RepoName, totals: &Totals) -> anyhow::Result<()> {
-        self.txn.put(crate::keys::repo_stats(repo), &totals.repo)?;
         self.txn
-            .put(crate::keys::GLOBAL_STATS.to_vec(), &totals.global)
+            .put(crate::metadata::keys::repo_stats(repo), &totals.repo)?;
+        self.txn
+            .put(crate::metadata::keys::GLOBAL_STATS.to_vec(), &totals.global)
     }
 
     /// One more reference from `repo` to the blob (an entry, a link, a manifest's reference):
@@ -337,8 +358,8 @@ impl FormatTxn<'_, '_, '_> {
     pub fn blob(
         &self,
         id: &crate::digest::Blake3,
-    ) -> anyhow::Result<Option<crate::model::BlobRecord>> {
-        self.txn.get(&crate::keys::blob(id))
+    ) -> anyhow::Result<Option<crate::metadata::model::BlobRecord>> {
+        self.txn.get(&crate::metadata::keys::blob(id))
     }
 }
 

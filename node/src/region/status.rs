@@ -6,7 +6,7 @@ use std::time::Duration;
 use arca_proto::v1::{ClusterStatusReply, MemberStatus, NodeStatusReply, NodeStatusRequest};
 use openraft::ServerState;
 
-use crate::cluster::Region;
+use crate::region::Region;
 
 /// This node's own view of the region.
 pub async fn node_status(region: &Region) -> NodeStatusReply {
@@ -32,7 +32,7 @@ pub async fn node_status(region: &Region) -> NodeStatusReply {
         applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
         resync_backlog: region.resync.backlog(),
         ready,
-        command_version: crate::model::COMMAND_VERSION,
+        command_version: crate::metadata::model::COMMAND_VERSION,
         cluster_id: region.raft.cluster_id().get().unwrap_or_default(),
         formats: region.formats.advertised(),
     }

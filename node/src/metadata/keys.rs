@@ -2,27 +2,27 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `r/{repo}` | [`Repository`](crate::model::Repository) |
-//! | `s/{repo}` | [`RepoStats`](crate::model::RepoStats) |
-//! | `a/{repo}/{path}` | [`Artifact`](crate::model::Artifact) |
-//! | `b/{blake3}` | [`BlobRecord`](crate::model::BlobRecord) |
+//! | `r/{repo}` | [`Repository`](crate::metadata::model::Repository) |
+//! | `s/{repo}` | [`RepoStats`](crate::metadata::model::RepoStats) |
+//! | `a/{repo}/{path}` | [`Artifact`](crate::metadata::model::Artifact) |
+//! | `b/{blake3}` | [`BlobRecord`](crate::metadata::model::BlobRecord) |
 //! | `h/{sha256}` | blake3 of the blob with that sha256 |
 //! | `c/{chunk}` | global chunk reference count (u64) and chunk length (u32) |
 //! | `rb/{repo}/{blob}` | how many of the repository's artifacts use the blob (u64) |
 //! | `rc/{repo}/{chunk}` | how many of the repository's blobs use the chunk (u64) |
-//! | `g/stats` | [`GlobalStats`](crate::model::GlobalStats) |
-//! | `m/changelog` | [`ChangeLogHead`](crate::model::ChangeLogHead) |
-//! | `m/role` | [`RegionRole`](crate::model::RegionRole) (absent: primary) |
-//! | `m/fork` | [`Fork`](crate::model::Fork): where a promoted region's epoch began |
-//! | `m/forks` | every [`Fork`](crate::model::Fork) of the region's history, oldest first |
-//! | `d/{seq}` | [`DivergentWrite`](crate::model::DivergentWrite), seq big-endian |
+//! | `g/stats` | [`GlobalStats`](crate::metadata::model::GlobalStats) |
+//! | `m/changelog` | [`ChangeLogHead`](crate::metadata::model::ChangeLogHead) |
+//! | `m/role` | [`RegionRole`](crate::metadata::model::RegionRole) (absent: primary) |
+//! | `m/fork` | [`Fork`](crate::metadata::model::Fork): where a promoted region's epoch began |
+//! | `m/forks` | every [`Fork`](crate::metadata::model::Fork) of the region's history, oldest first |
+//! | `d/{seq}` | [`DivergentWrite`](crate::metadata::model::DivergentWrite), seq big-endian |
 //! | `x/{key}` | a primary snapshot being staged, keyed by the key it will replace |
-//! | `m/staging` | [`Staging`](crate::model::Staging): which catch-up `x/` holds |
+//! | `m/staging` | [`Staging`](crate::metadata::model::Staging): which catch-up `x/` holds |
 //! | `m/max_epoch` | the highest epoch this region has seen (u64) |
 //! | `m/cluster_id` | the region's cluster id (UTF-8) |
 //! | `dc/{chunk}` | divergent writes using the chunk (u64): kept until acknowledged |
 //! | `fr/{seq}{chunk}` | a chunk change `seq` freed, and when (i64 ms): reclaimed by `ReleaseFreed` |
-//! | `l/{seq}` | [`ChangeRecord`](crate::model::ChangeRecord), seq big-endian |
+//! | `l/{seq}` | [`ChangeRecord`](crate::metadata::model::ChangeRecord), seq big-endian |
 //!
 //! A format's own keys are in its folder (`formats/<name>/keys.rs`), inside the ranges it
 //! declares (`FormatApply::key_prefixes`); the OCI registry's start with `o`.
@@ -38,18 +38,18 @@ pub const GLOBAL_STATS: &[u8] = b"g/stats";
 pub const CHANGELOG_HEAD: &[u8] = b"m/changelog";
 pub const CHANGELOG_PREFIX: &[u8] = b"l/";
 pub const CHUNK_REFS_PREFIX: &[u8] = b"c/";
-/// This region's [`RegionRole`](crate::model::RegionRole).
+/// This region's [`RegionRole`](crate::metadata::model::RegionRole).
 pub const ROLE: &[u8] = b"m/role";
-/// The [`Fork`](crate::model::Fork) where this region's epoch began, if it was promoted.
+/// The [`Fork`](crate::metadata::model::Fork) where this region's epoch began, if it was promoted.
 pub const FORK: &[u8] = b"m/fork";
-/// Every [`Fork`](crate::model::Fork) of this region's history, oldest first: promotions it
+/// Every [`Fork`](crate::metadata::model::Fork) of this region's history, oldest first: promotions it
 /// made, and those it learned from its primary's log or snapshot.
 pub const FORKS: &[u8] = b"m/forks";
-/// [`DivergentWrite`](crate::model::DivergentWrite)s, by big-endian seq.
+/// [`DivergentWrite`](crate::metadata::model::DivergentWrite)s, by big-endian seq.
 pub const DIVERGENT_PREFIX: &[u8] = b"d/";
 /// A snapshot of the primary being staged: `x/` + the key it will replace.
 pub const STAGING_PREFIX: &[u8] = b"x/";
-/// The [`Staging`](crate::model::Staging) record of the catch-up whose pairs `x/` holds.
+/// The [`Staging`](crate::metadata::model::Staging) record of the catch-up whose pairs `x/` holds.
 pub const STAGING: &[u8] = b"m/staging";
 /// The region's cluster id (UTF-8), fixed when the region was created.
 pub const CLUSTER_ID: &[u8] = b"m/cluster_id";

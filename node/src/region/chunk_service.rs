@@ -10,9 +10,9 @@ use futures::StreamExt;
 use metrics::counter;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chunk_store::ChunkStore;
 use crate::digest::ChunkId;
 use crate::error::Error;
+use crate::storage::chunk_store::ChunkStore;
 
 /// Longest lease a peer may ask for.
 const MAX_LEASE: Duration = Duration::from_secs(3600);
@@ -37,7 +37,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("storage task panicked: {e}")))?
-        .map_err(crate::cluster::grpc_error::from_error)
+        .map_err(crate::region::grpc_error::from_error)
 }
 
 #[tonic::async_trait]
@@ -122,7 +122,7 @@ impl ChunkService for ChunkGrpcService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk_store::Durability;
+    use crate::storage::chunk_store::Durability;
 
     #[tokio::test]
     async fn a_chunk_that_is_not_durable_here_is_not_reported_as_held() {
@@ -132,8 +132,7 @@ mod tests {
         // WAL a moment ago) is lost on kill -9, so it must be made durable before the answer,
         // or be reported as missing.
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            ChunkStore::new(crate::storage::open_db(dir.path()).expect("open")).expect("store");
+        let store = ChunkStore::new(crate::db::open_db(dir.path()).expect("open")).expect("store");
         let data = vec![7u8; 64 << 10];
         let id = ChunkId::of(&data);
         store

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 
-use crate::chunk_store::ChunkStore;
 use crate::error::{Error, Result};
+use crate::metadata::model::ChunkRef;
 use crate::metrics;
-use crate::model::ChunkRef;
+use crate::storage::chunk_store::ChunkStore;
 
 /// Chunks a download reads ahead of the one being sent: at most this many chunks (4 MiB each
 /// at most) are held per download beyond the one in the socket.

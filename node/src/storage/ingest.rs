@@ -14,13 +14,13 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::Digest as _;
 
-use crate::chunk_store::{ChunkStore, Durability, PinGuard};
-use crate::chunker::{Chunker, ChunkerConfig};
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::{Error, Result};
-use crate::gc::Collector;
+use crate::metadata::model::{BlobDescriptor, ChunkRef};
 use crate::metrics;
-use crate::model::{BlobDescriptor, ChunkRef};
+use crate::storage::chunk_store::{ChunkStore, Durability, PinGuard};
+use crate::storage::chunker::{Chunker, ChunkerConfig};
+use crate::storage::gc::Collector;
 
 /// Body bytes handed to a blocking task at a time: the task hashes, cuts and stores them
 /// while the next batch is read from the socket. No thread is held while a client is slow.
@@ -44,16 +44,6 @@ pub struct IngestLimits {
     /// Slowest average rate tolerated once an upload has run for 30 s, in bytes per second
     /// (0: any).
     pub min_bytes_per_sec: u64,
-}
-
-impl IngestLimits {
-    pub fn from_config(limits: &crate::config::LimitsConfig) -> Self {
-        Self {
-            max_bytes: limits.max_upload_bytes,
-            idle_timeout: Duration::from_secs(limits.body_idle_timeout_secs),
-            min_bytes_per_sec: limits.min_upload_bytes_per_sec,
-        }
-    }
 }
 
 /// A blob whose chunks are durable on this node, not yet referenced by any command. Dropped,
@@ -349,9 +339,9 @@ mod tests {
         // was dropped (its connection went away mid-request) left its chunks for the orphan
         // sweep, an hour later by default.
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::storage::open_db(dir.path()).expect("open");
+        let db = crate::db::open_db(dir.path()).expect("open");
         let store = ChunkStore::new(db.clone()).expect("store");
-        let collector = Collector::new(store.clone(), crate::catalog::Catalog::new(db));
+        let collector = Collector::new(store.clone(), crate::metadata::catalog::Catalog::new(db));
         let chunking = ChunkerConfig {
             min_size: 16 << 10,
             avg_size: 32 << 10,

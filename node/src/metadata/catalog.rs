@@ -7,11 +7,11 @@ use arca_raft::storage::CF_STATE_MACHINE;
 use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
 use serde::de::DeserializeOwned;
 
-use crate::codec::decode;
 use crate::digest::{Blake3, ChunkId, Sha256};
 use crate::error::{Error, Result};
-use crate::keys::{self, ChunkRefCount};
-use crate::model::{
+use crate::metadata::codec::decode;
+use crate::metadata::keys::{self, ChunkRefCount};
+use crate::metadata::model::{
     Artifact, BlobRecord, ChangeLogHead, ChangeRecord, DivergentWrite, Fork, GlobalStats,
     RegionRole, RepoStats, Repository,
 };
@@ -293,7 +293,7 @@ impl Catalog {
     }
 
     /// The snapshot being staged, if any.
-    pub fn staging(&self) -> Result<Option<crate::model::Staging>> {
+    pub fn staging(&self) -> Result<Option<crate::metadata::model::Staging>> {
         self.get(keys::STAGING)
     }
 
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn the_state_streams_in_bounded_batches() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::storage::open_db(dir.path()).expect("open");
+        let db = crate::db::open_db(dir.path()).expect("open");
         let catalog = Catalog::new(db.clone());
         let cf = catalog.cf().expect("cf");
         for i in 0..20_000u32 {
@@ -445,19 +445,23 @@ mod tests {
         // through the change log never does, yet both hold the same repository state. The
         // digest must agree, or verify always reports a difference and hides a real one.
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::storage::open_db(dir.path()).expect("open");
+        let db = crate::db::open_db(dir.path()).expect("open");
         let catalog = Catalog::new(db.clone());
         let cf = catalog.cf().expect("cf");
         db.put_cf(cf, keys::repo(&RepoName::parse("r").expect("name")), b"x")
             .expect("put");
         let (_, before, _) = catalog.state_digest().expect("digest");
-        let fork = crate::model::Fork {
+        let fork = crate::metadata::model::Fork {
             epoch: 2,
             after_seq: 10,
             at_ms: 1,
         };
-        db.put_cf(cf, keys::FORK, crate::codec::encode(&fork).expect("encode"))
-            .expect("put");
+        db.put_cf(
+            cf,
+            keys::FORK,
+            crate::metadata::codec::encode(&fork).expect("encode"),
+        )
+        .expect("put");
         let (_, after, _) = catalog.state_digest().expect("digest");
         assert_eq!(before, after);
     }
