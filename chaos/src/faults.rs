@@ -7,13 +7,17 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::cluster::{region_name, Cluster};
 use crate::history::History;
 use crate::proxy::{Direction, LinkShape};
+
+mod disk;
+mod failover;
+
+pub use disk::{corrupt_chunks, restore_unsynced_state, save_unsynced_state, UnsyncedState};
+use failover::{double_failover, primary_loss};
 
 /// Bandwidth of a slowed gRPC link into a node.
 const SLOW_GRPC_MBIT: u64 = 50;
@@ -587,118 +591,6 @@ async fn upload_retry_kill(
     Ok(())
 }
 
-/// Loses the current primary (killed, links cut) and force-promotes `mirror`; the lost
-/// region's nodes stay down. Returns the lost region and its node ids.
-async fn lose_primary_and_promote(
-    cluster: &mut Cluster,
-    mirror: usize,
-    record: &mut FaultRecord,
-) -> anyhow::Result<(usize, Vec<u64>)> {
-    let old = cluster.endpoints.primary();
-    for region in &cluster.regions {
-        for link in &region.links {
-            link.cut();
-        }
-    }
-    cluster.endpoints.set_down(old, true);
-    let ids: Vec<u64> = cluster.regions[old].region.nodes.keys().copied().collect();
-    for id in &ids {
-        cluster.regions[old].region.must_kill(*id);
-    }
-    let admin = cluster
-        .admin_addr(mirror)
-        .ok_or_else(|| anyhow!("no live node in {}", region_name(mirror)))?;
-    let name = region_name(mirror);
-    cluster.endpoints.set_down(mirror, true);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut promoted = None;
-    for _ in 0..60 {
-        let (ok, reply) = cluster
-            .cli_json(&["cluster", "promote", name, "--force"], &admin)
-            .await?;
-        if ok && reply["promoted"] == true {
-            promoted = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let promoted = promoted.ok_or_else(|| anyhow!("{name} could not be promoted"))?;
-    record.notes.push(format!("promoted {name}: {promoted}"));
-    cluster.endpoints.set_primary(mirror);
-    cluster.endpoints.set_down(mirror, false);
-    for region in &cluster.regions {
-        for link in &region.links {
-            link.heal();
-        }
-    }
-    Ok((old, ids))
-}
-
-/// Restarts a lost region's nodes knowing every other region (`--peer`); they must become
-/// mirrors.
-async fn bring_back_as_mirror(
-    cluster: &mut Cluster,
-    lost: usize,
-    ids: &[u64],
-    record: &mut FaultRecord,
-) -> anyhow::Result<()> {
-    let mut peers = Vec::new();
-    for (index, region) in cluster.regions.iter().enumerate() {
-        if index != lost {
-            peers.extend(region.region.replication_addrs());
-        }
-    }
-    for id in ids {
-        let node = cluster.regions[lost].region.node_mut(*id);
-        for peer in &peers {
-            if !node.options_mut().extra_args.contains(peer) {
-                node.options_mut()
-                    .extra_args
-                    .extend(["--peer".to_string(), peer.clone()]);
-            }
-        }
-        node.must_restart();
-    }
-    if !wait_region_ready(cluster, lost, Duration::from_secs(60)).await {
-        anyhow::bail!("{} did not come back", region_name(lost));
-    }
-    let name = region_name(lost);
-    for _ in 0..120 {
-        if let Some(admin) = cluster.admin_addr(lost) {
-            if let Ok((true, status)) = cluster.cli_json(&["cluster", "status"], &admin).await {
-                let role = status["regions"].as_array().and_then(|rows| {
-                    rows.iter()
-                        .find(|r| r["name"] == name)
-                        .map(|r| r["role"].clone())
-                });
-                if role == Some(serde_json::json!("mirror")) {
-                    record.notes.push(format!("{name} rejoined as a mirror"));
-                    cluster.endpoints.set_down(lost, false);
-                    return Ok(());
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    anyhow::bail!("{name} did not become a mirror within 60 s")
-}
-
-async fn double_failover(
-    cluster: &mut Cluster,
-    first: usize,
-    second: usize,
-    hold: Duration,
-    record: &mut FaultRecord,
-) -> anyhow::Result<()> {
-    let (original, original_ids) = lose_primary_and_promote(cluster, first, record).await?;
-    tokio::time::sleep(hold / 2).await;
-    let (lost, lost_ids) = lose_primary_and_promote(cluster, second, record).await?;
-    tokio::time::sleep(hold / 2).await;
-    bring_back_as_mirror(cluster, lost, &lost_ids, record).await?;
-    bring_back_as_mirror(cluster, original, &original_ids, record).await?;
-    Ok(())
-}
-
 async fn kill_and_restart(
     cluster: &mut Cluster,
     region: usize,
@@ -726,127 +618,5 @@ async fn pause_and_resume(
     if !wait_region_ready(cluster, region, Duration::from_secs(60)).await {
         anyhow::bail!("node {node} did not answer after SIGCONT");
     }
-    Ok(())
-}
-
-/// Flips one byte in each of `count` stored chunks (chosen by `pick`) of a stopped node's
-/// database. Returns the chunk names (blake3, hex).
-pub fn corrupt_chunks(
-    db_path: &std::path::Path,
-    count: usize,
-    pick: u64,
-) -> anyhow::Result<Vec<String>> {
-    use arca_node::storage::chunk_store::CF_CHUNKS;
-    let db = arca_node::db::open_db(db_path)?;
-    let cf = db
-        .cf_handle(CF_CHUNKS)
-        .ok_or_else(|| anyhow!("no {CF_CHUNKS} column family"))?;
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-        let (key, _) = item.context("iterate chunks")?;
-        keys.push(key.to_vec());
-        if keys.len() >= 20_000 {
-            break;
-        }
-    }
-    let mut rng = StdRng::seed_from_u64(pick);
-    let mut corrupted = Vec::new();
-    for _ in 0..count.min(keys.len()) {
-        let key = keys.swap_remove(rng.random_range(0..keys.len()));
-        let Some(mut value) = db.get_cf(cf, &key).context("read a chunk")? else {
-            continue;
-        };
-        if value.is_empty() {
-            continue;
-        }
-        let position = rng.random_range(0..value.len());
-        value[position] ^= 0xFF;
-        db.put_cf(cf, &key, &value)
-            .context("write the corrupted chunk")?;
-        corrupted.push(hex::encode(&key));
-    }
-    db.flush_wal(true).context("sync")?;
-    Ok(corrupted)
-}
-
-/// The primary region is lost: its nodes are killed and its links cut, a mirror is promoted
-/// with `--force`, clients move to it; after `hold` the old primary comes back knowing the
-/// other regions (`--peer`) and must demote itself.
-async fn primary_loss(
-    cluster: &mut Cluster,
-    mirror: usize,
-    hold: Duration,
-    record: &mut FaultRecord,
-) -> anyhow::Result<()> {
-    let (old, ids) = lose_primary_and_promote(cluster, mirror, record).await?;
-    tokio::time::sleep(hold).await;
-    bring_back_as_mirror(cluster, old, &ids, record).await
-}
-
-/// What a power cut can take from a node whose Raft log survives: the state machine's column
-/// family (applies are written without a sync; the log's fsync is what makes a write durable)
-/// and the unsynced committed-index hint. Saved from a stopped node, to be put back later
-/// with [`restore_unsynced_state`]: the node then holds log entries it has not applied, and
-/// no record that they were committed, as after a power cut right after an apply.
-pub struct UnsyncedState {
-    state_machine: Vec<(Vec<u8>, Vec<u8>)>,
-    committed: Option<Vec<u8>>,
-}
-
-const KEY_COMMITTED: &[u8] = b"committed";
-
-/// Saves the state a power cut could roll back (see [`UnsyncedState`]) of a stopped node.
-pub fn save_unsynced_state(db_path: &std::path::Path) -> anyhow::Result<UnsyncedState> {
-    use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
-    let db = arca_node::db::open_db(db_path)?;
-    let sm = db
-        .cf_handle(CF_STATE_MACHINE)
-        .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;
-    let mut state_machine = Vec::new();
-    for item in db.iterator_cf(sm, rocksdb::IteratorMode::Start) {
-        let (key, value) = item.context("iterate the state machine")?;
-        state_machine.push((key.to_vec(), value.to_vec()));
-        if state_machine.len() > 1_000_000 {
-            anyhow::bail!("the state machine is too large to save for a test");
-        }
-    }
-    let meta = db
-        .cf_handle(CF_RAFT_META)
-        .ok_or_else(|| anyhow!("no {CF_RAFT_META} column family"))?;
-    let committed = db.get_cf(meta, KEY_COMMITTED).context("read committed")?;
-    Ok(UnsyncedState {
-        state_machine,
-        committed,
-    })
-}
-
-/// Puts a stopped node's state machine and committed-index hint back to `saved`, leaving its
-/// Raft log, votes and chunks as they are.
-pub fn restore_unsynced_state(
-    db_path: &std::path::Path,
-    saved: &UnsyncedState,
-) -> anyhow::Result<()> {
-    use arca_raft::storage::{CF_RAFT_META, CF_STATE_MACHINE};
-    let db = arca_node::db::open_db(db_path)?;
-    let sm = db
-        .cf_handle(CF_STATE_MACHINE)
-        .ok_or_else(|| anyhow!("no {CF_STATE_MACHINE} column family"))?;
-    let meta = db
-        .cf_handle(CF_RAFT_META)
-        .ok_or_else(|| anyhow!("no {CF_RAFT_META} column family"))?;
-    let mut batch = rocksdb::WriteBatch::default();
-    for item in db.iterator_cf(sm, rocksdb::IteratorMode::Start) {
-        let (key, _) = item.context("iterate the state machine")?;
-        batch.delete_cf(sm, key);
-    }
-    for (key, value) in &saved.state_machine {
-        batch.put_cf(sm, key, value);
-    }
-    match &saved.committed {
-        Some(value) => batch.put_cf(meta, KEY_COMMITTED, value),
-        None => batch.delete_cf(meta, KEY_COMMITTED),
-    }
-    db.write(batch).context("restore the state machine")?;
-    db.flush_wal(true).context("sync")?;
     Ok(())
 }

@@ -63,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long)]
     read_through: bool,
     /// Log as JSON lines instead of text.
-    #[arg(long)]
+    #[arg(long, env = "ARCA_LOG_JSON")]
     log_json: bool,
 }
 

@@ -55,6 +55,11 @@ pub struct NodeConfig {
     pub gc: GcConfig,
     /// The OCI registry (`/v2/`).
     pub oci: OciConfig,
+    /// Settings of repository formats that keep them in a section of their own,
+    /// `[formats.<name>]`, read by the format when the node starts
+    /// ([`NodeConfig::format_settings`]); the registry's predate it and stay under `[oci]`.
+    /// Only the file sets them (no `ARCA_*` variable names a key here).
+    pub formats: std::collections::BTreeMap<String, toml::Table>,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +81,7 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             gc: GcConfig::default(),
             oci: OciConfig::default(),
+            formats: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -303,6 +309,20 @@ impl Default for OciConfig {
 }
 
 impl NodeConfig {
+    /// The settings of format `format` from its `[formats.<format>]` section, or their
+    /// defaults when there is none; a section the format cannot read fails the start.
+    pub fn format_settings<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        format: &str,
+    ) -> anyhow::Result<T> {
+        match self.formats.get(format) {
+            None => Ok(T::default()),
+            Some(table) => toml::Value::Table(table.clone())
+                .try_into()
+                .with_context(|| format!("invalid [formats.{format}] settings")),
+        }
+    }
+
     /// Whether an empty data directory may become a new region.
     pub fn may_create_region(&self) -> bool {
         self.join.is_none() && (self.init_region || self.region == "local")
@@ -468,6 +488,46 @@ fn parse_env_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_reads_its_own_section_and_defaults_without_one() {
+        #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Settings {
+            max_package_bytes: u64,
+            upstream: Option<String>,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("arca.toml");
+        std::fs::write(
+            &file,
+            "[formats.example]\nmax_package_bytes = 4096\nupstream = \"http://127.0.0.1:1\"\n\n[formats.strict]\nunknown_key = 1\n",
+        )
+        .expect("write");
+        let config = NodeConfig::load(Some(&file), Vec::new()).expect("load");
+        assert_eq!(
+            config
+                .format_settings::<Settings>("example")
+                .expect("settings"),
+            Settings {
+                max_package_bytes: 4096,
+                upstream: Some("http://127.0.0.1:1".into()),
+            }
+        );
+        assert_eq!(
+            config
+                .format_settings::<Settings>("absent")
+                .expect("defaults"),
+            Settings::default()
+        );
+        let refused = config
+            .format_settings::<Settings>("strict")
+            .expect_err("an unknown key is refused");
+        assert!(
+            format!("{refused:#}").contains("[formats.strict]"),
+            "{refused:#}"
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

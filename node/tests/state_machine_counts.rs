@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use arca_node::digest::{Blake3, Sha256};
 use arca_node::formats::generic::model::GenericCommand;
-use arca_node::formats::oci::model::{BlobLink, ImageRecord, OciCommand};
+use arca_node::formats::oci::model::{
+    BlobLink, ImageRecord, ManifestInfo, ManifestRecord, OciCommand, OciOutcome,
+};
+use arca_node::formats::oci::names::Tag;
 use arca_node::metadata::codec::encode;
 use arca_node::metadata::keys::{self, ChunkRefCount};
 use arca_node::metadata::model::{
@@ -281,7 +284,7 @@ fn check_counts(node: &TestNode) {
     }
     // An OCI blob link holds one reference on its blob and counts its size (not an artifact).
     let mut image_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    let mut link_bytes = 0;
+    let mut registry_bytes = 0;
     for (key, value) in pairs(node, b"ob/") {
         let link: BlobLink = rmp_serde::from_slice(&value).expect("blob link");
         let rest = &key[3..];
@@ -294,7 +297,25 @@ fn check_counts(node: &TestNode) {
         *blob_refs.entry(link.blob).or_default() += 1;
         *repo_blob.entry((repo.clone(), link.blob)).or_default() += 1;
         repo_stats.entry(repo).or_default().logical_bytes += link.size;
-        link_bytes += link.size;
+        registry_bytes += link.size;
+    }
+    // A manifest holds one reference on the blob of its bytes and one on each blob it
+    // references; it counts as an artifact of its size.
+    let mut manifests = 0u64;
+    for (key, value) in pairs(node, b"om/") {
+        let record: ManifestRecord = rmp_serde::from_slice(&value).expect("manifest record");
+        let rest = &key[3..];
+        let slash = rest.iter().position(|b| *b == b'/').expect("repo/");
+        let repo = String::from_utf8(rest[..slash].to_vec()).expect("utf-8");
+        for blob in std::iter::once(&record.blob).chain(&record.references) {
+            *blob_refs.entry(*blob).or_default() += 1;
+            *repo_blob.entry((repo.clone(), *blob)).or_default() += 1;
+        }
+        let stats = repo_stats.entry(repo).or_default();
+        stats.artifacts += 1;
+        stats.logical_bytes += record.size;
+        registry_bytes += record.size;
+        manifests += 1;
     }
     // An image record exists while the image holds something, and counts its links.
     let images: BTreeMap<Vec<u8>, u64> = pairs(node, b"oi/")
@@ -407,10 +428,10 @@ fn check_counts(node: &TestNode) {
     let global = node.node().service.catalog.global_stats().expect("stats");
     let expected = GlobalStats {
         repositories: repos.len() as u64,
-        artifacts: artifacts.len() as u64,
+        artifacts: artifacts.len() as u64 + manifests,
         blobs: blobs.len() as u64,
         chunks: chunk_refs.len() as u64,
-        logical_bytes: artifacts.iter().map(|a| a.size).sum::<u64>() + link_bytes,
+        logical_bytes: artifacts.iter().map(|a| a.size).sum::<u64>() + registry_bytes,
         physical_bytes: chunk_refs.values().map(|(_, len)| u64::from(*len)).sum(),
     };
     assert_eq!(global, expected, "global totals");
@@ -659,4 +680,179 @@ async fn each_repository_command_answers_as_its_table_says() {
         );
     }
     check_counts(&node);
+}
+
+/// What the registry's state machine answered, from either encoding of its answer.
+fn oci_answer(outcome: &Outcome) -> Option<OciOutcome> {
+    let payload = outcome.format_payload("oci")?;
+    rmp_serde::from_slice(&payload).ok()
+}
+
+/// The manifest of blobs `blobs` (pool numbers), stored as blob 3 of the pool.
+fn manifest(blobs: &[u8]) -> ManifestInfo {
+    let bytes = blob(3);
+    ManifestInfo {
+        digest: bytes.sha256,
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        blob: bytes,
+        blobs: blobs.iter().map(|b| blob(*b).sha256).collect(),
+        manifests: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        annotations: Default::default(),
+    }
+}
+
+/// One registry command against a prepared state, and what applying it must answer.
+struct OciCase {
+    name: &'static str,
+    before: Vec<Command>,
+    command: Command,
+    expect: fn(&OciOutcome) -> bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_registry_command_answers_as_its_table_says() {
+    for legacy in [false, true] {
+        let images = || RepoName::parse(IMAGES).expect("repo");
+        let oci =
+            |command: OciCommand| in_envelope(arca_node::formats::oci::NAME, &command, legacy);
+        let create = encoded(&Op::CreateImages, 1, legacy);
+        let link = |i: u8, b: u8| encoded(&Op::Link { image: i, blob: b }, 2, legacy);
+        // Image 1 mounts blob 1 from image 0.
+        let mount = || {
+            oci(OciCommand::MountBlob {
+                repo: images(),
+                image: image(1),
+                from_repo: images(),
+                from_image: image(0),
+                blob: blob(1),
+                at_ms: 3,
+            })
+        };
+        let put_manifest = |blobs: &[u8], tag: &str| {
+            oci(OciCommand::PutManifest {
+                repo: images(),
+                image: image(0),
+                tag: Some(Tag::parse(tag).expect("tag")),
+                manifest: manifest(blobs),
+                at_ms: 5,
+            })
+        };
+        let cases = vec![
+            OciCase {
+                name: "link into a missing repository",
+                before: vec![],
+                command: link(0, 0),
+                expect: |o| matches!(o, OciOutcome::RepoNotFound),
+            },
+            OciCase {
+                name: "link into a generic repository",
+                before: vec![command(
+                    &Op::Create {
+                        repo: 0,
+                        immutable: false,
+                    },
+                    1,
+                )],
+                command: oci(OciCommand::LinkBlob {
+                    repo: repo_name(0),
+                    image: image(0),
+                    blob: blob(0),
+                    at_ms: 2,
+                }),
+                expect: |o| matches!(o, OciOutcome::WrongFormat { format } if *format == *"generic"),
+            },
+            OciCase {
+                name: "link a new blob",
+                before: vec![create.clone()],
+                command: link(0, 0),
+                expect: |o| matches!(o, OciOutcome::BlobLinked { seq } if *seq > 0),
+            },
+            OciCase {
+                name: "link it again",
+                before: vec![create.clone(), link(0, 0)],
+                command: link(0, 0),
+                expect: |o| matches!(o, OciOutcome::BlobUnchanged),
+            },
+            OciCase {
+                name: "unlink a blob the image does not have",
+                before: vec![create.clone(), link(0, 0)],
+                command: encoded(&Op::Unlink { image: 1, blob: 0 }, 3, legacy),
+                expect: |o| matches!(o, OciOutcome::BlobUnknown),
+            },
+            OciCase {
+                name: "unlink a linked blob",
+                before: vec![create.clone(), link(0, 0)],
+                command: encoded(&Op::Unlink { image: 0, blob: 0 }, 3, legacy),
+                expect: |o| matches!(o, OciOutcome::BlobUnlinked { seq } if *seq > 0),
+            },
+            OciCase {
+                name: "mount a blob another image links",
+                before: vec![create.clone(), link(0, 1)],
+                command: mount(),
+                expect: |o| matches!(o, OciOutcome::BlobLinked { .. }),
+            },
+            OciCase {
+                name: "mount a blob the source does not link",
+                before: vec![create.clone()],
+                command: mount(),
+                expect: |o| matches!(o, OciOutcome::BlobUnknown),
+            },
+            OciCase {
+                name: "a manifest whose blob is not linked",
+                before: vec![create.clone(), link(0, 0)],
+                command: put_manifest(&[0, 1], "v1"),
+                expect: |o| matches!(o, OciOutcome::ManifestBlobUnknown { digests } if digests.len() == 1),
+            },
+            OciCase {
+                name: "a manifest with a tag",
+                before: vec![create.clone(), link(0, 0), link(0, 1)],
+                command: put_manifest(&[0, 1], "v1"),
+                expect: |o| matches!(o, OciOutcome::ManifestStored { created: true, seq } if *seq > 0),
+            },
+            OciCase {
+                name: "the same manifest and tag again",
+                before: vec![create.clone(), link(0, 0), put_manifest(&[0], "v1")],
+                command: put_manifest(&[0], "v1"),
+                expect: |o| matches!(o, OciOutcome::ManifestUnchanged),
+            },
+            OciCase {
+                name: "delete a tag that does not exist",
+                before: vec![create.clone()],
+                command: oci(OciCommand::DeleteTag {
+                    repo: images(),
+                    image: image(0),
+                    tag: Tag::parse("v9").expect("tag"),
+                    at_ms: 6,
+                }),
+                expect: |o| matches!(o, OciOutcome::TagUnknown),
+            },
+            OciCase {
+                name: "delete a manifest and its tags",
+                before: vec![create.clone(), link(0, 0), put_manifest(&[0], "v1")],
+                command: oci(OciCommand::DeleteManifest {
+                    repo: images(),
+                    image: image(0),
+                    digest: blob(3).sha256,
+                    at_ms: 6,
+                }),
+                expect: |o| matches!(o, OciOutcome::ManifestDeleted { seq } if *seq > 0),
+            },
+        ];
+        for case in &cases {
+            let node = TestNode::start().await;
+            for command in &case.before {
+                commit(&node, command).await;
+            }
+            let outcome = commit(&node, &case.command).await;
+            let answer = oci_answer(&outcome);
+            assert!(
+                answer.as_ref().is_some_and(case.expect),
+                "{} (legacy {legacy}): {outcome:?} → {answer:?}",
+                case.name
+            );
+            check_counts(&node);
+        }
+    }
 }

@@ -49,6 +49,14 @@ pub struct FormatContext {
 }
 
 impl FormatContext {
+    /// The format's own settings (`[formats.<name>]`), or their defaults.
+    pub fn settings<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        format: &str,
+    ) -> anyhow::Result<T> {
+        self.service.config.format_settings(format)
+    }
+
     /// Spawns one of the format's background tasks, in a span naming it.
     pub fn spawn<F>(&self, task: &'static str, future: F) -> JoinHandle<()>
     where
