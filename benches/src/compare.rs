@@ -91,8 +91,10 @@ impl Server {
         let process = ArcaProcess::start(options)?;
         let url = process.base_url();
         let pid = process.pid().context("arca has no pid")?;
+        wait_ready(&load::client(1), &format!("{url}/readyz")).await?;
+        // Every client of this process signs in as the bootstrap account.
+        arca_chaos::credentials::set_token(&process.admin_token().await?);
         let http = load::client(1);
-        wait_ready(&http, &format!("{url}/readyz")).await?;
         load::create_arca_repo(&http, &url, "containers", "oci").await?;
         Ok(Self {
             name: "arca",

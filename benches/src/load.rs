@@ -204,7 +204,8 @@ const PULL_BYTES: u64 = 256 << 20;
 
 /// An HTTP client sized for `concurrency` connections to one host.
 pub fn client(concurrency: usize) -> reqwest::Client {
-    reqwest::Client::builder()
+    let token = std::env::var("ARCA_TOKEN").ok();
+    arca_chaos::credentials::authorized(reqwest::Client::builder(), token.as_deref())
         .pool_max_idle_per_host(concurrency.max(1))
         .redirect(reqwest::redirect::Policy::limited(4))
         .tcp_nodelay(true)

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::history::{Op, OpKind, Outcome};
 use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX, OCI_MIRROR_PROBE_PREFIX};
-use crate::workload::{IMMUTABLE_REPO, MIRROR_PROBE_PREFIX};
+use crate::workload::{IMMUTABLE_REPO, INTRUDER_PREFIX, MIRROR_PROBE_PREFIX};
 
 /// Keys only ever written to mirrors.
 fn is_mirror_probe(key: &str) -> bool {
@@ -66,6 +66,10 @@ pub struct Observations {
     pub final_reads: Vec<FinalRead>,
     /// Every listed file on every node, read back.
     pub listed: Vec<ListedRead>,
+    /// `GET /api/v1/audit/verify` on the primary: the chain recomputed.
+    pub audit_verify: Option<serde_json::Value>,
+    /// Denials of intruder writes the primary's audit log holds (records' counts summed).
+    pub audited_intrusions: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,7 +217,86 @@ pub fn check(history: &[Op], observations: &Observations) -> Vec<InvariantResult
         mirrors_refuse_writes(history, observations),
         immutable_never_changes(&keys, observations),
         listed_artifacts_readable(observations),
+        intruders_are_refused_and_audited(history, observations),
     ]
+}
+
+fn intruders_are_refused_and_audited(
+    history: &[Op],
+    observations: &Observations,
+) -> InvariantResult {
+    let mut violations = Vec::new();
+    let mut notes = Vec::new();
+    let mut checked = 0;
+    let mut refused = 0u64;
+    let mut unanswered = 0;
+    for op in history.iter().filter(|op| op.kind == OpKind::Unauthorized) {
+        match (op.outcome, op.status) {
+            (Outcome::Ok, _) => violations.push(format!(
+                "a write without a valid credential was accepted: {}",
+                show(op)
+            )),
+            (_, Some(401)) if op.detail == "UNAUTHORIZED" => {
+                checked += 1;
+                refused += 1;
+            }
+            (_, Some(status)) if status >= 500 => unanswered += 1,
+            (_, None) => unanswered += 1,
+            _ => violations.push(format!(
+                "a write without a valid credential was not refused with 401 UNAUTHORIZED: {}",
+                show(op)
+            )),
+        }
+    }
+    for read in &observations.final_reads {
+        if read.key.starts_with(INTRUDER_PREFIX) {
+            checked += 1;
+            if let Some(Some(sha)) = &read.state {
+                violations.push(format!(
+                    "{} (written only without a credential) exists on {}-{} with {}",
+                    read.key,
+                    read.region,
+                    read.node,
+                    &sha[..12.min(sha.len())]
+                ));
+            }
+        }
+    }
+    match &observations.audit_verify {
+        Some(report) if report["ok"] == true => {
+            checked += 1;
+            notes.push(format!("audit chain intact: {} records", report["records"]));
+        }
+        Some(report) => violations.push(format!("the audit chain does not verify: {report}")),
+        None => notes.push("the audit chain could not be read".into()),
+    }
+    if refused > 0 {
+        // Denials are committed in batches: a node killed before its batch loses it.
+        notes.push(format!(
+            "{} of {refused} refused intrusions are in the audit log",
+            observations.audited_intrusions
+        ));
+        if observations.audited_intrusions == 0 {
+            violations.push(format!("none of {refused} refused intrusions was audited"));
+        }
+        if observations.audited_intrusions > refused {
+            violations.push(format!(
+                "the audit log holds {} intrusions, more than the {refused} made",
+                observations.audited_intrusions
+            ));
+        }
+    }
+    if unanswered > 0 {
+        notes.push(format!("{unanswered} intrusions got no answer (faults)"));
+    }
+    InvariantResult {
+        number: 7,
+        name: "writes without a valid credential are refused, never stored, and audited",
+        held: violations.is_empty(),
+        checked,
+        violations,
+        notes,
+    }
 }
 
 fn no_lost_writes(keys: &BTreeMap<&str, Vec<&Op>>, observations: &Observations) -> InvariantResult {

@@ -142,6 +142,32 @@ pub struct Cluster {
     pub endpoints: Arc<Endpoints>,
 }
 
+/// Waits until the node at `base_url` accepts `token` (a mirror that replicated the
+/// primary's accounts and signing keys).
+async fn wait_accepts(base_url: &str, token: &str) -> anyhow::Result<()> {
+    let http = crate::credentials::authorized(reqwest::Client::builder(), Some(token))
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("{base_url}/api/v1/auth/whoami");
+    crate::wait_until(
+        "a mirror accepts the primary's token",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                    .then_some(())
+            }
+        },
+    )
+    .await
+}
+
 impl Cluster {
     /// Starts the primary region, then each mirror region (following the primary through its
     /// link proxies, probing the mirrors started before it as peers).
@@ -175,6 +201,14 @@ impl Cluster {
             options.grpc_proxies = true;
             let region = Region::must_start(options).await;
             region.must_wait_leader(Duration::from_secs(60)).await;
+            if let Some(token) = &region.token {
+                crate::credentials::set_token(token);
+            } else if let Some(token) = crate::credentials::token() {
+                // A mirror knows the primary's accounts once it replicated them.
+                for node in region.nodes.values() {
+                    wait_accepts(&node.base_url(), &token).await?;
+                }
+            }
             regions.push(ClusterRegion {
                 name,
                 region,

@@ -26,6 +26,9 @@ pub enum OpKind {
     OciDelete,
     /// GET of a tag's manifest from any node of any region, then of the blobs it references.
     OciPull,
+    /// PUT without a credential or with a forged token, which must be refused (401) and
+    /// never stored.
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]

@@ -15,6 +15,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod content;
+pub mod credentials;
 pub mod faults;
 pub mod history;
 pub mod observe;

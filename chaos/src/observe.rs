@@ -393,3 +393,44 @@ pub async fn scrape(
     }
     Some(total.unwrap_or(0.0))
 }
+
+/// Recomputes the audit chain on a node of the primary and counts the intrusions it recorded.
+pub async fn audit(cluster: &Cluster, observations: &mut Observations) {
+    let http = http_client();
+    let primary = &cluster.endpoints.regions[cluster.endpoints.primary()];
+    let Some((_, url)) = primary.nodes.first() else {
+        return;
+    };
+    if let Ok(response) = http.get(format!("{url}/api/v1/audit/verify")).send().await {
+        if let Ok(report) = response.json::<serde_json::Value>().await {
+            observations.audit_verify = Some(report);
+        }
+    }
+    let mut after = 0u64;
+    // Bounded: at most 200 pages of 1000 records.
+    for _ in 0..200 {
+        let page = http
+            .get(format!("{url}/api/v1/audit"))
+            .query(&[
+                ("outcome", "denied".to_string()),
+                ("after", after.to_string()),
+                ("limit", "1000".to_string()),
+            ])
+            .send()
+            .await;
+        let Ok(page) = page else { return };
+        let Ok(page) = page.json::<serde_json::Value>().await else {
+            return;
+        };
+        for record in page["records"].as_array().into_iter().flatten() {
+            let resource = record["resource"].as_str().unwrap_or_default();
+            if resource.starts_with(&format!("/files/{}", crate::workload::INTRUDER_PREFIX)) {
+                observations.audited_intrusions += record["count"].as_u64().unwrap_or(0);
+            }
+        }
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => return,
+        }
+    }
+}

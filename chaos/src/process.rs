@@ -89,6 +89,21 @@ impl ArcaProcess {
         format!("http://{}", self.http_addr)
     }
 
+    /// A session token for the bootstrap account (this node must have created it).
+    pub async fn admin_token(&self) -> anyhow::Result<String> {
+        crate::credentials::admin_login(&self.base_url(), &self.options.data_dir).await
+    }
+
+    /// [`ArcaProcess::admin_token`] for code outside an async runtime.
+    pub fn admin_token_blocking(&self) -> String {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(self.admin_token())
+            .expect("sign in as admin")
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -68,6 +68,8 @@ pub struct Region {
     /// The port each proxy forwards to (the node's real gRPC address).
     proxy_targets: BTreeMap<u64, std::net::SocketAddr>,
     http: reqwest::Client,
+    /// A session token of the bootstrap account, when this region created it.
+    pub token: Option<String>,
 }
 
 impl Region {
@@ -79,10 +81,11 @@ impl Region {
             paused: Vec::new(),
             grpc_proxies: BTreeMap::new(),
             proxy_targets: BTreeMap::new(),
-            http: reqwest::Client::builder()
+            http: crate::credentials::authorized(reqwest::Client::builder(), None)
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            token: None,
         };
         for id in 1..=options.nodes {
             if options.grpc_proxies {
@@ -93,6 +96,37 @@ impl Region {
         let ids: Vec<u64> = region.nodes.keys().copied().collect();
         for id in ids {
             region.must_wait_ready(id, Duration::from_secs(60)).await;
+        }
+        // The first node of a new primary region creates the first account (a primary that
+        // must hear from its peer regions first does so a little later): sign in with it.
+        let is_primary = options
+            .replication
+            .as_ref()
+            .is_none_or(|r| r.primary.is_empty());
+        if let Some(first) = region.nodes.get(&1) {
+            if is_primary {
+                let dir = first.data_dir().to_path_buf();
+                let _ = crate::wait_until(
+                    "the first account",
+                    Duration::from_secs(60),
+                    Duration::from_millis(100),
+                    || {
+                        let dir = dir.clone();
+                        async move { crate::credentials::admin_password(&dir) }
+                    },
+                )
+                .await;
+            }
+            if crate::credentials::admin_password(first.data_dir()).is_some() {
+                let token = first.admin_token().await.expect("sign in as admin");
+                crate::credentials::set_token(&token);
+                region.token = Some(token.clone());
+                region.http =
+                    crate::credentials::authorized(reqwest::Client::builder(), Some(&token))
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("http client");
+            }
         }
         // `--init-region` is for the first start only: a node restarted on an empty data
         // directory must not create a second region of the same name.

@@ -198,6 +198,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     observe::final_reads(&cluster, &ops, &mut observations).await;
     observe::listed_reads(&cluster, &mut observations).await;
     observe::listed_oci_reads(&cluster, &ops, &mut observations).await;
+    observe::audit(&cluster, &mut observations).await;
     let invariants = check(&ops, &observations);
     eprintln!(
         "arca-chaos: {:>6.1} s checked {} final reads and {} listed files",

@@ -7,7 +7,7 @@
 //! linearizability search; reads go to any key from any client, any region and any node.
 //!
 //! Each repository format contributes a part ([`WorkloadPart`], listed in [`parts`]) with its
-//! share of the operations. The mix, per client operation: generic files 69 % (25 % PUT, 6 %
+//! share of the operations. The mix, per client operation: generic files 69 % (2 % PUT without a valid credential, 23 % PUT, 6 %
 //! DELETE, 7 % immutable PUT, 2 % PUT to a mirror, 29 % GET), OCI 31 % (13 % image push, 4 %
 //! tag delete, 1 % push to a mirror, 13 % tag pull); a mirror's share goes to reads when no
 //! region is a mirror.
@@ -31,6 +31,8 @@ pub const MUTABLE_REPO: &str = "mut";
 pub const IMMUTABLE_REPO: &str = "imm";
 /// Keys written to mirrors start with this (they must never exist anywhere).
 pub const MIRROR_PROBE_PREFIX: &str = "mut/mirror-probe-";
+/// Keys only ever written without a valid credential.
+pub const INTRUDER_PREFIX: &str = "mut/intruder-";
 /// Mutable keys per client (small, so keys are overwritten and deleted often).
 const MUTABLE_KEYS: u64 = 6;
 
@@ -45,7 +47,7 @@ pub struct WorkloadOptions {
 
 /// An HTTP client that never follows redirects: a 307 from a mirror is an answer to record.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::credentials::authorized(reqwest::Client::builder(), None)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
@@ -238,8 +240,27 @@ impl WorkloadPart for FilesPart {
             mutable_versions: vec![0u64; MUTABLE_KEYS as usize],
             immutables: Vec::new(),
             probes: 0,
+            intrusions: 0,
+            anonymous: intruder_client(None),
+            forged: intruder_client(Some("arca_forgedtoken1_00000000000000000000000000000000")),
         })
     }
+}
+
+/// A client that sends `token` (or nothing), never this process's credentials.
+fn intruder_client(token: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        builder = builder.default_headers(headers);
+    }
+    builder.build().expect("http client")
 }
 
 struct FilesClient {
@@ -248,6 +269,10 @@ struct FilesClient {
     mutable_versions: Vec<u64>,
     immutables: Vec<ImmutableKey>,
     probes: u64,
+    intrusions: u64,
+    /// Clients of an intruder: without a credential, and with a forged token.
+    anonymous: reqwest::Client,
+    forged: reqwest::Client,
 }
 
 impl ClientPart for FilesClient {
@@ -267,7 +292,30 @@ impl FilesClient {
         let client = self.client;
         let has_mirror = !endpoints.mirrors().is_empty();
         match roll {
-            0..25 => {
+            0..2 => {
+                // An intruder: no credential, or a forged token; always refused, never stored.
+                self.intrusions += 1;
+                let key = format!("{INTRUDER_PREFIX}c{client}-{}", self.intrusions);
+                self.keys.add(&key);
+                let target = pick_primary_node(endpoints, rng);
+                let intruder = if rng.random_range(0..2u32) == 0 {
+                    &self.anonymous
+                } else {
+                    &self.forged
+                };
+                write(
+                    intruder,
+                    history,
+                    seed,
+                    client,
+                    OpKind::Unauthorized,
+                    &key,
+                    1,
+                    target,
+                )
+                .await;
+            }
+            2..25 => {
                 let index = rng.random_range(0..MUTABLE_KEYS) as usize;
                 self.mutable_versions[index] += 1;
                 let key = format!("{MUTABLE_REPO}/c{client}-k{index}");

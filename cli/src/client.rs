@@ -36,13 +36,29 @@ struct ApiError {
 }
 
 impl Client {
-    pub fn new(server: &str) -> anyhow::Result<Self> {
+    /// A client of `server` that sends `token` (`Authorization: Bearer`) on every request.
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         reqwest::Url::parse(&base).with_context(|| format!("invalid --server URL {server:?}"))?;
-        let http = reqwest::Client::builder()
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("arca-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("build HTTP client")?;
+            .default_headers(headers);
+        // A server behind a certificate of a private CA (`arca certs`): trust that CA.
+        if let Some(ca) = std::env::var_os("ARCA_CA_CERT") {
+            let pem = std::fs::read(&ca)
+                .with_context(|| format!("read ARCA_CA_CERT {}", ca.to_string_lossy()))?;
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).context("parse ARCA_CA_CERT")?,
+            );
+        }
+        let http = builder.build().context("build HTTP client")?;
         Ok(Self { base, http })
     }
 
@@ -66,6 +82,14 @@ impl Client {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            let detail = serde_json::from_str::<ApiError>(&text)
+                .map(|e| e.message)
+                .unwrap_or_default();
+            return Err(anyhow!(
+                "UNAUTHORIZED (401): {detail}; sign in with `arca login` or set ARCA_TOKEN"
+            ));
+        }
         match serde_json::from_str::<ApiError>(&text) {
             Ok(error) => Err(anyhow!(
                 "{} ({}): {}",

@@ -1,5 +1,8 @@
 //! `arca`: run a node, push and pull artifacts, manage repositories.
 
+mod accounts;
+mod audit;
+mod auth;
 mod certs;
 mod client;
 mod cluster;
@@ -38,6 +41,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7071"
     )]
     admin: String,
+    /// An access or session token for client commands (default: the one `arca login`
+    /// stored for this server).
+    #[arg(long, global = true, env = "ARCA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Output format of client commands.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -58,6 +65,27 @@ enum Command {
     /// Certificates for replication between regions.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Sign in to the server (a password, prompted or from stdin, or an access token).
+    Login(auth::LoginArgs),
+    /// Forget the stored credentials of the server.
+    Logout,
+    /// Show who the stored credentials sign in as, and their roles.
+    Whoami,
+    /// Manage users and service accounts.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// Manage teams.
+    #[command(subcommand)]
+    Team(accounts::TeamCommand),
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
+    /// Grant, revoke and list roles.
+    #[command(subcommand)]
+    Role(accounts::RoleCommand),
+    /// Read, export and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Upload a file to REPO/PATH.
     Push {
         /// The local file to upload.
@@ -118,12 +146,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args).await,
         Command::Cluster(command) => cluster::run(&cli.admin, command, output).await,
         Command::Certs(command) => certs::run(command, output),
+        Command::Login(args) => auth::login(&cli.server, args, output).await,
+        Command::Logout => auth::logout(&cli.server, output),
         command => {
-            let client = client::Client::new(&cli.server)?;
+            let token = cli.token.or_else(|| auth::stored_token(&cli.server));
+            let client = client::Client::new(&cli.server, token)?;
             match command {
-                Command::Serve(_) | Command::Cluster(_) | Command::Certs(_) => {
+                Command::Serve(_)
+                | Command::Cluster(_)
+                | Command::Certs(_)
+                | Command::Login(_)
+                | Command::Logout => {
                     unreachable!("handled above")
                 }
+                Command::Whoami => auth::whoami(&client, output).await,
+                Command::User(command) => accounts::user(&client, command, output).await,
+                Command::Team(command) => accounts::team(&client, command, output).await,
+                Command::Token(command) => auth::token(&client, command, output).await,
+                Command::Role(command) => accounts::role(&client, command, output).await,
+                Command::Audit(command) => audit::audit(&client, command, output).await,
                 Command::Repo(command) => repos::run(&client, command, output).await,
                 Command::Push { file, target } => {
                     files::push(&client, &file, &target, output).await

@@ -21,6 +21,15 @@ pub enum RepoCommand {
         /// Acknowledge a push only once a mirror region has applied it.
         #[arg(long)]
         sync_replication: bool,
+        /// Let anyone pull without a credential (repositories are private by default).
+        #[arg(long)]
+        anonymous_read: bool,
+    },
+    /// Open or close anonymous pulls of a repository.
+    Access {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        anonymous_read: bool,
     },
     /// List repositories with their sizes.
     Ls,
@@ -39,12 +48,13 @@ pub async fn run(
             format,
             immutable,
             sync_replication,
+            anonymous_read,
         } => {
             let replication = if sync_replication { "sync" } else { "async" };
             let response = client
                 .http
                 .post(client.url("/api/v1/repos"))
-                .json(&json!({ "name": name, "format": format, "immutable": immutable, "replication": replication }))
+                .json(&json!({ "name": name, "format": format, "immutable": immutable, "replication": replication, "anonymous_read": anonymous_read }))
                 .send()
                 .await?;
             let repo: Value = Client::check(response).await?.json().await?;
@@ -54,6 +64,28 @@ pub async fn run(
                     println!(
                         "created repository {name} ({format}{})",
                         if immutable { ", immutable" } else { "" }
+                    );
+                    Ok(())
+                }
+            }
+        }
+        RepoCommand::Access {
+            name,
+            anonymous_read,
+        } => {
+            let response = client
+                .http
+                .put(client.url(&format!("/api/v1/repos/{name}/access")))
+                .json(&json!({ "anonymous_read": anonymous_read }))
+                .send()
+                .await?;
+            let value: Value = Client::check(response).await?.json().await?;
+            match output {
+                OutputFormat::Json => print_json(&value),
+                OutputFormat::Table => {
+                    println!(
+                        "{name}: anonymous reads {}",
+                        if anonymous_read { "allowed" } else { "refused" }
                     );
                     Ok(())
                 }

@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// Serve artifacts not replicated yet by reading through to the primary (mirrors).
     #[arg(long)]
     read_through: bool,
+    /// Certificate (PEM) of the HTTP API: serve HTTPS, with HSTS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the HTTP API's certificate.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Listen on non-loopback addresses without TLS (plaintext credentials on the network).
+    #[arg(long)]
+    insecure: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ARCA_LOG_JSON")]
     log_json: bool,
@@ -133,6 +142,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.read_through {
         replication.read_through = true;
+    }
+    if args.tls_cert.is_some() {
+        config.tls.cert = args.tls_cert;
+        config.tls.key = args.tls_key;
+    }
+    if args.insecure {
+        config.insecure = true;
     }
     let node = arca_node::start(config).await?;
     // One machine-readable line on stdout, for scripts and test harnesses.

@@ -28,7 +28,9 @@ async fn load_generator_drives_every_workload_against_arca() {
     let arca = Server::arca(Path::new(ARCA), dir.path())
         .await
         .expect("bench run");
-    let http = reqwest::Client::new();
+    let http = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
+        .build()
+        .expect("client");
     let size = 96 * 1024;
     for workload in Workload::ALL {
         let mut spec = LoadSpec::new(&arca.url, workload, size);

@@ -24,8 +24,33 @@ fn arca(server: &ArcaProcess, args: &[&str]) -> Output {
     Command::new(ARCA)
         .args(args)
         .env("ARCA_SERVER", server.base_url())
+        .env("ARCA_TOKEN", token(server))
         .output()
         .expect("run arca")
+}
+
+/// A session token of the server's bootstrap account (signed in once per server).
+fn token(server: &ArcaProcess) -> String {
+    static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let base = server.base_url();
+    let mut tokens = TOKENS.lock().expect("lock");
+    if let Some((_, token)) = tokens.iter().find(|(b, _)| *b == base) {
+        return token.clone();
+    }
+    let token = std::thread::scope(|s| {
+        s.spawn(|| server.admin_token_blocking())
+            .join()
+            .expect("sign in")
+    });
+    tokens.push((base, token.clone()));
+    token
+}
+
+/// A client that sends the bootstrap account's token.
+fn http_client(server: &ArcaProcess) -> reqwest::Client {
+    arca_chaos::credentials::authorized(reqwest::Client::builder(), Some(&token(server)))
+        .build()
+        .expect("client")
 }
 
 fn must_arca(server: &ArcaProcess, args: &[&str]) -> String {
@@ -195,7 +220,7 @@ fn pull_refuses_bytes_whose_sha256_does_not_match() {
 async fn kill_9_mid_upload_leaves_nothing_and_acknowledged_uploads_survive() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = server(dir.path());
-    let http = reqwest::Client::new();
+    let http = http_client(&server);
     let base = server.base_url();
     assert_eq!(
         http.post(format!("{base}/api/v1/repos"))
@@ -346,7 +371,7 @@ async fn every_log_line_of_a_request_names_it_and_the_id_comes_back() {
         .env
         .push(("ARCA_LOG".into(), "info,tower_http=debug".into()));
     let server = ArcaProcess::must_start(options);
-    let http = reqwest::Client::new();
+    let http = http_client(&server);
     let base = server.base_url();
     let created = http
         .post(format!("{base}/api/v1/repos"))
@@ -403,4 +428,288 @@ async fn every_log_line_of_a_request_names_it_and_the_id_comes_back() {
     )
     .await;
     assert!(traced.is_ok(), "{traced:?}:\n{}", server.log());
+}
+
+/// Runs `arca` with `stdin` as its input, as the bootstrap account unless `token` says otherwise.
+fn arca_with_stdin(
+    server: &ArcaProcess,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(ARCA)
+        .args(args)
+        .env("ARCA_SERVER", server.base_url())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run arca");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("arca")
+}
+
+#[test]
+fn login_tokens_roles_and_the_audit_log_through_the_cli_and_no_log_line_holds_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = ProcessOptions::new(ARCA, dir.path().join("data"));
+    options.extra_args.push("--log-json".into());
+    // Everything the server logs, requests and their headers' handling included.
+    options
+        .env
+        .push(("ARCA_LOG".into(), "debug,h2=info,hyper=info".into()));
+    let mut server = ArcaProcess::must_start(options);
+    let password = arca_chaos::credentials::admin_password(server.data_dir()).expect("password");
+    let config_dir = dir.path().join("config");
+    let config = config_dir.to_str().expect("path");
+    // `arca login --password-stdin` stores a session in the config directory, mode 0600.
+    let login = arca_with_stdin(
+        &server,
+        &["login", "--user", "admin", "--password-stdin"],
+        &[("ARCA_CONFIG_DIR", config)],
+        &password,
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let stored = config_dir.join("credentials.json");
+    let mode = std::fs::metadata(&stored)
+        .expect("credentials")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let as_admin = |args: &[&str]| {
+        let output = Command::new(ARCA)
+            .args(args)
+            .env("ARCA_SERVER", server.base_url())
+            .env("ARCA_CONFIG_DIR", config)
+            .env_remove("ARCA_TOKEN")
+            .output()
+            .expect("arca");
+        assert!(
+            output.status.success(),
+            "arca {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    assert!(as_admin(&["whoami"]).contains("user:admin"));
+    as_admin(&["repo", "create", "builds"]);
+    // A service account for CI, with a token scoped to one repository.
+    as_admin(&["user", "create", "ci", "--service"]);
+    as_admin(&["role", "grant", "write", "builds/**", "--service", "ci"]);
+    let created: serde_json::Value = serde_json::from_str(&as_admin(&[
+        "token",
+        "create",
+        "--owner",
+        "ci",
+        "--scope",
+        "builds/**:write",
+        "--expires",
+        "30d",
+        "--output",
+        "json",
+    ]))
+    .expect("json");
+    let token = created["token"].as_str().expect("token").to_string();
+    let id = created["id"].as_str().expect("id").to_string();
+    assert!(as_admin(&["token", "ls", "--owner", "ci"]).contains(&id));
+    assert!(as_admin(&["role", "ls"]).contains("service:ci"));
+    // CI pushes with the token; it may not create repositories.
+    let file = dir.path().join("app.bin");
+    std::fs::write(&file, random_bytes(100_000, 8)).expect("write");
+    let with_token = |args: &[&str]| {
+        Command::new(ARCA)
+            .args(args)
+            .env("ARCA_SERVER", server.base_url())
+            .env("ARCA_TOKEN", &token)
+            .output()
+            .expect("arca")
+    };
+    let pushed = with_token(&[
+        "push",
+        file.to_str().expect("path"),
+        "builds/app/1.0/app.bin",
+    ]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let refused = with_token(&["repo", "create", "other"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("DENIED (403)"));
+    // A wrong password, and a revoked token.
+    let wrong = arca_with_stdin(
+        &server,
+        &["login", "--user", "admin", "--password-stdin"],
+        &[("ARCA_CONFIG_DIR", config)],
+        "not the password at all",
+    );
+    assert!(!wrong.status.success());
+    as_admin(&["token", "revoke", &id]);
+    let revoked = with_token(&["ls", "builds"]);
+    assert!(!revoked.status.success());
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("401"));
+    // The audit log has all of it, exports it as JSON lines, and verifies.
+    let exported = wait_until(
+        "the audit log holds the push, the denial and the revocation",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let lines = as_admin(&["audit", "export"]);
+            let ok = lines.contains("/files/builds/app/1.0/app.bin")
+                && lines.contains("denied:forbidden")
+                && lines.contains("token.revoke")
+                && lines.contains("\"login\"");
+            std::future::ready(ok.then_some(lines))
+        },
+    );
+    let exported = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(exported)
+        .expect("audit");
+    for line in exported.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(record["hash"].is_string() && record["seq"].is_u64());
+    }
+    assert!(as_admin(&["audit", "verify"]).contains("intact"));
+    as_admin(&["logout"]);
+    let after = Command::new(ARCA)
+        .args(["whoami"])
+        .env("ARCA_SERVER", server.base_url())
+        .env("ARCA_CONFIG_DIR", config)
+        .env_remove("ARCA_TOKEN")
+        .output()
+        .expect("arca");
+    assert!(!after.status.success(), "signed out");
+
+    // No line the server logged holds a secret this test used.
+    let session = std::fs::read_to_string(&stored).unwrap_or_default();
+    server.must_stop(Duration::from_secs(20));
+    let log = server.log();
+    assert!(log.lines().count() > 20, "the server logged");
+    for secret in [
+        password.as_str(),
+        &token,
+        &token[5..],
+        "not the password at all",
+    ] {
+        assert!(!log.contains(secret), "a secret is in the server log");
+    }
+    assert!(
+        !session.contains("eyJ") || !log.contains(session.trim()),
+        "a session token is in the log"
+    );
+}
+
+#[test]
+fn https_serves_with_hsts_and_the_cli_signs_in_over_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let certs_dir = certs.to_str().expect("path");
+    for args in [
+        vec!["certs", "init", "--dir", certs_dir],
+        vec![
+            "certs",
+            "issue",
+            "--ca-dir",
+            certs_dir,
+            "--name",
+            "web",
+            "--host",
+            "127.0.0.1",
+        ],
+    ] {
+        let output = Command::new(ARCA).args(&args).output().expect("arca certs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut options = ProcessOptions::new(ARCA, dir.path().join("data"));
+    options.extra_args.extend([
+        "--tls-cert".to_string(),
+        certs.join("web.pem").display().to_string(),
+        "--tls-key".to_string(),
+        certs.join("web.key").display().to_string(),
+    ]);
+    let server = ArcaProcess::must_start(options);
+    let base = format!("https://{}", server.http_addr);
+    let password = arca_chaos::credentials::admin_password(server.data_dir()).expect("password");
+    let ca = std::fs::read(certs.join("ca.pem")).expect("ca");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+            .build()
+            .expect("client");
+        let response = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("https");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=31536000")
+        );
+        // Plain HTTP on the TLS port is not served.
+        let plain = reqwest::Client::new()
+            .get(format!("http://{}/healthz", server.http_addr))
+            .send()
+            .await;
+        assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    });
+    let config = dir.path().join("config");
+    let login = {
+        use std::io::Write;
+        let mut child = Command::new(ARCA)
+            .args(["login", "--password-stdin", "--server", &base])
+            .env("ARCA_CA_CERT", certs.join("ca.pem"))
+            .env("ARCA_CONFIG_DIR", &config)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("arca");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("arca")
+    };
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let whoami = Command::new(ARCA)
+        .args(["whoami", "--server", &base])
+        .env("ARCA_CA_CERT", certs.join("ca.pem"))
+        .env("ARCA_CONFIG_DIR", &config)
+        .output()
+        .expect("arca");
+    assert!(String::from_utf8_lossy(&whoami.stdout).contains("user:admin"));
 }

@@ -93,7 +93,7 @@ async fn put(region: &Region, node: u64, path: &str, body: Vec<u8>) -> reqwest::
 
 /// The status of a PUT, without following a redirect.
 async fn put_status_no_redirect(region: &Region, node: u64, path: &str, body: Vec<u8>) -> u16 {
-    let client = reqwest::Client::builder()
+    let client = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
@@ -193,7 +193,7 @@ async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
 
     // A write to the mirror is refused with the primary's location (a client that follows
     // redirects, as reqwest does by default, lands on the primary; look at the redirect itself).
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
@@ -248,6 +248,7 @@ async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
             "ci/through-the-mirror.bin",
         ])
         .env("ARCA_SERVER", eu.node(1).base_url())
+        .env("ARCA_TOKEN", us.token.clone().expect("signed in"))
         .output()
         .expect("arca push");
     assert!(
@@ -1150,4 +1151,84 @@ async fn sync_writes_wait_for_every_named_mirror_and_promotion_names_the_mirror_
         "the promotion of ap did not name eu as ahead: {reply}"
     );
     assert!(!reply.contains("\"promoted\":true"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_created_at_the_primary_works_at_a_mirror_until_its_revocation_arrives() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let us = primary(root.path(), 1).await;
+    let eu = mirror(root.path(), "eu", 1, us.replication_addrs(), false).await;
+    must_create_repo(&us, 1, serde_json::json!({"name": "ci"})).await;
+    let data = content(7, 50_000);
+    assert_eq!(put(&us, 1, "ci/app.tar", data.clone()).await.status(), 201);
+    let created: serde_json::Value = us
+        .http()
+        .post(us.url(1, "/api/v1/tokens"))
+        .json(&serde_json::json!({ "scopes": ["ci:read"] }))
+        .send()
+        .await
+        .expect("create token")
+        .json()
+        .await
+        .expect("json");
+    let token = created["token"].as_str().expect("token").to_string();
+    let id = created["id"].as_str().expect("id").to_string();
+    let client = reqwest::Client::builder().build().expect("client");
+    let read = |client: reqwest::Client, token: String| {
+        let url = eu.url(1, "/files/ci/app.tar");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    // The token reaches the mirror with the change log.
+    let started = std::time::Instant::now();
+    wait_until(
+        "the mirror accepts the new token",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let read = read(client.clone(), token.clone());
+            async move { (read.await == 200).then_some(()) }
+        },
+    )
+    .await
+    .expect("token at the mirror");
+    eprintln!("token usable at the mirror after {:?}", started.elapsed());
+    // Revoked at the primary: refused at the mirror within the replication lag.
+    let revoked = us
+        .http()
+        .delete(us.url(1, &format!("/api/v1/tokens/{id}")))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    let started = std::time::Instant::now();
+    wait_until(
+        "the mirror refuses the revoked token",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let read = read(client.clone(), token.clone());
+            async move { (read.await == 401).then_some(()) }
+        },
+    )
+    .await
+    .expect("revocation at the mirror");
+    eprintln!(
+        "revocation effective at the mirror after {:?}",
+        started.elapsed()
+    );
+    // The primary refuses it too, and a write at the mirror with the admin's token still gets
+    // the redirect, not a 401.
+    assert_eq!(read(client.clone(), token.clone()).await, 401);
+    assert_eq!(
+        put_status_no_redirect(&eu, 1, "ci/x.bin", vec![1, 2, 3]).await,
+        307
+    );
 }

@@ -49,7 +49,10 @@ async fn large_push_and_pull_stream_in_bounded_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ArcaProcess::must_start(ProcessOptions::new(ARCA, dir.path().join("data")));
     let base = server.base_url();
-    let http = reqwest::Client::new();
+    let token = server.admin_token().await.expect("sign in");
+    let http = arca_chaos::credentials::authorized(reqwest::Client::builder(), Some(&token))
+        .build()
+        .expect("client");
     assert_eq!(
         http.post(format!("{base}/api/v1/repos"))
             .json(&serde_json::json!({"name": "big"}))

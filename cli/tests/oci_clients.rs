@@ -208,6 +208,31 @@ fn tagged(dir: &Path, tag: &str) -> String {
         .to_string()
 }
 
+/// A two-platform index (amd64, arm64 v8) over two images that share `shared`, each with a
+/// layer of its own (made with the seeds), added to `layout`: (index, amd64, arm64).
+fn two_platform_index(
+    layout: &Layout,
+    work: &Path,
+    shared: &(Vec<u8>, String),
+    (seed_amd64, seed_arm64): (u8, u8),
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let amd64 = make_image(layout, "amd64", &[shared, &make_layer(work, seed_amd64, 1)]);
+    let arm64 = make_image(layout, "arm64", &[shared, &make_layer(work, seed_arm64, 2)]);
+    let index = serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": digest(&amd64), "size": amd64.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": digest(&arm64), "size": arm64.len(),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        ],
+    }))
+    .expect("json");
+    layout.add_blob(&index);
+    (index, amd64, arm64)
+}
+
 /// A node with an `oci` repository named `containers`.
 fn registry(dir: &Path) -> ArcaProcess {
     let mut options = ProcessOptions::new(ARCA, dir.join("data"));
@@ -229,6 +254,7 @@ fn registry(dir: &Path) -> ArcaProcess {
             "json",
         ])
         .env("ARCA_SERVER", server.base_url())
+        .env("ARCA_TOKEN", server.admin_token_blocking())
         .output()
         .expect("run arca");
     assert!(
@@ -236,7 +262,35 @@ fn registry(dir: &Path) -> ArcaProcess {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+    // skopeo and buildah sign in as the bootstrap account through the registry token flow.
+    sign_in(
+        dir,
+        &server.http_addr.to_string(),
+        "admin",
+        &admin_password(&server),
+    );
     server
+}
+
+fn admin_password(server: &ArcaProcess) -> String {
+    arca_chaos::credentials::admin_password(server.data_dir()).expect("initial-admin-password")
+}
+
+/// `skopeo login` into this test's auth file, which every later skopeo and buildah command of
+/// this test process reads (`REGISTRY_AUTH_FILE`; each test runs in its own process).
+fn sign_in(dir: &Path, host: &str, user: &str, password: &str) {
+    let auth_file = dir.join("auth.json");
+    // SAFETY-free: edition 2021, and each test is its own process under nextest.
+    std::env::set_var("REGISTRY_AUTH_FILE", &auth_file);
+    must_skopeo(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        user,
+        "-p",
+        password,
+        host,
+    ]);
 }
 
 #[test]
@@ -253,20 +307,7 @@ fn skopeo_copies_inspects_lists_and_deletes_images() {
     let second = make_layer(&work, 2, 2);
     let third = make_layer(&work, 3, 1);
     let image = make_image(&layout, "amd64", &[&shared, &second, &third]);
-    let amd64 = make_image(&layout, "amd64", &[&shared, &make_layer(&work, 4, 1)]);
-    let arm64 = make_image(&layout, "arm64", &[&shared, &make_layer(&work, 5, 2)]);
-    let index = serde_json::to_vec_pretty(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": digest(&amd64), "size": amd64.len(),
-             "platform": {"architecture": "amd64", "os": "linux"}},
-            {"mediaType": OCI_MANIFEST, "digest": digest(&arm64), "size": arm64.len(),
-             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
-        ],
-    }))
-    .expect("json");
-    layout.add_blob(&index);
+    let (index, _, _) = two_platform_index(&layout, &work, &shared, (4, 5));
     layout.write_index(vec![
         json!({"mediaType": OCI_MANIFEST, "digest": digest(&image), "size": image.len(),
                "annotations": {REF_NAME: "1.4"}}),
@@ -384,6 +425,7 @@ fn skopeo_copies_inspects_lists_and_deletes_images() {
         &Command::new(ARCA)
             .args(["repo", "show", "containers", "--output", "json"])
             .env("ARCA_SERVER", server.base_url())
+            .env("ARCA_TOKEN", server.admin_token_blocking())
             .output()
             .expect("run arca")
             .stdout,
@@ -529,6 +571,15 @@ async fn an_image_pushed_through_one_node_is_pulled_from_every_node() {
         .await
         .expect("create repo");
     assert_eq!(created.status(), 201);
+    let password = admin_password(region.node(1));
+    for node in 1..=3 {
+        sign_in(
+            dir.path(),
+            &region.node(node).http_addr.to_string(),
+            "admin",
+            &password,
+        );
+    }
 
     let work = dir.path().join("work");
     let layout = Layout::new(dir.path().join("layout"));
@@ -576,4 +627,259 @@ async fn an_image_pushed_through_one_node_is_pulled_from_every_node() {
         referenced(&out, &tagged(&out, "1.0"), &mut got);
         assert_eq!(got, expected, "node {node}: every digest matches");
     }
+}
+
+/// Runs `arca` as the bootstrap account of `server`.
+fn must_arca(server: &ArcaProcess, args: &[&str]) -> Value {
+    let output = Command::new(ARCA)
+        .args(args)
+        .args(["--output", "json"])
+        .env("ARCA_SERVER", server.base_url())
+        .env("ARCA_TOKEN", server.admin_token_blocking())
+        .output()
+        .expect("run arca");
+    assert!(
+        output.status.success(),
+        "arca {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[test]
+fn skopeo_logs_in_and_copies_a_multi_platform_image_into_a_private_repository() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ArcaProcess::must_start(ProcessOptions::new(ARCA, dir.path().join("data")));
+    let host = server.http_addr.to_string();
+    must_arca(&server, &["repo", "create", "private", "--format", "oci"]);
+    must_arca(
+        &server,
+        &[
+            "repo",
+            "create",
+            "public",
+            "--format",
+            "oci",
+            "--anonymous-read",
+        ],
+    );
+    let alice_password = "alice's long password";
+    let created = Command::new(ARCA)
+        .args(["user", "create", "alice", "--password-stdin"])
+        .env("ARCA_SERVER", server.base_url())
+        .env("ARCA_TOKEN", server.admin_token_blocking())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(alice_password.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("arca user create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    must_arca(
+        &server,
+        &["role", "grant", "write", "private", "--user", "alice"],
+    );
+    must_arca(
+        &server,
+        &["role", "grant", "write", "public", "--user", "alice"],
+    );
+
+    // A two-platform index.
+    let work = dir.path().join("work");
+    let layout = Layout::new(dir.path().join("layout"));
+    let shared = make_layer(&work, 11, 2);
+    let (index, _, _) = two_platform_index(&layout, &work, &shared, (12, 13));
+    layout.write_index(vec![
+        json!({"mediaType": OCI_INDEX, "digest": digest(&index),
+        "size": index.len(), "annotations": {REF_NAME: "multi"}}),
+    ]);
+    let source = format!("oci:{}:multi", layout.as_str());
+    let private = format!("docker://{host}/private/team/app:1.0");
+
+    // Without credentials the push is refused, and nothing is stored.
+    let anonymous = dir.path().join("anonymous.json");
+    std::fs::write(&anonymous, "{}").expect("write");
+    let refused = skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--authfile",
+        anonymous.to_str().expect("path"),
+        &source,
+        &private,
+    ]);
+    assert!(!refused.status.success(), "an anonymous push was accepted");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .to_lowercase()
+            .contains("unauthorized")
+            || String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // `skopeo login` (password), then copy: the token endpoint's GET flow.
+    let alice_auth = dir.path().join("alice.json");
+    let authfile = alice_auth.to_str().expect("path");
+    must_skopeo(&[
+        "login",
+        "--tls-verify=false",
+        "--authfile",
+        authfile,
+        "-u",
+        "alice",
+        "-p",
+        alice_password,
+        &host,
+    ]);
+    must_skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--authfile",
+        authfile,
+        &source,
+        &private,
+    ]);
+    let raw = must_skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        authfile,
+        &private,
+    ]);
+    assert_eq!(
+        digest(raw.as_bytes()),
+        digest(&index),
+        "the exact index bytes"
+    );
+
+    // An anonymous pull of the private repository is refused.
+    let refused = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        anonymous.to_str().expect("path"),
+        &private,
+    ]);
+    assert!(
+        !refused.status.success(),
+        "an anonymous pull of a private repository"
+    );
+
+    // `--creds` with an access token as the password (any user name).
+    let token = must_arca(
+        &server,
+        &[
+            "token",
+            "create",
+            "--scope",
+            "private:read",
+            "--owner",
+            "alice",
+        ],
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let out = dir.path().join("out");
+    must_skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("ci:{token}"),
+        &private,
+        &format!("oci:{}:pulled", out.display()),
+    ]);
+    // The token is read-only: pushing with it is refused.
+    let refused = skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("ci:{token}"),
+        &source,
+        &format!("docker://{host}/private/team/app:2.0"),
+    ]);
+    assert!(!refused.status.success(), "a read-only token pushed");
+
+    // `docker login` stores the refresh token the endpoint returns (identitytoken); skopeo
+    // then takes tokens with the POST refresh_token grant.
+    let docker_config = dir.path().join("docker");
+    let mut login = Command::new("docker")
+        .env("DOCKER_CONFIG", &docker_config)
+        .args(["login", &host, "-u", "alice", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker (the CLI; it logs in without a daemon)");
+    {
+        use std::io::Write;
+        login
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(alice_password.as_bytes())
+            .expect("write");
+    }
+    let login = login.wait_with_output().expect("docker login");
+    assert!(
+        login.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(docker_config.join("config.json")).expect("docker config"),
+    )
+    .expect("json");
+    assert!(
+        config["auths"][&host]["identitytoken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "docker login kept a refresh token: {config}"
+    );
+    let via_refresh = must_skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        docker_config.join("config.json").to_str().expect("path"),
+        &private,
+    ]);
+    assert_eq!(digest(via_refresh.as_bytes()), digest(&index));
+
+    // A public repository: alice pushes, anyone pulls.
+    let public = format!("docker://{host}/public/team/app:1.0");
+    must_skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--authfile",
+        authfile,
+        &source,
+        &public,
+    ]);
+    let raw = must_skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        anonymous.to_str().expect("path"),
+        &public,
+    ]);
+    assert_eq!(digest(raw.as_bytes()), digest(&index));
 }

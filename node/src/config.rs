@@ -55,6 +55,14 @@ pub struct NodeConfig {
     pub gc: GcConfig,
     /// The OCI registry (`/v2/`).
     pub oci: OciConfig,
+    /// Authentication, tokens and the audit log.
+    pub auth: AuthConfig,
+    /// HTTPS for the HTTP API (`arca serve --tls-cert --tls-key`).
+    pub tls: TlsConfig,
+    /// Allow listening on a non-loopback address without TLS (`--insecure`): plaintext
+    /// credentials on a network. Off by default; the intra-region gRPC port has no TLS yet, so
+    /// a region spanning machines needs it today.
+    pub insecure: bool,
     /// Settings of repository formats that keep them in a section of their own,
     /// `[formats.<name>]`, read by the format when the node starts
     /// ([`NodeConfig::format_settings`]); the registry's predate it and stay under `[oci]`.
@@ -81,6 +89,9 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             gc: GcConfig::default(),
             oci: OciConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            insecure: false,
             formats: std::collections::BTreeMap::new(),
         }
     }
@@ -239,6 +250,68 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The HTTP API's certificate and key (PEM): both set turns HTTPS (and HSTS) on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+/// Whether `addr` (`host:port`) names only loopback addresses.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost",
+    }
+}
+
+/// Authentication, tokens and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Expiry of an access token created without one, in days.
+    pub token_default_days: u64,
+    /// Longest expiry an access token may be created with, in days.
+    pub token_max_days: u64,
+    /// Lifetime of a registry (`/v2/`) bearer token, in seconds (at least 60).
+    pub registry_token_secs: u64,
+    /// Lifetime of a CLI session (`arca login` with a password), in seconds.
+    pub session_secs: u64,
+    /// Lifetime of a registry refresh token, in days.
+    pub refresh_token_days: u64,
+    /// Failed logins allowed per principal and per source address in `failure_window_secs`
+    /// before further attempts are refused with `429`.
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    /// Audit records older than this are dropped (the chain stays verifiable from the oldest
+    /// kept record); 0 keeps every record.
+    pub audit_retention_days: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_default_days: 30,
+            token_max_days: 365,
+            registry_token_secs: 300,
+            session_secs: 12 * 3600,
+            refresh_token_days: 30,
+            max_failures: 10,
+            failure_window_secs: 60,
+            audit_retention_days: 0,
+        }
+    }
+}
+
 /// Garbage collection of chunks no artifact references.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -388,6 +461,40 @@ impl NodeConfig {
         {
             bail!("oci upload session limits must be > 0");
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls.cert and tls.key go together");
+        }
+        if !self.insecure {
+            if !self.tls.enabled() && !is_loopback(&self.http_addr) {
+                bail!(
+                    "refusing to serve HTTP on {} without TLS: credentials would cross the network in \
+                     plaintext; give --tls-cert and --tls-key, bind a loopback address, or pass \
+                     --insecure",
+                    self.http_addr
+                );
+            }
+            if !is_loopback(&self.grpc_addr) {
+                bail!(
+                    "refusing to serve gRPC on {} without TLS (the intra-region port has no TLS \
+                     yet): bind a loopback address or pass --insecure",
+                    self.grpc_addr
+                );
+            }
+        }
+        let auth = &self.auth;
+        if auth.token_default_days == 0
+            || auth.token_max_days < auth.token_default_days
+            || auth.registry_token_secs < 60
+            || auth.session_secs == 0
+            || auth.refresh_token_days == 0
+            || auth.max_failures == 0
+            || auth.failure_window_secs == 0
+        {
+            bail!(
+                "auth: token days must be > 0 with token_max_days >= token_default_days, \
+                 registry_token_secs >= 60, and the session, refresh and failure limits > 0"
+            );
+        }
         if self.cluster.read_barrier_timeout_ms == 0 || self.cluster.chunk_lease_secs == 0 {
             bail!("cluster timeouts must be > 0");
         }
@@ -488,6 +595,37 @@ fn parse_env_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_loopback_address_needs_tls_or_insecure() {
+        let mut config = NodeConfig::default();
+        assert!(config.validate().is_ok());
+        config.http_addr = "0.0.0.0:7070".into();
+        let refused = config.validate().expect_err("plaintext beyond loopback");
+        assert!(refused.to_string().contains("without TLS"), "{refused}");
+        config.tls = TlsConfig {
+            cert: Some("cert.pem".into()),
+            key: Some("key.pem".into()),
+        };
+        assert!(config.validate().is_ok());
+        config.grpc_addr = "10.1.2.3:7071".into();
+        assert!(config.validate().is_err(), "gRPC has no TLS yet");
+        config.insecure = true;
+        assert!(config.validate().is_ok());
+        config.tls.key = None;
+        assert!(config.validate().is_err(), "a certificate without its key");
+        for (addr, loopback) in [
+            ("127.0.0.1:1", true),
+            ("[::1]:1", true),
+            ("localhost:1", true),
+            ("127.9.9.9:1", true),
+            ("0.0.0.0:1", false),
+            ("[::]:1", false),
+            ("example.com:1", false),
+        ] {
+            assert_eq!(is_loopback(addr), loopback, "{addr}");
+        }
+    }
 
     #[test]
     fn a_format_reads_its_own_section_and_defaults_without_one() {

@@ -95,6 +95,16 @@ pub enum Error {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("{what} does not exist")]
+    NoSuch { what: String },
+    #[error("authentication required: {reason}")]
+    Unauthorized { reason: String },
+    #[error("access denied: {reason}")]
+    Forbidden { reason: String },
+    #[error("too many failed attempts; retry in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -128,6 +138,11 @@ impl Error {
             Error::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
             Error::RouteNotFound => "NOT_FOUND",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Error::NoSuch { .. } => "NOT_FOUND",
+            Error::Unauthorized { .. } => "UNAUTHORIZED",
+            Error::Forbidden { .. } => "DENIED",
+            Error::TooManyAttempts { .. } => "TOO_MANY_REQUESTS",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -149,6 +164,11 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::AlreadyExists { .. } => StatusCode::CONFLICT,
+            Error::NoSuch { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoQuorum { .. }
             | Error::NotReady { .. }
             | Error::MixedVersions { .. }
@@ -219,6 +239,11 @@ impl IntoResponse for Error {
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from_static("1"),
             );
+        }
+        if let Error::TooManyAttempts { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }
         if let Error::RangeNotSatisfiable { size } = self {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod digest;

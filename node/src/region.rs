@@ -276,20 +276,32 @@ impl Region {
         command: &'c Command,
     ) -> Result<std::borrow::Cow<'c, Command>> {
         let required = command.required_version();
-        match self.require_version(required).await {
+        let checked = match self.require_version(required).await {
             Ok(()) => {
+                let mut checked = Ok(());
                 for (format, version) in command.formats_used() {
-                    self.require_format(&format, version).await?;
+                    checked = self.require_format(&format, version).await;
+                    if checked.is_err() {
+                        break;
+                    }
                 }
-                Ok(std::borrow::Cow::Borrowed(command))
+                checked
             }
-            Err(refused @ Error::MixedVersions { .. }) => match command.legacy_form() {
-                Some(legacy) if legacy.required_version() < required => {
-                    self.require_version(legacy.required_version()).await?;
-                    Ok(std::borrow::Cow::Owned(legacy))
+            Err(refused) => Err(refused),
+        };
+        match checked {
+            Ok(()) => Ok(std::borrow::Cow::Borrowed(command)),
+            // A voter that cannot be asked (it is down) may be older: the encoding of before
+            // the envelope, which every voter applies, when the command has one.
+            Err(refused @ (Error::MixedVersions { .. } | Error::FormatNotEverywhere { .. })) => {
+                match command.legacy_form() {
+                    Some(legacy) if legacy.required_version() < required => {
+                        self.require_version(legacy.required_version()).await?;
+                        Ok(std::borrow::Cow::Owned(legacy))
+                    }
+                    _ => Err(refused),
                 }
-                _ => Err(refused),
-            },
+            }
             Err(other) => Err(other),
         }
     }
@@ -316,7 +328,9 @@ impl Region {
     /// Refuses a command kind some voter of the region is too old to apply. Voters' versions
     /// are asked once and remembered (a node is upgraded, not downgraded, in place).
     pub async fn require_version(&self, required: u32) -> Result<()> {
-        if required <= BASE_COMMAND_VERSION {
+        if required <= BASE_COMMAND_VERSION
+            || self.resync.catalog().applied_versions(None)? >= required
+        {
             return Ok(());
         }
         let membership = self.raft.membership();
@@ -350,6 +364,10 @@ impl Region {
     /// a release waits until the whole region runs it. Voters' lists are asked once and
     /// remembered, and asked again while they lack the format.
     pub async fn require_format(&self, format: &str, version: u32) -> Result<()> {
+        // Applied here already: every voter applies it (a voter that is down included).
+        if self.resync.catalog().applied_versions(Some(format))? >= version {
+            return Ok(());
+        }
         let membership = self.raft.membership();
         let mut voters = Vec::new();
         for voter in &membership.voters {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod http;
 mod identity;
 mod join;
 
@@ -366,11 +367,36 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         config,
         formats,
     });
+    let (audit_sink, audit_queue) =
+        crate::auth::audit::AuditSink::new(service.config.region.clone(), service.config.node_id);
+    let auth = crate::auth::Auth::new(
+        service.catalog.clone(),
+        service.config.auth.clone(),
+        audit_sink,
+    );
+    tasks.push(spawn_named(
+        "audit",
+        &node_span,
+        crate::auth::audit::run(service.clone(), auth.clone(), audit_queue, cancel.clone()),
+    ));
+    if sole_voter {
+        // The region's only voter creates the first account before it serves a request, so
+        // the password file is there when `start` returns.
+        if let Err(e) = crate::auth::bootstrap::bootstrap_once(&service, &auth).await {
+            tracing::warn!(error = %e, "could not create the first account yet; retrying in the background");
+        }
+    }
+    tasks.push(spawn_named(
+        "bootstrap",
+        &node_span,
+        crate::auth::bootstrap::run(service.clone(), auth.clone(), cancel.clone()),
+    ));
     // Each format opens what it keeps besides the state machine and builds its routes.
     let metrics = crate::metrics::install();
     let registered = crate::formats::registered();
     let context = crate::formats::FormatContext {
         service: service.clone(),
+        auth: auth.clone(),
         cancel: cancel.clone(),
         span: node_span.clone(),
     };
@@ -391,16 +417,16 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             &service.config.limits,
             service.config.data_dir.clone(),
         ),
+        auth,
     };
     let app = api::router(state, format_routes);
     let http_cancel = cancel.clone();
+    let tls = http::server_config(&service.config.tls)?;
+    if tls.is_some() {
+        tracing::info!(addr = %http_addr, "HTTPS on (HSTS)");
+    }
     tasks.push(spawn_named("http-server", &node_span, async move {
-        let served = axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_cancel.clone().cancelled_owned())
-        .await;
+        let served = http::serve(http_listener, app, tls, http_cancel.clone()).await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
             http_cancel.cancel();

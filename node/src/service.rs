@@ -107,7 +107,15 @@ impl ArtifactService {
         immutable: bool,
         sync_replication: bool,
     ) -> Result<Repository> {
-        let implementation = self.formats.must_find(format)?;
+        let implementation = self
+            .formats
+            .must_find(format)
+            .ok()
+            .filter(|f| f.hosts_repositories())
+            .ok_or_else(|| Error::UnsupportedFormat {
+                format: format.chars().take(40).collect(),
+                supported: self.formats.repository_formats(),
+            })?;
         implementation.check_repo_name(&name)?;
         let format = implementation.name();
         let repo = Repository {

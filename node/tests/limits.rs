@@ -33,8 +33,10 @@ async fn stalled_upload(node: &TestNode, path: &str) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(node.node().http_addr)
         .await
         .expect("connect");
-    let head =
-        format!("PUT /files/files/{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nx");
+    let head = format!(
+        "PUT /files/files/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 1000000\r\n\r\nx",
+        node.admin_auth()
+    );
     stream.write_all(head.as_bytes()).await.expect("write");
     stream
 }

@@ -618,7 +618,9 @@ async fn a_write_that_meets_a_demoted_region_is_refused_the_same_for_files_and_i
         Duration::from_secs(60),
     )
     .expect("uploads");
-    let registry = arca_node::formats::oci::registry::Registry::new(service.clone(), uploads);
+    let (audit, _queue) = arca_node::auth::audit::AuditSink::new("local".into(), 1);
+    let auth = arca_node::auth::Auth::new(service.catalog.clone(), Default::default(), audit);
+    let registry = arca_node::formats::oci::registry::Registry::new(service.clone(), uploads, auth);
     // The region becomes a mirror of "us" after the writes passed the front door.
     let role = arca_node::metadata::model::Command::SetRole {
         role: arca_node::metadata::model::RegionRole::Mirror {

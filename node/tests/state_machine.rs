@@ -230,26 +230,57 @@ async fn put_files(node: &TestNode, count: u64) {
 async fn divergent_writes_trimmed_from_the_log_are_still_reported() {
     // Audit D9: entries trimmed before the demotion were skipped without a word.
     let node = TestNode::start().await;
-    put_files(&node, 4).await; // seq 1 (repository), 2-5 (files)
-    commit_command(&node, &Command::TrimChangeLog { before_seq: 4 }).await;
+    put_files(&node, 4).await;
+    // Where the repository and the files landed in the change log (audit batches and the
+    // first account take seqs of their own).
+    let service = &node.node().service;
+    let log = service.catalog.changes_after(0, 1000).expect("log");
+    let seq_of = |needle: &str| {
+        log.iter()
+            .find(|c| service.formats.describe(&c.command).contains(needle))
+            .map(|c| c.seq)
+            .unwrap_or_else(|| panic!("no {needle} in the change log"))
+    };
+    let fork = seq_of("create repository files");
+    let trim = seq_of("files/f2 ");
+    commit_command(&node, &Command::TrimChangeLog { before_seq: trim }).await;
     commit_command(
         &node,
         &Command::Demote {
             role: mirror_role(),
             epoch: 2,
-            fork_seq: 1,
+            fork_seq: fork,
             at_ms: 1,
         },
     )
     .await;
     let listed = arca_node::geo::status::divergent(&node.node().service.geo).expect("divergent");
     let seqs: Vec<u64> = listed.writes.iter().map(|w| w.seq).collect();
-    // One record stands for the trimmed range 2-3.
-    assert_eq!(seqs, vec![2, 4, 5], "{:?}", listed.writes);
+    // One record stands for the trimmed range; every entry kept after it is one record.
+    let mut expected = vec![fork + 1];
+    expected.extend(
+        service
+            .catalog
+            .changes_after(0, 1000)
+            .expect("log")
+            .iter()
+            .map(|c| c.seq)
+            .filter(|seq| *seq >= trim),
+    );
+    assert_eq!(seqs, expected, "{:?}", listed.writes);
+    let range = format!("{}-{}", fork + 1, trim - 1);
     assert!(
-        listed.writes[0].summary.contains("2-3") && listed.writes[0].summary.contains("trimmed"),
+        listed.writes[0].summary.contains(&range) && listed.writes[0].summary.contains("trimmed"),
         "{:?}",
         listed.writes[0]
+    );
+    assert!(
+        listed
+            .writes
+            .iter()
+            .any(|w| w.summary.contains("files/f3 ")),
+        "{:?}",
+        listed.writes
     );
 }
 
@@ -328,16 +359,24 @@ async fn replicated_entries_from_an_older_or_another_lineage_are_refused() {
         },
     )
     .await;
-    commit_command(&node, &replicated(2, 1, "a")).await;
+    // The first account took seqs of this node's log before it became a mirror.
+    let base = node
+        .node()
+        .service
+        .catalog
+        .changelog_head()
+        .expect("head")
+        .last_seq;
+    commit_command(&node, &replicated(2, base + 1, "a")).await;
     assert!(has_repo(&node, "a"));
     // An entry of an older epoch after one of epoch 2: the old primary's divergent history.
-    commit_command(&node, &replicated(1, 2, "b")).await;
+    commit_command(&node, &replicated(1, base + 2, "b")).await;
     assert!(
         !has_repo(&node, "b"),
         "an entry from an older epoch was applied"
     );
     // The same seq from another epoch is not a duplicate to skip but a fork.
-    let forked = commit_command(&node, &replicated(3, 1, "c")).await;
+    let forked = commit_command(&node, &replicated(3, base + 1, "c")).await;
     assert!(forked.get("replicated").is_none(), "{forked}");
 }
 
@@ -488,7 +527,8 @@ async fn a_mirror_installs_a_snapshot_in_bounded_steps_and_refuses_reads_meanwhi
     // does readiness.
     let (status, code) = support::error_code(node.get("/api/v1/repos").await).await;
     assert_eq!((status, code.as_str()), (503, "NOT_READY"));
-    let stale_ok = reqwest::Client::new()
+    let stale_ok = node
+        .http
         .get(node.url("/api/v1/repos"))
         .header("x-arca-read-consistency", "stale-ok")
         .send()
@@ -530,7 +570,9 @@ async fn a_mirror_installs_a_snapshot_in_bounded_steps_and_refuses_reads_meanwhi
     assert!(has_repo(&node, "new-0") && has_repo(&node, "new-299"));
     assert!(!has_repo(&node, "old-0") && !has_repo(&node, "old-299"));
     assert_eq!(staged_keys(&node), 0);
-    assert_eq!(node.get("/api/v1/repos").await.status().as_u16(), 200);
+    // Serving again: not NOT_READY (the staged state holds no accounts, so the old credential
+    // is refused now).
+    assert_eq!(node.get("/api/v1/repos").await.status().as_u16(), 401);
     let step = commit(
         &node,
         &json!({"snapshot_install": {"id": "new", "max_keys": 50}}),
@@ -580,5 +622,7 @@ async fn a_half_installed_snapshot_is_finished_by_whichever_node_leads() {
         has_repo(&node, "staged-0") && has_repo(&node, "staged-249") && staged_keys(&node) == 0
     })
     .await;
-    assert_eq!(node.get("/api/v1/repos").await.status().as_u16(), 200);
+    // Serving again: not NOT_READY (the staged state holds no accounts, so the old credential
+    // is refused now).
+    assert_eq!(node.get("/api/v1/repos").await.status().as_u16(), 401);
 }

@@ -5,13 +5,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
+use crate::auth::model::{Action, AuthCommand, AuthOp};
+use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::http_common::RepoParam;
-use crate::metadata::model::{format_ms, RepoStats, Repository};
+use crate::metadata::model::{format_ms, now_ms, RepoStats, Repository};
 use crate::names::RepoName;
 
 #[derive(Deserialize)]
@@ -25,6 +27,9 @@ pub struct CreateRepoRequest {
     /// `"async"` (default) or `"sync"`: a push is acknowledged once a mirror region applied it.
     #[serde(default)]
     replication: Option<String>,
+    /// Pulls without a credential (repositories are private by default).
+    #[serde(default)]
+    anonymous_read: bool,
 }
 
 fn default_format() -> String {
@@ -41,10 +46,11 @@ pub struct RepoView {
     artifacts: u64,
     logical_bytes: u64,
     physical_bytes: u64,
+    anonymous_read: bool,
 }
 
 impl RepoView {
-    fn new(repo: &Repository, stats: &RepoStats) -> Self {
+    fn new(repo: &Repository, stats: &RepoStats, anonymous_read: bool) -> Self {
         Self {
             name: repo.name.to_string(),
             format: repo.format.to_string(),
@@ -58,6 +64,7 @@ impl RepoView {
             artifacts: stats.artifacts,
             logical_bytes: stats.logical_bytes,
             physical_bytes: stats.physical_bytes,
+            anonymous_read,
         }
     }
 }
@@ -84,11 +91,28 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .service
         .create_repo(name, format, request.immutable, sync_replication)
         .await?;
+    if request.anonymous_read {
+        let command = AuthCommand {
+            at_ms: now_ms(),
+            op: AuthOp::SetAnonymousRead {
+                repo: repo.name.to_string(),
+                anonymous_read: true,
+            },
+        };
+        state.service.propose_format(&command, None).await?;
+    }
     let mut response = (
         StatusCode::CREATED,
-        Json(RepoView::new(&repo, &RepoStats::default())),
+        Json(RepoView::new(
+            &repo,
+            &RepoStats::default(),
+            request.anonymous_read,
+        )),
     )
         .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::api::AuditAction("repo.create"));
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/repos/{}", repo.name)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -100,12 +124,24 @@ pub struct RepoList {
     repositories: Vec<RepoView>,
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<RepoList>> {
+/// The repositories the caller may read.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Json<RepoList>> {
     let catalog = &state.service.catalog;
+    let auth = state.auth.state()?;
     let mut repositories = Vec::new();
     for repo in catalog.repos()? {
+        if !state
+            .auth
+            .allows(&identity, repo.name.as_str(), Action::Read)
+        {
+            continue;
+        }
         let stats = catalog.repo_stats(&repo.name)?;
-        repositories.push(RepoView::new(&repo, &stats));
+        let public = auth.policy.anonymous_read(repo.name.as_str());
+        repositories.push(RepoView::new(&repo, &stats, public));
     }
     Ok(Json(RepoList { repositories }))
 }
@@ -117,5 +153,6 @@ pub async fn show(
     let catalog = &state.service.catalog;
     let repo = catalog.must_repo(&name)?;
     let stats = catalog.repo_stats(&name)?;
-    Ok(Json(RepoView::new(&repo, &stats)))
+    let public = state.auth.state()?.policy.anonymous_read(name.as_str());
+    Ok(Json(RepoView::new(&repo, &stats, public)))
 }

@@ -15,11 +15,13 @@ pub mod oci;
 
 use std::sync::Arc;
 
+use axum::http::Method;
 use axum::response::Response;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, Challenge};
 use crate::error::Error;
 use crate::metadata::format::{FormatApply, FormatSet};
 use crate::service::ArtifactService;
@@ -29,19 +31,24 @@ pub fn registered() -> Vec<&'static dyn Format> {
     vec![&generic::Generic, &oci::Oci]
 }
 
-/// The metadata side of [`registered`], for the state machine and the write path.
+/// The metadata side of [`registered`], for the state machine and the write path, with the
+/// core's own record kinds that travel through the same seam (accounts and credentials, the
+/// audit log).
 pub fn set() -> FormatSet {
-    FormatSet::new(
-        registered()
-            .into_iter()
-            .map(|format| format as &'static dyn FormatApply)
-            .collect(),
-    )
+    let mut formats: Vec<&'static dyn FormatApply> = registered()
+        .into_iter()
+        .map(|format| format as &'static dyn FormatApply)
+        .collect();
+    formats.push(&crate::auth::apply::AuthApply);
+    formats.push(&crate::auth::apply::AuditApply);
+    FormatSet::new(formats)
 }
 
 /// What a format is given when the node starts.
 pub struct FormatContext {
     pub service: Arc<ArtifactService>,
+    /// Credentials and permissions (a format that issues or checks its own tokens uses it).
+    pub auth: Arc<crate::auth::Auth>,
     /// Cancelled when the node shuts down: background tasks stop on it.
     pub cancel: CancellationToken,
     /// The node's span (region, node): background tasks run in a span under it.
@@ -105,6 +112,16 @@ pub trait Format: FormatApply {
 
     /// Describes the format's metrics (names start with `arca_<format>_`).
     fn describe_metrics(&self) {}
+
+    /// What a request needs (see [`Access`]): every route of the format is covered, because
+    /// the API's middleware asks this before any handler runs. A path the format does not
+    /// know should need the most (its handler answers 404 to those who may ask).
+    fn access(&self, method: &Method, path: &str) -> Access;
+
+    /// The challenge its clients expect on `401`.
+    fn challenge(&self) -> Challenge {
+        Challenge::Basic
+    }
 }
 
 /// The format whose routes `path` belongs to, if any.
@@ -124,11 +141,38 @@ mod tests {
     /// The core's key ranges (see `crate::metadata::keys`): no format may write into them.
     const CORE_PREFIXES: &[&[u8]] = &[
         b"r/", b"s/", b"b/", b"h/", b"c/", b"rb/", b"rc/", b"g/", b"m/", b"d/", b"x/", b"dc/",
-        b"fr/", b"l/",
+        b"fr/", b"l/", b"av/",
     ];
 
     fn overlaps(a: &[u8], b: &[u8]) -> bool {
         a.starts_with(b) || b.starts_with(a)
+    }
+
+    #[test]
+    fn the_core_record_kinds_have_key_ranges_of_their_own() {
+        let set = set();
+        let all: Vec<_> = set.iter().collect();
+        for (i, a) in all.iter().enumerate() {
+            for key in a.key_prefixes() {
+                for core in CORE_PREFIXES {
+                    assert!(
+                        !overlaps(key, core),
+                        "{} writes core keys {core:?}",
+                        a.name()
+                    );
+                }
+                for b in &all[i + 1..] {
+                    for other in b.key_prefixes() {
+                        assert!(!overlaps(key, other), "{} and {}", a.name(), b.name());
+                    }
+                }
+            }
+        }
+        assert!(!set.must_find("auth").expect("auth").hosts_repositories());
+        assert!(set
+            .must_find("generic")
+            .expect("generic")
+            .hosts_repositories());
     }
 
     #[test]

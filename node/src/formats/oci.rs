@@ -120,7 +120,11 @@ impl Format for Oci {
                 context.cancel.clone(),
             ),
         )];
-        let registry = Arc::new(Registry::new(context.service.clone(), uploads));
+        let registry = Arc::new(Registry::new(
+            context.service.clone(),
+            uploads,
+            context.auth.clone(),
+        ));
         Ok(Started {
             router: api::routes().with_state(registry),
             tasks,
@@ -129,6 +133,15 @@ impl Format for Oci {
 
     fn error_response(&self, error: crate::error::Error) -> Response {
         OciError::Node(error).into_response()
+    }
+
+    fn access(&self, method: &axum::http::Method, path: &str) -> crate::auth::Access {
+        api::access(method, path)
+    }
+
+    /// Registry clients log in through the token endpoint.
+    fn challenge(&self) -> crate::auth::Challenge {
+        crate::auth::Challenge::Bearer
     }
 
     /// Blobs and manifests by digest never change.

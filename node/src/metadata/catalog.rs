@@ -21,6 +21,9 @@ use crate::names::{ArtifactPath, RepoName};
 #[derive(Clone)]
 pub struct Catalog {
     db: Arc<DB>,
+    /// Bumped after every applied batch that changed auth records (and after a snapshot was
+    /// installed): the in-memory credential state reloads when it moved.
+    auth_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The repository state of one view, in batches (see [`Catalog::state_reader`]).
@@ -58,7 +61,35 @@ pub struct Page<T> {
 
 impl Catalog {
     pub fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        Self {
+            db,
+            auth_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// The highest command version, and payload version of `format`, this region applied
+    /// (see [`keys::APPLIED_VERSIONS_PREFIX`]).
+    pub fn applied_versions(&self, format: Option<&str>) -> Result<u32> {
+        let key = match format {
+            Some(format) => keys::applied_format_version(format),
+            None => keys::APPLIED_COMMAND_VERSION.to_vec(),
+        };
+        Ok(self
+            .get_raw(&key)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    /// See [`Catalog::bump_auth_generation`].
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called once auth records changed on disk (after the batch is written).
+    pub(crate) fn bump_auth_generation(&self) {
+        self.auth_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn db(&self) -> &DB {

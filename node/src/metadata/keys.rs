@@ -80,6 +80,17 @@ pub fn staged(key: &[u8]) -> Vec<u8> {
     join(&[STAGING_PREFIX, key])
 }
 
+/// `av/command` (u32) and `av/f/{format}` (u32): the highest command version and format
+/// payload versions this region has applied. Every voter applied them (a leader proposed them
+/// only once every voter reported knowing them), so a new leader that cannot ask a voter that
+/// is down still knows that voter applies them (see `Region::require_version`).
+pub const APPLIED_VERSIONS_PREFIX: &[u8] = b"av/";
+pub const APPLIED_COMMAND_VERSION: &[u8] = b"av/command";
+
+pub fn applied_format_version(format: &str) -> Vec<u8> {
+    join(&[APPLIED_VERSIONS_PREFIX, b"f/", format.as_bytes()])
+}
+
 /// Keys that describe this region rather than the repository data: they are neither taken from
 /// a primary's snapshot nor replaced by one, and they are left out of state digests.
 pub fn is_region_local(key: &[u8]) -> bool {
@@ -91,7 +102,8 @@ pub fn is_region_local(key: &[u8]) -> bool {
 }
 
 /// Whole key ranges that are region-local (see [`is_region_local`]).
-const REGION_LOCAL_PREFIXES: [&[u8]; 4] = [
+const REGION_LOCAL_PREFIXES: [&[u8]; 5] = [
+    APPLIED_VERSIONS_PREFIX,
     DIVERGENT_PREFIX,
     DIVERGENT_CHUNK_PREFIX,
     FREED_PREFIX,

@@ -68,6 +68,8 @@ pub struct MetadataStateMachine {
     applied_tx: watch::Sender<AppliedPosition>,
     /// Refusal reasons already logged at error level.
     refusals_logged: Mutex<std::collections::HashSet<RefusalReason>>,
+    /// The batch being applied changed auth records (see [`Catalog::auth_generation`]).
+    auth_touched: std::sync::atomic::AtomicBool,
 }
 
 /// A message to the resync queue.
@@ -156,6 +158,7 @@ impl MetadataStateMachine {
             freed_tx,
             applied_tx,
             refusals_logged: Mutex::new(std::collections::HashSet::new()),
+            auth_touched: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -178,8 +181,15 @@ impl ApplyHandler for MetadataStateMachine {
             ),
             Ok(command) => {
                 let mut txn = Txn::new(batch, self.formats.clone());
-                match txn.apply(&command, log_id.index) {
+                match txn
+                    .apply(&command, log_id.index)
+                    .and_then(|outcome| txn.record_versions(&command).map(|()| outcome))
+                {
                     Ok(outcome) => {
+                        if touches_auth(&self.formats, &command) {
+                            self.auth_touched
+                                .store(true, std::sync::atomic::Ordering::Release);
+                        }
                         let effects = txn.commit()?;
                         self.freed.lock().extend(effects.freed);
                         self.referenced.lock().extend(effects.referenced);
@@ -217,10 +227,19 @@ impl ApplyHandler for MetadataStateMachine {
             self.referenced_tx
                 .send(ReferencedChunks::Chunks(referenced));
         }
+        if self
+            .auth_touched
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.catalog.bump_auth_generation();
+        }
         self.publish_position(last_applied.index);
     }
 
     fn reset(&self) {
+        self.auth_touched
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.catalog.bump_auth_generation();
         self.freed.lock().clear();
         self.referenced.lock().clear();
         let _ = self.freed_tx.send(FreedChunks::All);
@@ -230,6 +249,23 @@ impl ApplyHandler for MetadataStateMachine {
         {
             self.publish_position(last_applied.index);
         }
+    }
+}
+
+/// Whether a command may change the auth records: an auth command (directly, or replicated
+/// from the primary), or a core command other than a repository's creation (they are rare,
+/// and some replace the whole state: a mirror installing its primary's snapshot).
+fn touches_auth(formats: &FormatSet, command: &Command) -> bool {
+    match command {
+        Command::Replicated { entries } => {
+            entries.iter().any(|e| touches_auth(formats, &e.command))
+        }
+        Command::CreateRepo { .. } => false,
+        command => command.envelope().is_none_or(|(format, _, _)| {
+            formats
+                .find(format.as_str())
+                .is_some_and(|f| f.holds_credentials())
+        }),
     }
 }
 
@@ -469,6 +505,30 @@ impl Txn<'_, '_> {
             }
             client => self.apply_change(client, raft_index, None),
         }
+    }
+
+    /// Records the command and format versions a committed command used (see
+    /// [`keys::APPLIED_VERSIONS_PREFIX`]); written only when they grow.
+    fn record_versions(&mut self, command: &Command) -> anyhow::Result<()> {
+        let raise = |txn: &mut Self, key: Vec<u8>, version: u32| -> anyhow::Result<()> {
+            let current = txn
+                .get_raw(&key)?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes);
+            if version > current {
+                txn.put_raw(key, version.to_be_bytes().to_vec())?;
+            }
+            Ok(())
+        };
+        raise(
+            self,
+            keys::APPLIED_COMMAND_VERSION.to_vec(),
+            command.required_version(),
+        )?;
+        for (format, version) in command.formats_used() {
+            raise(self, keys::applied_format_version(&format), version)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn role(&self) -> anyhow::Result<RegionRole> {

@@ -17,7 +17,43 @@ pub struct TestNode {
     pub config: NodeConfig,
     node: Option<RunningNode>,
     pub base: String,
+    /// Signed in as the bootstrap account `admin` (cluster-admin).
     pub http: reqwest::Client,
+    /// Without credentials.
+    pub anon: reqwest::Client,
+    /// The bootstrap password (from `<data-dir>/initial-admin-password`).
+    pub admin_password: String,
+}
+
+/// The `Authorization` value of `user:secret`.
+pub fn basic(user: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+/// A client that sends `authorization` on every request.
+pub fn client_with(authorization: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        authorization.parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// The bootstrap password a node wrote into its data directory.
+pub fn admin_password(data_dir: &std::path::Path) -> String {
+    let path = data_dir.join("initial-admin-password");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
 }
 
 /// Small chunks, so that tests exercise multi-chunk blobs with kilobytes of data.
@@ -50,12 +86,15 @@ impl TestNode {
         adjust(&mut config);
         let node = must_start(config.clone()).await;
         let base = format!("http://{}", node.http_addr);
+        let admin_password = admin_password(&config.data_dir);
         Self {
             dir,
             config,
             node: Some(node),
             base,
-            http: reqwest::Client::new(),
+            http: client_with(&basic("admin", &admin_password)),
+            anon: reqwest::Client::new(),
+            admin_password,
         }
     }
 
@@ -173,9 +212,21 @@ impl TestNode {
             .sum()
     }
 
-    /// Sends raw bytes as an HTTP/1.1 request and returns (status, body).
+    /// The `Authorization` value of the bootstrap account.
+    pub fn admin_auth(&self) -> String {
+        basic("admin", &self.admin_password)
+    }
+
+    /// Sends raw bytes as an HTTP/1.1 request (signed in as `admin`: the header goes in
+    /// before `Host:`) and returns (status, body).
     pub async fn raw(&self, request: &[u8]) -> (u16, String) {
-        raw_request(self.node().http_addr, request).await
+        let text = String::from_utf8_lossy(request);
+        let signed = text.replacen(
+            "\r\nHost:",
+            &format!("\r\nAuthorization: {}\r\nHost:", self.admin_auth()),
+            1,
+        );
+        raw_request(self.node().http_addr, signed.as_bytes()).await
     }
 }
 
@@ -235,6 +286,22 @@ pub async fn must_wait_until(what: &str, timeout: Duration, mut condition: impl 
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `probe` until it answers `Some`, for at most `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

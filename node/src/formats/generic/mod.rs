@@ -10,11 +10,14 @@ pub mod model;
 
 use std::sync::Arc;
 
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::{Format, FormatContext, Started};
+use crate::auth::model::Action;
+use crate::auth::Access;
 use crate::error::Error;
 use crate::metadata::format::{decode_payload, FormatApply, FormatName, FormatOutcome, FormatTxn};
 use crate::metadata::model::BlobDescriptor;
@@ -106,6 +109,19 @@ impl Format for Generic {
 
     fn error_response(&self, error: Error) -> Response {
         error.into_response()
+    }
+
+    /// `/files/<repo>/<path>`: reads need `read`, deletes `delete`, everything else `write`.
+    fn access(&self, method: &Method, path: &str) -> Access {
+        let Some(repo) = self.repo_of(path) else {
+            return Access::ClusterAdmin;
+        };
+        let action = match *method {
+            Method::GET | Method::HEAD => Action::Read,
+            Method::DELETE => Action::Delete,
+            _ => Action::Write,
+        };
+        Access::repo(repo, action)
     }
 
     /// A file of an immutable repository this node knows never changes.

@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod discovery;
 pub mod manifests;
+pub mod token;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -42,6 +43,39 @@ pub fn routes() -> Router<Arc<Registry>> {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+}
+
+/// The registry token endpoint (the `realm` of the Bearer challenge).
+pub const TOKEN_PATH: &str = "/v2/token";
+
+/// What a `/v2/` request needs: the base and the catalog any valid credential (a registry
+/// token without scopes included); an image's endpoints `pull` (reads), `delete` (deleting a
+/// manifest or blob) or `push` (everything else) on the image, which is `read`, `delete` or
+/// `write` on its repository.
+pub fn access(method: &Method, path: &str) -> crate::auth::Access {
+    use crate::auth::model::Action;
+    use crate::auth::Access;
+    if path == TOKEN_PATH {
+        return Access::Public;
+    }
+    let route = Route::parse(path);
+    let (name, deletes) = match &route {
+        Route::Base | Route::Catalog | Route::Unknown => return Access::Authenticated,
+        Route::Tags { name } | Route::Referrers { name, .. } => (name, false),
+        Route::Manifest { name, .. } | Route::Blob { name, .. } => (name, true),
+        Route::Uploads { name } | Route::Upload { name, .. } => (name, false),
+    };
+    let action = match *method {
+        Method::GET | Method::HEAD => Action::Read,
+        Method::DELETE if deletes => Action::Delete,
+        _ => Action::Write,
+    };
+    let repo = name.split('/').next().unwrap_or_default();
+    Access::Repo {
+        repo: repo.to_string(),
+        image: Some(name.clone()),
+        action,
+    }
 }
 
 /// The endpoint a `/v2/` path names. Names are still raw here: handlers parse them, so a bad
@@ -159,6 +193,8 @@ pub struct Request {
     pub headers: HeaderMap,
     pub query: HashMap<String, String>,
     pub body: Body,
+    /// Who is asking (the API's middleware authorized the route already).
+    pub identity: crate::auth::Identity,
 }
 
 impl Request {
@@ -180,7 +216,15 @@ async fn dispatch(
     request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
+    if request.uri().path() == TOKEN_PATH {
+        return token::handle(&registry, request).await;
+    }
     let (parts, body) = request.into_parts();
+    let identity = parts
+        .extensions
+        .get::<crate::auth::Identity>()
+        .cloned()
+        .unwrap_or_else(crate::auth::Identity::anonymous);
     let route = Route::parse(parts.uri.path());
     let query = query_map(&parts.uri);
     let operation = route.operation(&parts.method, query.as_ref().unwrap_or(&HashMap::new()));
@@ -191,6 +235,7 @@ async fn dispatch(
                 headers: parts.headers,
                 query,
                 body,
+                identity,
             };
             handle(&registry, route, request).await
         }

@@ -188,6 +188,15 @@ impl OciError {
                 Error::SyncReplicationTimeout { .. } => {
                     (Server("UNAVAILABLE"), StatusCode::GATEWAY_TIMEOUT)
                 }
+                Error::AlreadyExists { .. } => (Spec(ErrorCode::Denied), StatusCode::CONFLICT),
+                Error::NoSuch { .. } => (Spec(ErrorCode::NameUnknown), StatusCode::NOT_FOUND),
+                Error::Unauthorized { .. } => {
+                    (Spec(ErrorCode::Unauthorized), StatusCode::UNAUTHORIZED)
+                }
+                Error::Forbidden { .. } => (Spec(ErrorCode::Denied), StatusCode::FORBIDDEN),
+                Error::TooManyAttempts { .. } => {
+                    (Server("TOOMANYREQUESTS"), StatusCode::TOO_MANY_REQUESTS)
+                }
                 Error::CorruptChunk { .. } | Error::MissingChunk { .. } | Error::Internal(_) => {
                     (Server("UNKNOWN"), StatusCode::INTERNAL_SERVER_ERROR)
                 }

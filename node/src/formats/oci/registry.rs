@@ -34,13 +34,22 @@ pub struct StoredManifest {
 pub struct Registry {
     pub service: Arc<ArtifactService>,
     pub uploads: Arc<UploadStore>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 type BoxedBody = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 impl Registry {
-    pub fn new(service: Arc<ArtifactService>, uploads: Arc<UploadStore>) -> Self {
-        Self { service, uploads }
+    pub fn new(
+        service: Arc<ArtifactService>,
+        uploads: Arc<UploadStore>,
+        auth: Arc<crate::auth::Auth>,
+    ) -> Self {
+        Self {
+            service,
+            uploads,
+            auth,
+        }
     }
 
     /// The Arca repository of `name`, which must exist and have format `oci`. A repository

@@ -87,6 +87,18 @@ pub trait FormatApply: Send + Sync + 'static {
     fn check_repo_name(&self, _name: &RepoName) -> Result<()> {
         Ok(())
     }
+
+    /// Whether repositories of this format can be created (the core's own record kinds,
+    /// accounts and the audit log, travel through the seam too but host none).
+    fn hosts_repositories(&self) -> bool {
+        true
+    }
+
+    /// Whether its commands change accounts, credentials or roles: the node's in-memory
+    /// copy of them reloads after such a command is applied.
+    fn holds_credentials(&self) -> bool {
+        false
+    }
 }
 
 /// Decodes a format's command payload (MessagePack, as every envelope carries).
@@ -120,6 +132,16 @@ impl FormatSet {
     pub fn names(&self) -> String {
         self.formats
             .iter()
+            .map(|f| f.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The names of the formats repositories can be created with.
+    pub fn repository_formats(&self) -> String {
+        self.formats
+            .iter()
+            .filter(|f| f.hosts_repositories())
             .map(|f| f.name().to_string())
             .collect::<Vec<_>>()
             .join(", ")

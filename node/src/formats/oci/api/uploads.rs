@@ -109,7 +109,18 @@ pub async fn start(registry: &Registry, name: &str, request: Request) -> OciResu
         if let Some(from) = request.query("from") {
             // A `from` that names nothing mountable is no reason to fail the push: the client
             // uploads through the session started below instead.
-            if let Ok(from) = OciName::parse(from) {
+            // Mounting needs `pull` on the source too; without it the client just uploads.
+            let may_pull = crate::auth::enforce(
+                &registry.auth,
+                &crate::auth::Access::Repo {
+                    repo: from.split('/').next().unwrap_or_default().to_string(),
+                    image: Some(from.to_string()),
+                    action: crate::auth::model::Action::Read,
+                },
+                Ok(request.identity.clone()),
+            )
+            .is_ok();
+            if let (true, Ok(from)) = (may_pull, OciName::parse(from)) {
                 if registry.mount_blob(&name, &digest, &from).await? {
                     return Ok(created(&name, &digest));
                 }
