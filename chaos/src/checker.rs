@@ -276,14 +276,12 @@ fn intruders_are_refused_and_audited(
             "{} of {refused} refused intrusions are in the audit log",
             observations.audited_intrusions
         ));
+        // Denials of one principal, address and reason in one second are one record with a
+        // count, whatever their paths: other refusals in that second (a rejoining node that
+        // has not yet replicated the signing key refuses valid tokens too) count with them, so
+        // the sum is no upper bound.
         if observations.audited_intrusions == 0 {
             violations.push(format!("none of {refused} refused intrusions was audited"));
-        }
-        if observations.audited_intrusions > refused {
-            violations.push(format!(
-                "the audit log holds {} intrusions, more than the {refused} made",
-                observations.audited_intrusions
-            ));
         }
     }
     if unanswered > 0 {
