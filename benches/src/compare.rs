@@ -59,10 +59,25 @@ pub fn quick_cases() -> Vec<Case> {
     ]
 }
 
+/// Small objects, where checking a credential weighs most: Arca against a build without
+/// authentication (`arca-bench compare-auth`).
+pub fn auth_cases(quick: bool) -> Vec<Case> {
+    use Workload::*;
+    let scale = if quick { 1 } else { 8 };
+    vec![
+        case(BlobPush, 4 << 10, 8, 64 * scale),
+        case(BlobPull, 4 << 10, 8, 128 * scale),
+        case(FilePush, 4 << 10, 8, 64 * scale),
+        case(FilePull, 4 << 10, 8, 128 * scale),
+    ]
+}
+
 /// A registry under test.
 pub struct Server {
     pub name: &'static str,
     pub url: String,
+    /// The session token its clients send (an Arca that has accounts).
+    pub token: Option<String>,
     pid: u32,
     /// The process, stopped when the server is dropped.
     _process: Box<dyn std::any::Any + Send>,
@@ -86,19 +101,31 @@ impl Server {
     /// A single-node Arca on the embedded default, data under `dir`, with the `containers` OCI
     /// repository the workloads push to.
     pub async fn arca(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
-        let mut options = ProcessOptions::new(binary, dir.join("arca"));
+        Self::arca_named(binary, dir, "arca").await
+    }
+
+    /// [`Server::arca`] under another name (its data in `dir/<name>`). A build from before
+    /// accounts existed creates no `initial-admin-password`: its clients send no token.
+    pub async fn arca_named(binary: &Path, dir: &Path, name: &'static str) -> anyhow::Result<Self> {
+        let data_dir = dir.join(name);
+        let mut options = ProcessOptions::new(binary, data_dir.clone());
         options.env = vec![("ARCA_LOG".into(), "warn".into())];
         let process = ArcaProcess::start(options)?;
         let url = process.base_url();
         let pid = process.pid().context("arca has no pid")?;
         wait_ready(&load::client(1), &format!("{url}/readyz")).await?;
-        // Every client of this process signs in as the bootstrap account.
-        arca_chaos::credentials::set_token(&process.admin_token().await?);
-        let http = load::client(1);
+        // The sole voter writes the bootstrap password before it serves: sign in with it.
+        let token = if arca_chaos::credentials::admin_password(&data_dir).is_some() {
+            Some(process.admin_token().await?)
+        } else {
+            None
+        };
+        let http = load::client_with_token(1, token.as_deref());
         load::create_arca_repo(&http, &url, "containers", "oci").await?;
         Ok(Self {
-            name: "arca",
+            name,
             url,
+            token,
             pid,
             _process: Box::new(process),
         })
@@ -136,6 +163,7 @@ impl Server {
         Ok(Self {
             name: "distribution",
             url,
+            token: None,
             pid,
             _process: Box::new(guard),
         })
@@ -192,6 +220,7 @@ pub async fn measure(
     seed: u64,
 ) -> anyhow::Result<Measured> {
     let mut spec = LoadSpec::new(&server.url, case.workload, case.size);
+    spec.token = server.token.clone();
     spec.concurrency = case.concurrency;
     spec.ops = case.ops;
     spec.seed = seed;
@@ -277,6 +306,11 @@ pub fn mib(bytes: u64) -> String {
 
 /// The comparison as a table.
 pub fn table(rows: &[Row]) -> comfy_table::Table {
+    table_against(rows, "distribution")
+}
+
+/// [`table`], naming the peer's column.
+pub fn table_against(rows: &[Row], peer: &str) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
     table.set_header([
@@ -284,7 +318,7 @@ pub fn table(rows: &[Row]) -> comfy_table::Table {
         "size",
         "clients",
         "arca",
-        "distribution",
+        peer,
         "ratio",
         "arca p99",
         "peer p99",

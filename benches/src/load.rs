@@ -138,6 +138,9 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Pulls: hash every downloaded byte (sha256) and compare with the digest.
     pub verify: bool,
+    /// The bearer token every request sends (default: `ARCA_TOKEN`, else this process's, see
+    /// `arca_chaos::credentials`).
+    pub token: Option<String>,
 }
 
 impl LoadSpec {
@@ -152,6 +155,7 @@ impl LoadSpec {
             repo: "bench".into(),
             seed: 1,
             verify: false,
+            token: None,
         }
     }
 }
@@ -204,7 +208,14 @@ const PULL_BYTES: u64 = 256 << 20;
 
 /// An HTTP client sized for `concurrency` connections to one host.
 pub fn client(concurrency: usize) -> reqwest::Client {
-    let token = std::env::var("ARCA_TOKEN").ok();
+    client_with_token(concurrency, None)
+}
+
+/// [`client`] sending `token` (default: `ARCA_TOKEN`, else this process's).
+pub fn client_with_token(concurrency: usize, token: Option<&str>) -> reqwest::Client {
+    let token = token
+        .map(str::to_string)
+        .or_else(|| std::env::var("ARCA_TOKEN").ok());
     arca_chaos::credentials::authorized(reqwest::Client::builder(), token.as_deref())
         .pool_max_idle_per_host(concurrency.max(1))
         .redirect(reqwest::redirect::Policy::limited(4))
@@ -220,7 +231,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     if spec.concurrency == 0 || spec.ops == 0 {
         bail!("concurrency and ops must be at least 1");
     }
-    let http = client(spec.concurrency);
+    let http = client_with_token(spec.concurrency, spec.token.as_deref());
     let plan = Arc::new(prepare(&http, spec).await?);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

@@ -261,6 +261,10 @@ impl Cluster {
             .args(args)
             .args(["--output", "json", "--admin", admin])
             .kill_on_drop(true);
+        // The admin RPCs need a cluster-admin: the harness's session.
+        if let Some(token) = crate::credentials::token_for(admin) {
+            command.env("ARCA_TOKEN", token);
+        }
         let output = tokio::time::timeout(Duration::from_secs(30), command.output())
             .await
             .map_err(|_| anyhow!("arca {args:?} timed out"))?

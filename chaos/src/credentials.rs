@@ -2,6 +2,7 @@
 //! first node's data directory (`initial-admin-password`); the harness exchanges it for a
 //! session token that every client of this process sends (see [`authorized`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -9,6 +10,33 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 static TOKEN: RwLock<Option<String>> = RwLock::new(None);
+
+/// The token that works at an address (`host:port` of a node's HTTP, gRPC or replication
+/// port): tests of one process run clusters side by side, each with its own accounts.
+static BY_ADDRESS: RwLock<BTreeMap<String, String>> = RwLock::new(BTreeMap::new());
+
+/// Records that `token` works at each of `addrs` (a later cluster on a reused port wins).
+pub fn register(addrs: impl IntoIterator<Item = String>, token: &str) {
+    if let Ok(mut map) = BY_ADDRESS.write() {
+        for addr in addrs {
+            map.insert(addr, token.to_string());
+        }
+    }
+}
+
+/// The token registered for `addr` (`host:port`, or a URL of one), if any.
+pub fn registered(addr: &str) -> Option<String> {
+    let addr = addr
+        .split_once("://")
+        .map_or(addr, |(_, rest)| rest)
+        .trim_end_matches('/');
+    BY_ADDRESS.read().ok()?.get(addr).cloned()
+}
+
+/// The token for `addr`: the one registered for it, else this process's.
+pub fn token_for(addr: &str) -> Option<String> {
+    registered(addr).or_else(token)
+}
 
 /// The token clients of this process send (the last cluster signed in to).
 pub fn token() -> Option<String> {

@@ -120,13 +120,24 @@ impl Region {
             if crate::credentials::admin_password(first.data_dir()).is_some() {
                 let token = first.admin_token().await.expect("sign in as admin");
                 crate::credentials::set_token(&token);
-                region.token = Some(token.clone());
-                region.http =
-                    crate::credentials::authorized(reqwest::Client::builder(), Some(&token))
-                        .timeout(Duration::from_secs(30))
-                        .build()
-                        .expect("http client");
+                region.token = Some(token);
             }
+        }
+        if region.token.is_none() {
+            // A mirror knows its primary's accounts: the primary's session works here too.
+            region.token = options
+                .replication
+                .iter()
+                .flat_map(|r| r.primary.iter())
+                .find_map(|addr| crate::credentials::registered(addr))
+                .or_else(crate::credentials::token);
+        }
+        if let Some(token) = region.token.clone() {
+            region.http = crate::credentials::authorized(reqwest::Client::builder(), Some(&token))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client");
+            region.register_addresses();
         }
         // `--init-region` is for the first start only: a node restarted on an empty data
         // directory must not create a second region of the same name.
@@ -178,7 +189,7 @@ impl Region {
         }
         if let Some(replication) = &self.options.replication {
             let name = format!("{}-node-{id}", self.options.region);
-            let files = must_issue(&replication.tls_dir, &name);
+            let files = must_issue(&replication.tls_dir, &name, &self.options.region);
             options.replication_addr = Some("127.0.0.1:0".into());
             options.extra_args.extend([
                 "--ca-cert".to_string(),
@@ -219,6 +230,23 @@ impl Region {
     pub fn must_add_process(&mut self, id: u64) {
         let process = ArcaProcess::must_start(self.node_options(id));
         self.nodes.insert(id, process);
+        self.register_addresses();
+    }
+
+    /// Records the region's token for every address of its nodes (see
+    /// [`crate::credentials::token_for`]).
+    fn register_addresses(&self) {
+        let Some(token) = &self.token else {
+            return;
+        };
+        let mut addrs = Vec::new();
+        for process in self.nodes.values() {
+            addrs.push(process.http_addr.to_string());
+            addrs.push(process.grpc_addr.to_string());
+            addrs.extend(process.replication_addr.map(|a| a.to_string()));
+        }
+        addrs.extend(self.grpc_proxies.values().map(|p| p.addr.to_string()));
+        crate::credentials::register(addrs, token);
     }
 
     pub fn node_mut(&mut self, id: u64) -> &mut ArcaProcess {
@@ -385,9 +413,9 @@ impl Region {
     }
 }
 
-/// Creates the CA in `dir` if needed and issues (or reuses) a certificate for `name`, valid for
-/// the loopback addresses tests use.
-pub fn must_issue(dir: &Path, name: &str) -> arca_replication::TlsFiles {
+/// Creates the CA in `dir` if needed and issues (or reuses) a node certificate of `region` for
+/// `name`, valid for the loopback addresses tests use.
+pub fn must_issue(dir: &Path, name: &str, region: &str) -> arca_replication::TlsFiles {
     let year = Duration::from_secs(365 * 24 * 3600);
     if !dir.join("ca.pem").exists() {
         arca_replication::tls::init_ca(dir, year).expect("create the test CA");
@@ -399,6 +427,7 @@ pub fn must_issue(dir: &Path, name: &str) -> arca_replication::TlsFiles {
         arca_replication::tls::issue(
             dir,
             name,
+            arca_replication::tls::Role::Node { region },
             &["127.0.0.1".to_string(), "localhost".to_string()],
             &out,
             year,

@@ -1,4 +1,5 @@
-//! `arca certs …`: the cluster CA and node certificates for replication between regions.
+//! `arca certs …`: the cluster CA, node certificates (intra-region gRPC and replication between
+//! regions) and operator certificates (the admin RPCs).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
+
+use arca_replication::tls::Role;
 
 use crate::output::{print_json, OutputFormat};
 
@@ -20,16 +23,27 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 3650)]
         days: u64,
     },
-    /// Issue a node certificate signed by the cluster CA.
+    /// Issue a certificate signed by the cluster CA: a node certificate of one region
+    /// (--region, with the names it is reached by), or an operator certificate (--operator).
     Issue {
         /// Directory holding ca.pem and ca.key.
         #[arg(long, default_value = "arca-certs")]
         ca_dir: PathBuf,
-        /// The node's name (certificate common name).
+        /// The holder's name (certificate common name).
         #[arg(long)]
         name: String,
+        /// The region of the node: its certificate speaks for this region only.
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        region: Option<String>,
+        /// An operator certificate: the admin RPCs (status, membership, promote, …), no node role.
+        #[arg(long)]
+        operator: bool,
         /// DNS name or IP address the node is reached by (repeatable).
-        #[arg(long = "host", required = true)]
+        #[arg(long = "host", required_unless_present = "operator")]
         hosts: Vec<String>,
         /// Output path without extension (default: CA_DIR/NAME): writes .pem and .key.
         #[arg(long)]
@@ -61,24 +75,43 @@ pub fn run(command: CertsCommand, output: OutputFormat) -> anyhow::Result<()> {
         CertsCommand::Issue {
             ca_dir,
             name,
+            region,
+            operator,
             hosts,
             out,
             days,
         } => {
             let out = out.unwrap_or_else(|| ca_dir.join(&name));
+            let role = match (&region, operator) {
+                (_, true) => Role::Operator,
+                (Some(region), false) => Role::Node { region },
+                (None, false) => anyhow::bail!("give --region (a node) or --operator"),
+            };
             let (cert, key) =
-                arca_replication::tls::issue(&ca_dir, &name, &hosts, &out, day * days as u32)
-                    .context("issue the node certificate")?;
+                arca_replication::tls::issue(&ca_dir, &name, role, &hosts, &out, day * days as u32)
+                    .context("issue the certificate")?;
+            let what = match &region {
+                Some(region) if !operator => format!("node of region {region}"),
+                _ => "operator".to_string(),
+            };
             match output {
-                OutputFormat::Json => {
-                    print_json(&json!({ "cert": cert, "key": key, "hosts": hosts }))
-                }
+                OutputFormat::Json => print_json(&json!({
+                    "cert": cert,
+                    "key": key,
+                    "hosts": hosts,
+                    "region": region.filter(|_| !operator),
+                    "operator": operator,
+                })),
                 OutputFormat::Table => {
                     println!(
-                        "issued {} for {} ({})",
+                        "issued {} for {} ({what}; {})",
                         cert.display(),
                         name,
-                        hosts.join(", ")
+                        if hosts.is_empty() {
+                            "client only".to_string()
+                        } else {
+                            hosts.join(", ")
+                        }
                     );
                     Ok(())
                 }

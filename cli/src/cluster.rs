@@ -1,4 +1,8 @@
-//! `arca cluster …`: the region's status and membership, over the admin gRPC service.
+//! `arca cluster …`: the region's status and membership, over the admin gRPC service, as a
+//! `cluster-admin` (the token `arca login` stored, `--token`, or an operator certificate).
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
@@ -8,7 +12,10 @@ use arca_proto::v1::{
 };
 use clap::Subcommand;
 use serde_json::json;
-use tonic::transport::Channel;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Status;
 
 use crate::output::{print_json, table, OutputFormat};
 
@@ -77,15 +84,78 @@ pub enum DivergentAction {
     },
 }
 
-async fn connect(admin: &str) -> anyhow::Result<ClusterServiceClient<Channel>> {
-    let url = if admin.contains("://") {
-        admin.to_string()
+/// Where the admin service is and what the CLI proves to it.
+pub struct AdminAccess {
+    /// `host:port` or `http://…` (plaintext, loopback), or `https://…` (TLS; the cluster CA in
+    /// `ARCA_CA_CERT`).
+    pub address: String,
+    /// A cluster-admin's access or session token (`arca login`, `--token`).
+    pub token: Option<String>,
+    /// An operator certificate and its key, presented over TLS.
+    pub cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The admin client: every call carries the token, if there is one.
+type AdminClient = ClusterServiceClient<InterceptedService<Channel, WithToken>>;
+
+#[derive(Clone)]
+pub struct WithToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(access: &AdminAccess) -> anyhow::Result<AdminClient> {
+    let url = if access.address.contains("://") {
+        access.address.clone()
     } else {
-        format!("http://{admin}")
+        format!("http://{}", access.address)
     };
-    ClusterServiceClient::connect(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("invalid --admin address {url:?}"))?
+        .connect_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let ca = std::env::var_os("ARCA_CA_CERT").context(
+            "an https:// admin address needs the cluster CA certificate in ARCA_CA_CERT",
+        )?;
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("read {}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(std::path::Path::new(&ca))?));
+        if let Some((cert, key)) = &access.cert {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("TLS for the admin service")?;
+    } else if access.cert.is_some() {
+        anyhow::bail!("an operator certificate needs an https:// admin address");
+    }
+    let channel = endpoint
+        .connect()
         .await
-        .with_context(|| format!("connect to the admin service at {url}"))
+        .with_context(|| format!("connect to the admin service at {url}"))?;
+    let token = match &access.token {
+        Some(token) => {
+            let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    Ok(ClusterServiceClient::with_interceptor(
+        channel,
+        WithToken(token),
+    ))
 }
 
 fn format_ms(ms: i64) -> String {
@@ -98,8 +168,12 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
-pub async fn run(admin: &str, command: ClusterCommand, output: OutputFormat) -> anyhow::Result<()> {
-    let mut client = connect(admin).await?;
+pub async fn run(
+    access: &AdminAccess,
+    command: ClusterCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let mut client = connect(access).await?;
     match command {
         ClusterCommand::Status => {
             let reply = client

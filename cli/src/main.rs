@@ -45,6 +45,13 @@ struct Cli {
     /// stored for this server).
     #[arg(long, global = true, env = "ARCA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// An operator certificate (PEM, `arca certs issue --operator`) for `cluster` commands over
+    /// mutual TLS (`--admin https://…`, the cluster CA in ARCA_CA_CERT), instead of a token.
+    #[arg(long, global = true, env = "ARCA_ADMIN_CERT", requires = "admin_key")]
+    admin_cert: Option<std::path::PathBuf>,
+    /// The operator certificate's key (PEM).
+    #[arg(long, global = true, env = "ARCA_ADMIN_KEY", requires = "admin_cert")]
+    admin_key: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -144,7 +151,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = cli.output;
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
-        Command::Cluster(command) => cluster::run(&cli.admin, command, output).await,
+        Command::Cluster(command) => {
+            let access = cluster::AdminAccess {
+                address: cli.admin,
+                token: cli.token.or_else(|| auth::stored_token(&cli.server)),
+                cert: cli.admin_cert.zip(cli.admin_key),
+            };
+            cluster::run(&access, command, output).await
+        }
         Command::Certs(command) => certs::run(command, output),
         Command::Login(args) => auth::login(&cli.server, args, output).await,
         Command::Logout => auth::logout(&cli.server, output),

@@ -43,15 +43,19 @@ pub struct ServeArgs {
     /// UDP address of the replication endpoint (QUIC between regions).
     #[arg(long)]
     replication: Option<String>,
-    /// Cluster CA certificate for replication (PEM).
+    /// Cluster CA certificate (PEM), for replication (and gRPC with --grpc-tls).
     #[arg(long)]
     ca_cert: Option<PathBuf>,
-    /// This node's replication certificate (PEM).
+    /// This node's certificate (PEM): `arca certs issue --region`.
     #[arg(long)]
     cert: Option<PathBuf>,
-    /// This node's replication key (PEM).
+    /// This node's key (PEM).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Require mutual TLS on the gRPC port with the node certificate (--ca-cert, --cert,
+    /// --key): Raft and chunk RPCs only from nodes of this region, admin RPCs from operators.
+    #[arg(long)]
+    grpc_tls: bool,
     /// Replication address of a node of the primary region (repeatable): a new region started
     /// with it becomes a read-only mirror of that primary.
     #[arg(long = "primary")]
@@ -142,6 +146,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.read_through {
         replication.read_through = true;
+    }
+    if args.grpc_tls {
+        config.cluster.ca_cert = config.replication.ca_cert.clone();
+        config.cluster.cert = config.replication.cert.clone();
+        config.cluster.key = config.replication.key.clone();
+        anyhow::ensure!(
+            config.cluster.tls_files()?.is_some(),
+            "--grpc-tls needs --ca-cert, --cert and --key"
+        );
     }
     if args.tls_cert.is_some() {
         config.tls.cert = args.tls_cert;

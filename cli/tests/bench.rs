@@ -28,12 +28,15 @@ async fn load_generator_drives_every_workload_against_arca() {
     let arca = Server::arca(Path::new(ARCA), dir.path())
         .await
         .expect("bench run");
-    let http = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
+    // Each server's own session: tests in this process run side by side.
+    let token = arca.token.clone().expect("arca signs in");
+    let http = arca_chaos::credentials::authorized(reqwest::Client::builder(), Some(&token))
         .build()
         .expect("client");
     let size = 96 * 1024;
     for workload in Workload::ALL {
         let mut spec = LoadSpec::new(&arca.url, workload, size);
+        spec.token = Some(token.clone());
         spec.concurrency = 4;
         spec.ops = 24;
         spec.verify = true;
@@ -73,6 +76,7 @@ async fn load_generator_reports_failures() {
         .expect("bench run");
     // No OCI repository named `missing`: every push fails, and the run says so.
     let mut spec = LoadSpec::new(&arca.url, Workload::BlobPush, 4096);
+    spec.token = arca.token.clone();
     spec.image = "missing/app".into();
     spec.ops = 5;
     let result = load::run(&spec).await.expect("bench run");
@@ -83,6 +87,7 @@ async fn load_generator_reports_failures() {
     );
     // A pull run cannot even prepare its blobs.
     let mut spec = LoadSpec::new(&arca.url, Workload::BlobPull, 4096);
+    spec.token = arca.token.clone();
     spec.image = "missing/app".into();
     assert!(load::run(&spec).await.is_err());
 }

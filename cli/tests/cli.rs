@@ -629,6 +629,8 @@ fn https_serves_with_hsts_and_the_cli_signs_in_over_it() {
             certs_dir,
             "--name",
             "web",
+            "--region",
+            "local",
             "--host",
             "127.0.0.1",
         ],

@@ -93,10 +93,11 @@ async fn put(region: &Region, node: u64, path: &str, body: Vec<u8>) -> reqwest::
 
 /// The status of a PUT, without following a redirect.
 async fn put_status_no_redirect(region: &Region, node: u64, path: &str, body: Vec<u8>) -> u16 {
-    let client = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let client =
+        arca_chaos::credentials::authorized(reqwest::Client::builder(), region.token.as_deref())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
     match client
         .put(region.url(node, &format!("/files/{path}")))
         .body(body)
@@ -139,11 +140,18 @@ async fn must_see(region: &Region, node: u64, path: &str, sha: &str, timeout: Du
     });
 }
 
+/// Runs the CLI as a cluster-admin of the region its `--admin` names (the admin RPCs refuse
+/// anyone else).
 fn arca(args: &[&str]) -> Output {
-    Command::new(arca_binary())
-        .args(args)
-        .output()
-        .expect("run arca")
+    let mut command = Command::new(arca_binary());
+    let admin = args
+        .iter()
+        .position(|a| *a == "--admin")
+        .and_then(|i| args.get(i + 1));
+    if let Some(token) = admin.and_then(|a| arca_chaos::credentials::token_for(a)) {
+        command.env("ARCA_TOKEN", token);
+    }
+    command.args(args).output().expect("run arca")
 }
 
 fn admin(region: &Region, node: u64) -> String {
@@ -193,10 +201,11 @@ async fn a_mirror_follows_the_primary_and_redirects_writes_to_it() {
 
     // A write to the mirror is refused with the primary's location (a client that follows
     // redirects, as reqwest does by default, lands on the primary; look at the redirect itself).
-    let no_redirects = arca_chaos::credentials::authorized(reqwest::Client::builder(), None)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let no_redirects =
+        arca_chaos::credentials::authorized(reqwest::Client::builder(), us.token.as_deref())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
     let response = no_redirects
         .put(eu.url(1, "/files/ci/at-the-mirror.bin"))
         .body(content(99, 1000))
@@ -588,6 +597,34 @@ async fn promoting_the_mirror_and_the_old_primary_returning_as_a_mirror_with_its
     let promoted: serde_json::Value = serde_json::from_slice(&promoted.stdout).expect("json");
     assert_eq!(promoted["promoted"], true);
     assert_eq!(promoted["epoch"], 2);
+    // The new primary's audit log says who promoted it.
+    wait_until(
+        "the promotion in the audit log",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let body: serde_json::Value = eu
+                .http()
+                .get(eu.url(1, "/api/v1/audit?action=region.promote"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let records = body["records"].as_array()?;
+            records
+                .iter()
+                .any(|r| {
+                    r["principal"] == "user:admin"
+                        && r["outcome"] == "ok"
+                        && r["resource"] == "region eu (forced)"
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .expect("the promotion is audited");
 
     let after = content(3, 70_000);
     assert_eq!(
@@ -805,7 +842,7 @@ async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
         forks: Vec::new(),
         cluster_id: None,
     };
-    let rogue = arca_chaos::must_issue(&root.path().join("rogue-ca"), "rogue");
+    let rogue = arca_chaos::must_issue(&root.path().join("rogue-ca"), "rogue", "rogue");
     let endpoint =
         arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &rogue).expect("endpoint");
     let refused = arca_replication::client::hello(&endpoint, &addr, info.clone()).await;
@@ -813,7 +850,7 @@ async fn a_client_without_a_certificate_from_the_cluster_ca_cannot_connect() {
         refused.is_err(),
         "a certificate from another CA is refused at the handshake"
     );
-    let trusted = arca_chaos::must_issue(&root.path().join("tls"), "operator");
+    let trusted = arca_chaos::must_issue(&root.path().join("tls"), "probe", "rogue");
     let endpoint = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &trusted)
         .expect("endpoint");
     let hello = arca_replication::client::hello(&endpoint, &addr, info)
@@ -1027,6 +1064,11 @@ async fn a_mirror_sweeping_with_no_grace_keeps_the_chunks_of_batches_and_snapsho
         latency: Duration::from_millis(5),
         ..Default::default()
     });
+    // The mirror reaches its primary through the proxy: the primary's session works there.
+    arca_chaos::credentials::register(
+        [proxy.addr.to_string()],
+        us.token.as_deref().expect("signed in"),
+    );
     let mut options = region_options(
         root.path(),
         "eu",

@@ -326,7 +326,7 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
     let ready = region.must_wait_ready(4, Duration::from_secs(60)).await;
     assert_eq!(ready["resync_backlog"], 0);
 
-    let status = std::process::Command::new(arca_binary())
+    let status = arca_cli(&region)
         .args(["cluster", "status", "--output", "json", "--admin"])
         .arg(region.node(1).grpc_addr.to_string())
         .output()
@@ -345,7 +345,7 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
             .all(|n| n["membership"] == "voter" && n["reachable"] == true),
         "{status}"
     );
-    let table = std::process::Command::new(arca_binary())
+    let table = arca_cli(&region)
         .args(["cluster", "status", "--admin"])
         .arg(region.node(2).grpc_addr.to_string())
         .output()
@@ -368,8 +368,34 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
         "node 4 held every chunk before serving"
     );
 
+    // Membership changes need a cluster-admin: without a credential the CLI is refused and
+    // the node stays.
+    let refused = std::process::Command::new(arca_binary())
+        .env_remove("ARCA_TOKEN")
+        .env("ARCA_CONFIG_DIR", region.data_dir(1).join("no-login"))
+        .args(["cluster", "remove-node", "--id", "4", "--admin"])
+        .arg(region.node(3).grpc_addr.to_string())
+        .output()
+        .expect("arca cluster remove-node");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("Unauthenticated"),
+        "{stderr}"
+    );
+    let status = arca_cli(&region)
+        .args(["cluster", "status", "--output", "json", "--admin"])
+        .arg(region.node(1).grpc_addr.to_string())
+        .output()
+        .expect("arca cluster status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(4),
+        "{status}"
+    );
+
     // And out again: removing it leaves three voters, and the region keeps taking writes.
-    let removed = std::process::Command::new(arca_binary())
+    let removed = arca_cli(&region)
         .args([
             "cluster",
             "remove-node",
@@ -394,6 +420,15 @@ async fn a_fourth_node_joins_a_loaded_region_and_ends_with_every_chunk() {
         put(&region, 2, "ci/after-removal.bin", content(999, 10_000)).await,
         201
     );
+}
+
+/// The CLI as a cluster-admin of `region` (the admin RPCs refuse anyone else).
+fn arca_cli(region: &Region) -> std::process::Command {
+    let mut command = std::process::Command::new(arca_binary());
+    if let Some(token) = &region.token {
+        command.env("ARCA_TOKEN", token);
+    }
+    command
 }
 
 /// Removes `--join ADDR` from a node's command line.
@@ -468,7 +503,7 @@ async fn a_node_restarted_on_an_empty_disk_neither_forms_a_new_region_nor_rejoin
 
     // Removing the old voter lets the new disk join as a fresh member, and it catches up.
     let admin = region.node(1).grpc_addr.to_string();
-    let removed = std::process::Command::new(arca_binary())
+    let removed = arca_cli(&region)
         .args(["cluster", "remove-node", "--id", "3", "--admin", &admin])
         .output()
         .expect("run arca");
@@ -767,4 +802,140 @@ async fn a_sole_voter_sweeps_at_start_up_only_after_reapplying_its_log() {
         &broken[..broken.len().min(5)],
         region.node(1).log()
     );
+}
+
+/// A region whose gRPC port requires mutual TLS: the nodes join, replicate and forward writes
+/// over it with their node certificates, and the CLI administers it over https as a
+/// cluster-admin (a token, or an operator certificate) and as nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_with_mutual_tls_on_grpc_replicates_and_is_administered_over_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let certs = root.path().join("certs");
+    let year = Duration::from_secs(365 * 24 * 3600);
+    arca_replication::tls::init_ca(&certs, year).expect("ca");
+    let node_cert = |name: &str| {
+        arca_replication::tls::issue(
+            &certs,
+            name,
+            arca_replication::tls::Role::Node { region: "test" },
+            &["127.0.0.1".to_string()],
+            &certs.join(name),
+            year,
+        )
+        .expect("node certificate")
+    };
+    let (cert, key) = node_cert("test-nodes");
+    let (operator_cert, operator_key) = arca_replication::tls::issue(
+        &certs,
+        "alice",
+        arca_replication::tls::Role::Operator,
+        &[],
+        &certs.join("alice"),
+        year,
+    )
+    .expect("operator certificate");
+    let mut options = options(root.path(), 3);
+    options.env.extend([
+        (
+            "ARCA_CLUSTER__CA_CERT".to_string(),
+            certs.join("ca.pem").display().to_string(),
+        ),
+        ("ARCA_CLUSTER__CERT".to_string(), cert.display().to_string()),
+        ("ARCA_CLUSTER__KEY".to_string(), key.display().to_string()),
+    ]);
+    let region = Region::must_start(options).await;
+    must_create_repo(&region, 1, "ci").await;
+    // Node 2 or 3 is a follower: its writes go to the leader over TLS, its chunks too.
+    let data = content(7, 300_000);
+    for node in 1..=3 {
+        let path = format!("ci/tls-{node}.bin");
+        assert_eq!(put(&region, node, &path, data.clone()).await, 201);
+        for reader in 1..=3 {
+            must_read(&region, reader, &path, &sha256_hex(&data)).await;
+        }
+    }
+
+    let https = |node: u64| format!("https://{}", region.node(node).grpc_addr);
+    let cli = |node: u64, args: &[&str], credential: &str| {
+        let mut command = std::process::Command::new(arca_binary());
+        command
+            .env("ARCA_CA_CERT", certs.join("ca.pem"))
+            .env("ARCA_CONFIG_DIR", root.path().join("cli-config"))
+            .env_remove("ARCA_TOKEN")
+            .args(args)
+            .args(["--output", "json", "--admin", &https(node)]);
+        match credential {
+            "token" => {
+                command.env("ARCA_TOKEN", region.token.as_deref().expect("signed in"));
+            }
+            "operator" => {
+                command
+                    .arg("--admin-cert")
+                    .arg(&operator_cert)
+                    .arg("--admin-key")
+                    .arg(&operator_key);
+            }
+            _ => {}
+        }
+        command.output().expect("run arca")
+    };
+    let refused = cli(2, &["cluster", "status"], "none");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"),
+        "{refused:?}"
+    );
+    for credential in ["token", "operator"] {
+        let status = cli(2, &["cluster", "status"], credential);
+        assert!(status.status.success(), "{credential}: {status:?}");
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        assert_eq!(
+            status["nodes"].as_array().map(Vec::len),
+            Some(3),
+            "{status}"
+        );
+    }
+    // A plaintext client gets nothing from a TLS port.
+    let plaintext = arca_cli(&region)
+        .args(["cluster", "status", "--admin"])
+        .arg(region.node(1).grpc_addr.to_string())
+        .output()
+        .expect("run arca");
+    assert!(!plaintext.status.success(), "{plaintext:?}");
+
+    // Removing a node through a follower: it forwards the operator's token to the leader,
+    // which decides on it and records who asked.
+    let leader = region.must_wait_leader(Duration::from_secs(30)).await;
+    let via = (1..=3).find(|n| *n != leader).expect("a follower");
+    let gone = (1..=3)
+        .find(|n| *n != leader && *n != via)
+        .expect("another");
+    let removed = cli(
+        via,
+        &["cluster", "remove-node", "--id", &gone.to_string()],
+        "token",
+    );
+    assert!(removed.status.success(), "{removed:?}");
+    let records = arca_chaos::wait_until(
+        "the membership change in the audit log",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let body: serde_json::Value = region
+                .http()
+                .get(region.url(leader, "/api/v1/audit?action=cluster.remove_node"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let records = body["records"].as_array()?.clone();
+            (!records.is_empty()).then_some(records)
+        },
+    )
+    .await
+    .expect("audited");
+    assert_eq!(records[0]["principal"], "user:admin", "{records:?}");
+    assert_eq!(records[0]["outcome"], "ok", "{records:?}");
+    assert_eq!(records[0]["resource"], format!("node {gone}"));
 }

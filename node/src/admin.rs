@@ -18,6 +18,8 @@ use arca_proto::v1::{
 use arca_raft::{MembershipView, NodeInfo};
 use tonic::{Request, Response, Status};
 
+use crate::auth::grpc::Caller;
+use crate::auth::Auth;
 use crate::geo::Geo;
 use crate::metadata::model::{Command, Outcome, MAX_COMMAND_BYTES};
 use crate::region::peers::FORWARD_DEADLINE;
@@ -28,11 +30,12 @@ use crate::region::{grpc_error, status, Region};
 macro_rules! forward_to_leader {
     ($service:ident, $request:ident, $method:ident, $deadline:expr) => {
         if let Some(leader) = $service.leader_info() {
+            let forwarded = forwarded(&$request, $request.get_ref().clone(), $deadline);
             return $service
                 .region
                 .peers
                 .cluster_client(&leader)
-                .$method(with_deadline($request.into_inner(), $deadline))
+                .$method(forwarded)
                 .await;
         }
     };
@@ -41,11 +44,12 @@ macro_rules! forward_to_leader {
 pub struct ClusterGrpcService {
     region: Arc<Region>,
     geo: Arc<Geo>,
+    auth: Arc<Auth>,
 }
 
 impl ClusterGrpcService {
-    pub fn new(region: Arc<Region>, geo: Arc<Geo>) -> Self {
-        Self { region, geo }
+    pub fn new(region: Arc<Region>, geo: Arc<Geo>, auth: Arc<Auth>) -> Self {
+        Self { region, geo, auth }
     }
 
     fn leader_info(&self) -> Option<NodeInfo> {
@@ -60,9 +64,16 @@ impl ClusterGrpcService {
 /// A learner catches up before it becomes a voter: adding one may take minutes.
 const ADD_NODE_DEADLINE: Duration = Duration::from_secs(600);
 
-fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+/// `message` for another node, with `deadline` and the caller's `authorization`: the node
+/// that answers decides on the operator's credential, not on this node's certificate.
+fn forwarded<T, U>(original: &Request<U>, message: T, deadline: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline);
+    if let Some(credential) = original.metadata().get("authorization") {
+        request
+            .metadata_mut()
+            .insert("authorization", credential.clone());
+    }
     request
 }
 
@@ -105,7 +116,11 @@ impl ClusterService for ClusterGrpcService {
                 .region
                 .peers
                 .cluster_client(&leader)
-                .cluster_status(with_deadline(request.into_inner(), FORWARD_DEADLINE))
+                .cluster_status(forwarded(
+                    &request,
+                    ClusterStatusRequest {},
+                    FORWARD_DEADLINE,
+                ))
                 .await;
             if let Ok(reply) = forwarded {
                 return Ok(reply);
@@ -121,6 +136,7 @@ impl ClusterService for ClusterGrpcService {
         request: Request<AddNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         forward_to_leader!(self, request, add_node, ADD_NODE_DEADLINE);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         if request.node_id == 0 || request.grpc_addr.is_empty() || request.http_addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -133,12 +149,26 @@ impl ClusterService for ClusterGrpcService {
             replication_addr: request.replication_addr,
         };
         tracing::info!(node_id = request.node_id, %node, learner_only = request.learner_only, "adding node to the region");
-        let view = self
+        let added = self
             .region
             .raft
-            .add_node(request.node_id, node, request.learner_only)
-            .await
-            .map_err(grpc_error::from_group)?;
+            .add_node(request.node_id, node.clone(), request.learner_only)
+            .await;
+        caller.audit(
+            &self.auth,
+            "cluster.add_node",
+            format!(
+                "node {} ({node}){}",
+                request.node_id,
+                if request.learner_only {
+                    " as a learner"
+                } else {
+                    ""
+                }
+            ),
+            &added,
+        );
+        let view = added.map_err(grpc_error::from_group)?;
         tracing::info!(node_id = request.node_id, voters = ?view.voters, learners = ?view.learners, "membership changed");
         Ok(Response::new(membership_reply(
             view,
@@ -151,14 +181,17 @@ impl ClusterService for ClusterGrpcService {
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         forward_to_leader!(self, request, remove_node, FORWARD_DEADLINE);
+        let caller = Caller::of(&request);
         let node_id = request.into_inner().node_id;
-        tracing::info!(node_id, "removing node from the region");
-        let view = self
-            .region
-            .raft
-            .remove_node(node_id)
-            .await
-            .map_err(grpc_error::from_group)?;
+        tracing::info!(node_id, principal = %caller.principal, "removing node from the region");
+        let removed = self.region.raft.remove_node(node_id).await;
+        caller.audit(
+            &self.auth,
+            "cluster.remove_node",
+            format!("node {node_id}"),
+            &removed,
+        );
+        let view = removed.map_err(grpc_error::from_group)?;
         Ok(Response::new(membership_reply(
             view,
             self.region.raft.cluster_id().get(),
@@ -250,17 +283,30 @@ impl ClusterService for ClusterGrpcService {
         request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteReply>, Status> {
         forward_to_leader!(self, request, promote, FORWARD_DEADLINE);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        let resource = format!(
+            "region {}{}",
+            request.region,
+            if request.force { " (forced)" } else { "" }
+        );
         if request.region != self.region.name {
-            return Err(Status::failed_precondition(format!(
+            let refused = Status::failed_precondition(format!(
                 "this node belongs to region {:?}, not {:?}",
                 self.region.name, request.region
-            )));
+            ));
+            caller.audit(
+                &self.auth,
+                "region.promote",
+                resource,
+                &Err::<(), _>(refused.message()),
+            );
+            return Err(refused);
         }
-        crate::geo::status::promote(&self.geo, request.force)
-            .await
-            .map(Response::new)
-            .map_err(grpc_error::from_error)
+        let promoted = crate::geo::status::promote(&self.geo, request.force).await;
+        // Recorded once this region is the primary (a mirror's audit events stay in its log).
+        caller.audit(&self.auth, "region.promote", resource, &promoted);
+        promoted.map(Response::new).map_err(grpc_error::from_error)
     }
 
     async fn divergent(
@@ -295,6 +341,7 @@ impl ClusterService for ClusterGrpcService {
         request: Request<AckDivergentRequest>,
     ) -> Result<Response<AckDivergentReply>, Status> {
         forward_to_leader!(self, request, ack_divergent, FORWARD_DEADLINE);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         if request.seqs.is_empty() && !request.all {
             return Err(Status::invalid_argument(
@@ -306,11 +353,17 @@ impl ClusterService for ClusterGrpcService {
         } else {
             request.seqs
         };
-        match self
+        let resource = if seqs.is_empty() {
+            "every divergent write".to_string()
+        } else {
+            format!("divergent writes {seqs:?}")
+        };
+        let acknowledged = self
             .region
             .propose_local(&Command::AckDivergent { seqs })
-            .await
-        {
+            .await;
+        caller.audit(&self.auth, "region.ack_divergent", resource, &acknowledged);
+        match acknowledged {
             Ok(Outcome::DivergentAcknowledged { removed }) => {
                 tracing::warn!(removed, "divergent writes acknowledged by an operator");
                 Ok(Response::new(AckDivergentReply { removed }))
@@ -324,19 +377,29 @@ impl ClusterService for ClusterGrpcService {
         &self,
         request: Request<UnfenceRequest>,
     ) -> Result<Response<UnfenceReply>, Status> {
-        let forwarded = request.into_inner().forwarded;
+        let caller = Caller::of(&request);
+        let was_forwarded = request.get_ref().forwarded;
         self.geo.open_write_gate();
-        tracing::warn!(forwarded, "an operator lifted the start-up write gate");
+        tracing::warn!(forwarded = was_forwarded, principal = %caller.principal, "an operator lifted the start-up write gate");
+        caller.audit(
+            &self.auth,
+            "region.unfence",
+            format!("node {}", self.region.node_id),
+            &Ok::<(), String>(()),
+        );
         let mut nodes = vec![self.region.node_id];
-        if !forwarded {
+        if !was_forwarded {
             for peer in self.region.peers.others() {
-                let mut request = Request::new(UnfenceRequest { forwarded: true });
-                request.set_timeout(Duration::from_secs(5));
+                let to_peer = forwarded(
+                    &request,
+                    UnfenceRequest { forwarded: true },
+                    Duration::from_secs(5),
+                );
                 match self
                     .region
                     .peers
                     .cluster_client(&peer.info)
-                    .unfence(request)
+                    .unfence(to_peer)
                     .await
                 {
                     Ok(_) => nodes.push(peer.id),

@@ -72,6 +72,11 @@ pub(crate) fn installing_error(state: &AppState) -> Option<Error> {
     }
 }
 
+/// Set by `authorize` once it saw that no snapshot install is running (one read of the
+/// staging record per request, not two).
+#[derive(Clone, Copy)]
+struct NotInstalling;
+
 /// Runs the read barrier before every GET and HEAD of repository data, so a read on any node
 /// sees every write acknowledged before it started; refuses the read (`NOT_READY`) when that
 /// cannot be confirmed, unless the client accepts a stale answer.
@@ -80,8 +85,11 @@ async fn read_barrier(State(state): State<AppState>, mut request: Request, next:
         return next.run(request).await;
     }
     let path = request.uri().path().to_string();
-    if let Some(error) = installing_error(&state) {
-        return error_for(&state, &path, error);
+    // `authorize` checked it a moment ago for any request that is not public.
+    if request.extensions().get::<NotInstalling>().is_none() {
+        if let Some(error) = installing_error(&state) {
+            return error_for(&state, &path, error);
+        }
     }
     let consistency = if immutable_read(&state, &path) {
         request.extensions_mut().insert(LocalFirst);
@@ -400,6 +408,7 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
         if let Some(error) = installing_error(&state) {
             return error_for(&state, &path, error);
         }
+        request.extensions_mut().insert(NotInstalling);
     }
     let source = SourceAddr(
         request

@@ -60,8 +60,7 @@ pub struct NodeConfig {
     /// HTTPS for the HTTP API (`arca serve --tls-cert --tls-key`).
     pub tls: TlsConfig,
     /// Allow listening on a non-loopback address without TLS (`--insecure`): plaintext
-    /// credentials on a network. Off by default; the intra-region gRPC port has no TLS yet, so
-    /// a region spanning machines needs it today.
+    /// credentials on a network, and (for gRPC) no node identity. Off by default.
     pub insecure: bool,
     /// Settings of repository formats that keep them in a section of their own,
     /// `[formats.<name>]`, read by the format when the node starts
@@ -111,6 +110,29 @@ pub struct ClusterConfig {
     pub ready_max_apply_lag: u64,
     /// `/readyz` fails while this node lacks more referenced chunks than this.
     pub ready_max_resync_backlog: u64,
+    /// The cluster CA certificate (PEM): with `cert` and `key`, the gRPC port requires mutual
+    /// TLS, and this node reaches its peers with its certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM): a node certificate of this region from the cluster CA
+    /// (`arca certs issue --region`).
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The gRPC port's TLS files: all three or none.
+    pub fn tls_files(&self) -> anyhow::Result<Option<arca_replication::TlsFiles>> {
+        match (&self.ca_cert, &self.cert, &self.key) {
+            (None, None, None) => Ok(None),
+            (Some(ca_cert), Some(cert), Some(key)) => Ok(Some(arca_replication::TlsFiles {
+                ca_cert: ca_cert.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            _ => bail!("cluster.ca_cert, cluster.cert and cluster.key go together"),
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -120,6 +142,9 @@ impl Default for ClusterConfig {
             chunk_lease_secs: 600,
             ready_max_apply_lag: 64,
             ready_max_resync_backlog: 0,
+            ca_cert: None,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -473,10 +498,12 @@ impl NodeConfig {
                     self.http_addr
                 );
             }
-            if !is_loopback(&self.grpc_addr) {
+            if self.cluster.tls_files()?.is_none() && !is_loopback(&self.grpc_addr) {
                 bail!(
-                    "refusing to serve gRPC on {} without TLS (the intra-region port has no TLS \
-                     yet): bind a loopback address or pass --insecure",
+                    "refusing to serve gRPC on {} without TLS: anyone reaching it could speak \
+                     Raft; give the node certificate (cluster.ca_cert, cluster.cert, \
+                     cluster.key, or --grpc-tls with --ca-cert --cert --key), bind a loopback \
+                     address, or pass --insecure",
                     self.grpc_addr
                 );
             }
@@ -499,6 +526,7 @@ impl NodeConfig {
             bail!("cluster timeouts must be > 0");
         }
         self.replication.tls_files()?;
+        self.cluster.tls_files()?;
         if self.replication.listen_addr.is_none()
             && !(self.replication.primary.is_empty() && self.replication.peers.is_empty())
         {
@@ -609,7 +637,16 @@ mod tests {
         };
         assert!(config.validate().is_ok());
         config.grpc_addr = "10.1.2.3:7071".into();
-        assert!(config.validate().is_err(), "gRPC has no TLS yet");
+        assert!(
+            config.validate().is_err(),
+            "gRPC without the node certificate"
+        );
+        config.cluster.ca_cert = Some("ca.pem".into());
+        config.cluster.cert = Some("node.pem".into());
+        assert!(config.validate().is_err(), "a certificate without its key");
+        config.cluster.key = Some("node.key".into());
+        assert!(config.validate().is_ok(), "gRPC with mutual TLS");
+        config.cluster = ClusterConfig::default();
         config.insecure = true;
         assert!(config.validate().is_ok());
         config.tls.key = None;

@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 mod http;
 mod identity;
 mod join;
+mod node_tls;
 
 use identity::{adopt_cluster_id, check_identity};
 use join::{join_region, settle_cluster_id};
+use node_tls::node_tls;
 
 use crate::admin::ClusterGrpcService;
 use crate::api::{self, AppState};
@@ -82,6 +84,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     if let Some(id) = &identity.cluster_id {
         cluster_id.set(id.clone());
     }
+    let node_tls = node_tls(&config)?;
     let db = crate::db::open_db(&config.data_dir.join("db"))?;
     let catalog = Catalog::new(db.clone());
     let formats = crate::formats::set();
@@ -151,7 +154,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         db.clone(),
         handler,
         config.data_dir.join("snapshots"),
-        cluster_id.clone(),
+        arca_raft::Peering {
+            cluster_id: cluster_id.clone(),
+            transport: node_tls.transport.clone(),
+        },
     )
     .await
     .context("start raft")?;
@@ -177,7 +183,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             );
         }
     }
-    let peers = Peers::new(config.node_id, raft.clone());
+    let peers = Peers::new(config.node_id, raft.clone(), node_tls.transport.clone());
     let resync = Resync::new(
         db.clone(),
         chunks.clone(),
@@ -212,12 +218,25 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     // Every background task runs in a span naming it, the region and the node.
     let node_span = tracing::info_span!("node", region = %config.region, node = config.node_id);
 
+    // Credentials and the audit log come first: the gRPC port admits nothing without them.
+    let (audit_sink, audit_queue) =
+        crate::auth::audit::AuditSink::new(config.region.clone(), config.node_id);
+    let auth = crate::auth::Auth::new(catalog.clone(), config.auth.clone(), audit_sink);
+    let guard = crate::auth::grpc::GrpcGuard::new(
+        auth.clone(),
+        config.region.clone(),
+        node_tls.server.is_some(),
+    );
+
     let grpc_cancel = cancel.clone();
     let raft_service = raft.grpc_service();
-    let cluster_service =
-        ClusterServiceServer::new(ClusterGrpcService::new(region.clone(), geo.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster_service = ClusterServiceServer::new(ClusterGrpcService::new(
+        region.clone(),
+        geo.clone(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let chunk_service = ChunkServiceServer::new(ChunkGrpcService::new(chunks.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -234,9 +253,22 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             crate::region::peers::check_cluster(&id, &request).map(|()| request)
         })
     };
+    let grpc_tls = node_tls.server.clone();
     tasks.push(spawn_named("grpc-server", &node_span, async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = grpc_tls {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::error!(error = %e, "gRPC TLS configuration refused");
+                    grpc_cancel.cancel();
+                    return;
+                }
+            };
+        }
+        let served = builder
+            .layer(crate::auth::grpc::GuardLayer(guard))
             .add_service(raft_service)
             .add_service(cluster_service)
             .add_service(chunk_service)
@@ -367,13 +399,6 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         config,
         formats,
     });
-    let (audit_sink, audit_queue) =
-        crate::auth::audit::AuditSink::new(service.config.region.clone(), service.config.node_id);
-    let auth = crate::auth::Auth::new(
-        service.catalog.clone(),
-        service.config.auth.clone(),
-        audit_sink,
-    );
     tasks.push(spawn_named(
         "audit",
         &node_span,

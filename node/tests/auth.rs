@@ -44,22 +44,6 @@ async fn grant(node: &TestNode, principal: &str, pattern: &str, role: &str) -> r
         .expect("grant")
 }
 
-async fn create_token(node: &TestNode, scopes: &[&str]) -> (String, String) {
-    let response = node
-        .http
-        .post(node.url("/api/v1/tokens"))
-        .json(&json!({ "scopes": scopes }))
-        .send()
-        .await
-        .expect("create token");
-    assert_eq!(response.status(), 200, "create token {scopes:?}");
-    let body: Value = response.json().await.expect("json");
-    (
-        body["id"].as_str().expect("id").to_string(),
-        body["token"].as_str().expect("token").to_string(),
-    )
-}
-
 /// An access token that expired an hour ago (the API refuses to make one, so it is proposed
 /// directly).
 async fn expired_token(node: &TestNode) -> String {
@@ -226,10 +210,10 @@ async fn every_route_refuses_what_the_credential_does_not_allow_and_stores_nothi
             201
         );
     }
-    let (_, other) = create_token(&node, &["other:write"]).await;
-    let (_, read_only) = create_token(&node, &["builds:read", "images:read"]).await;
-    let (_, valid) = create_token(&node, &["*:cluster-admin"]).await;
-    let (revoked_id, revoked) = create_token(&node, &["**:admin"]).await;
+    let (_, other) = node.create_token(&["other:write"]).await;
+    let (_, read_only) = node.create_token(&["builds:read", "images:read"]).await;
+    let (_, valid) = node.create_token(&["*:cluster-admin"]).await;
+    let (revoked_id, revoked) = node.create_token(&["**:admin"]).await;
     let response = node
         .http
         .delete(node.url(&format!("/api/v1/tokens/{revoked_id}")))
@@ -543,7 +527,7 @@ async fn roles_bind_users_and_teams_to_repository_patterns_and_anonymous_read_op
 async fn tokens_are_shown_once_hashed_at_rest_and_can_not_outgrow_their_creator() {
     let node = TestNode::start().await;
     node.create_repo("builds", false).await;
-    let (id, token) = create_token(&node, &["builds/**:write"]).await;
+    let (id, token) = node.create_token(&["builds/**:write"]).await;
     assert!(token.starts_with("arca_"));
     let listed = node.json("/api/v1/tokens").await;
     let text = listed.to_string();
@@ -628,7 +612,7 @@ async fn failed_logins_are_rate_limited_per_source_with_retry_after() {
     .await;
     let created = create_user(&node, "bob", "bob's long password").await;
     assert_eq!(created.status(), 200);
-    let (_, token) = create_token(&node, &["*:read"]).await;
+    let (_, token) = node.create_token(&["*:read"]).await;
     let wrong = client_with(&basic("mallory", "wrong password"));
     for _ in 0..3 {
         let status = get_status(&wrong, node.url("/api/v1/repos")).await;
@@ -866,7 +850,7 @@ async fn the_audit_chain_records_writes_denials_and_logins_and_names_a_tampered_
 async fn secrets_never_appear_in_responses_listings_or_the_audit_log() {
     let node = TestNode::start().await;
     node.create_repo("builds", false).await;
-    let (_, token) = create_token(&node, &["builds:write"]).await;
+    let (_, token) = node.create_token(&["builds:write"]).await;
     let client = client_with(&format!("Bearer {token}"));
     assert_eq!(
         client

@@ -594,6 +594,7 @@ async fn a_half_installed_snapshot_is_finished_by_whichever_node_leads() {
     let (cert, key) = arca_replication::tls::issue(
         tls.path(),
         "node",
+        arca_replication::tls::Role::Node { region: "local" },
         &["127.0.0.1".to_string()],
         &tls.path().join("node"),
         year,

@@ -170,10 +170,19 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
     }
 }
 
+/// How a node reaches and recognizes the other members of its group.
+#[derive(Debug, Clone, Default)]
+pub struct Peering {
+    /// Sent on every Raft RPC and checked on every one received; it may be unknown at start and
+    /// set later (a joining node).
+    pub cluster_id: ClusterId,
+    /// Plaintext or mutual TLS.
+    pub transport: crate::PeerTransport,
+}
+
 impl RaftGroup {
     /// Starts Raft on this node over the given database. Does not initialize a new group; see
-    /// [`RaftGroup::initialize`]. `cluster_id` is sent on every Raft RPC and checked on every
-    /// one received; it may be unknown at start and set later (a joining node).
+    /// [`RaftGroup::initialize`].
     pub async fn start(
         config: &RaftConfig,
         region: &str,
@@ -181,15 +190,19 @@ impl RaftGroup {
         db: Arc<DB>,
         handler: Arc<dyn ApplyHandler>,
         snapshot_dir: PathBuf,
-        cluster_id: ClusterId,
+        peering: Peering,
     ) -> Result<Self, RaftGroupError> {
+        let Peering {
+            cluster_id,
+            transport,
+        } = peering;
         config.validate()?;
         let openraft_config = Arc::new(config.to_openraft(region)?);
         let log_store =
             LogStore::new(db.clone()).map_err(|e| RaftGroupError::Storage(e.to_string()))?;
         let state_machine = StateMachineStore::new(db, handler, snapshot_dir)
             .map_err(|e| RaftGroupError::Storage(e.to_string()))?;
-        let network = NetworkFactory::new(region, cluster_id.clone());
+        let network = NetworkFactory::new(region, cluster_id.clone(), transport);
         let raft = Raft::new(node_id, openraft_config, network, log_store, state_machine)
             .await
             .map_err(|e| RaftGroupError::Stopped(e.to_string()))?;

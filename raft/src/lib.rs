@@ -25,8 +25,9 @@ pub mod types;
 
 pub use cluster_id::{ClusterId, RpcKind, Standing};
 pub use error::{ConsensusError, RaftGroupError};
-pub use group::{Applied, MembershipView, RaftConfig, RaftGroup};
+pub use group::{Applied, MembershipView, Peering, RaftConfig, RaftGroup};
 pub use log_store::LogStore;
+pub use network::PeerTransport;
 pub use snapshot::SnapshotFile;
 pub use state_machine::{ApplyBatch, ApplyHandler, StateMachineStore};
 pub use types::{Command, CommandResponse, NodeId, NodeInfo, TypeConfig};

@@ -20,6 +20,8 @@ const _: () = assert!(2 * crate::group::SNAPSHOT_CHUNK_BYTES + (1 << 20) < MAX_M
 
 pub mod client;
 pub mod server;
+pub mod transport;
 
 pub use client::{NetworkClient, NetworkFactory};
 pub use server::RaftGrpcService;
+pub use transport::PeerTransport;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arca_proto::v1::raft_service_client::RaftServiceClient;
 use arca_proto::v1::RaftRequest;
 use arca_raft::network::NetworkFactory;
-use arca_raft::{ClusterId, RaftConfig};
+use arca_raft::{ClusterId, PeerTransport, RaftConfig};
 use common::{loopback_listener, node_info, slow_proxy, Node};
 use openraft::network::RPCOption;
 use openraft::raft::VoteRequest;
@@ -25,7 +25,7 @@ fn vote_request() -> VoteRequest<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_one_peer_share_one_connection() {
     let node = Node::start(1, &RaftConfig::default(), loopback_listener().await).await;
-    let mut factory = NetworkFactory::new("test", ClusterId::default());
+    let mut factory = NetworkFactory::new("test", ClusterId::default(), PeerTransport::plaintext());
     let mut clone = factory.clone();
     for i in 0..40 {
         // Both the factory and its clone, as openraft holds several.
@@ -194,14 +194,14 @@ async fn a_raft_message_from_another_cluster_is_refused() {
     // The client side sends its id.
     let cluster_b = ClusterId::default();
     cluster_b.set("cluster-b".into());
-    let mut factory = NetworkFactory::new("test", cluster_b);
+    let mut factory = NetworkFactory::new("test", cluster_b, PeerTransport::plaintext());
     let mut other = factory.new_client(1, &node.info()).await;
     let error = other
         .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
         .await
         .expect_err("refused through the network client too");
     assert!(error.to_string().contains("cluster-a"), "{error}");
-    let mut factory = NetworkFactory::new("test", ClusterId::default());
+    let mut factory = NetworkFactory::new("test", ClusterId::default(), PeerTransport::plaintext());
     let mut anonymous = factory.new_client(1, &node.info()).await;
     anonymous
         .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))

@@ -9,8 +9,8 @@ use std::time::Duration;
 use arca_raft::storage::column_families;
 use arca_raft::types::{LogId, StorageError};
 use arca_raft::{
-    ApplyBatch, ApplyHandler, ClusterId, LogStore, NodeInfo, RaftConfig, RaftGroup,
-    StateMachineStore, TypeConfig,
+    ApplyBatch, ApplyHandler, LogStore, NodeInfo, RaftConfig, RaftGroup, StateMachineStore,
+    TypeConfig,
 };
 use openraft::testing::{StoreBuilder, Suite};
 use rocksdb::{Options, DB};
@@ -78,7 +78,7 @@ async fn start(dir: &Path) -> (RaftGroup, Arc<DB>) {
         db.clone(),
         Arc::new(KvApp),
         dir.join("snapshots"),
-        ClusterId::default(),
+        arca_raft::Peering::default(),
     )
     .await
     .expect("start raft");

@@ -75,10 +75,28 @@ pub async fn hello(endpoint: &quinn::Endpoint, addr: &str, me: RegionInfo) -> Re
     write_frame(&mut send, &Request::Hello(me)).await?;
     let _ = send.finish();
     match must_read_frame::<Reply>(&mut recv).await? {
-        Reply::Hello(info) => Ok(info),
+        Reply::Hello(info) => {
+            speaks_for_own_region(&connection, &info)?;
+            Ok(info)
+        }
         Reply::Error(e) => Err(Error::Refused(e)),
         Reply::Query(_) => Err(Error::Protocol("unexpected reply to hello".into())),
     }
+}
+
+/// Refuses a peer that names a region its certificate is not for.
+fn speaks_for_own_region(connection: &quinn::Connection, info: &RegionInfo) -> Result<()> {
+    let certified = crate::tls::peer_region(connection);
+    if certified.as_deref() == Some(info.region.as_str()) {
+        return Ok(());
+    }
+    metrics::counter!("arca_replication_refused_peers_total", "reason" => "region_mismatch")
+        .increment(1);
+    Err(Error::Refused(format!(
+        "the peer says it is region {:?}, but its certificate is for {}",
+        info.region,
+        certified.map_or("no region".to_string(), |r| format!("{r:?}"))
+    )))
 }
 
 /// Sends an opaque query to the node at `addr`.
@@ -298,6 +316,7 @@ impl<K: ChangeSink> Mirror<K> {
             };
             match frame {
                 Feed::Welcome(primary) => {
+                    speaks_for_own_region(&connection, &primary)?;
                     self.lag.set_primary(&primary.region);
                     self.lag.heard(primary.head, None);
                     self.sink.primary_seen(&primary);

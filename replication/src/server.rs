@@ -56,6 +56,8 @@ async fn serve_connection<S: ChangeSource>(
     source: Arc<S>,
     cancel: CancellationToken,
 ) {
+    // The region the peer's certificate is for: the only region it may speak as.
+    let peer_region: Arc<Option<String>> = Arc::new(crate::tls::peer_region(&connection));
     loop {
         let (send, recv) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -66,8 +68,9 @@ async fn serve_connection<S: ChangeSource>(
         };
         let source = source.clone();
         let cancel = cancel.clone();
+        let peer_region = peer_region.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(send, recv, source, cancel).await {
+            if let Err(e) = serve_stream(send, recv, source, &peer_region, cancel).await {
                 tracing::debug!(error = %e, "replication stream ended with an error");
             }
         });
@@ -78,6 +81,7 @@ async fn serve_stream<S: ChangeSource>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     source: Arc<S>,
+    peer_region: &Option<String>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let request: Request = must_read_frame(&mut recv).await?;
@@ -88,6 +92,10 @@ async fn serve_stream<S: ChangeSource>(
             from_epoch,
             protocol,
         } => {
+            if let Err(reason) = claims_own_region(peer_region, &mirror.region) {
+                write_frame(&mut send, &Feed::Refused { reason }).await?;
+                return finish(send);
+            }
             source.peer_seen(&mirror);
             let position = Position {
                 seq: from_seq,
@@ -134,6 +142,10 @@ async fn serve_stream<S: ChangeSource>(
             .await
             .and_then(|()| finish(send)),
         Request::Hello(peer) => {
+            if let Err(reason) = claims_own_region(peer_region, &peer.region) {
+                write_frame(&mut send, &Reply::Error(reason)).await?;
+                return finish(send);
+            }
             source.peer_seen(&peer);
             write_frame(&mut send, &Reply::Hello(source.region_info())).await?;
             finish(send)
@@ -147,6 +159,24 @@ async fn serve_stream<S: ChangeSource>(
             finish(send)
         }
     }
+}
+
+/// Whether a peer whose certificate is for `certified` may speak as region `claimed`: only as
+/// its own (an operator's certificate, which names no region, speaks for none).
+fn claims_own_region(certified: &Option<String>, claimed: &str) -> std::result::Result<(), String> {
+    if certified.as_deref() == Some(claimed) {
+        return Ok(());
+    }
+    metrics::counter!("arca_replication_refused_peers_total", "reason" => "region_mismatch")
+        .increment(1);
+    let reason = match certified {
+        Some(region) => format!(
+            "this peer's certificate is for region {region:?}; it cannot speak as {claimed:?}"
+        ),
+        None => format!("this peer's certificate is not a node certificate of region {claimed:?}"),
+    };
+    tracing::warn!(%reason, "refused a replication peer");
+    Err(reason)
 }
 
 fn finish(mut send: quinn::SendStream) -> Result<()> {

@@ -5,6 +5,12 @@
 //! certificate signed by it, valid for the names and IP addresses the node is reached by. A peer
 //! without a certificate from the cluster CA is refused during the handshake, in both
 //! directions.
+//!
+//! Every certificate also says what its holder is ([`Holder`]): a node of one region (URI SAN
+//! `urn:arca:node:<region>`) or an operator (`urn:arca:operator`). The CA signs that claim, so a
+//! node certificate issued for `eu` cannot speak for `us`: replication checks the region a peer
+//! names against its certificate, and the intra-region gRPC port admits only node certificates
+//! of its own region to Raft and chunk RPCs.
 
 use std::fs;
 use std::net::IpAddr;
@@ -26,6 +32,116 @@ use crate::error::{Error, Result};
 pub const ALPN: &[u8] = b"arca-replication/1";
 
 const CA_COMMON_NAME: &str = "Arca cluster CA";
+
+const NODE_URI: &str = "urn:arca:node:";
+const OPERATOR_URI: &str = "urn:arca:operator";
+
+/// What a certificate is issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    /// A node of `region`: server and client authentication, for the names it is reached by.
+    Node { region: &'a str },
+    /// An operator: client authentication only, for the admin RPCs.
+    Operator,
+}
+
+/// What a certificate of the cluster CA says its holder is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Node { region: String, name: String },
+    Operator { name: String },
+}
+
+impl Holder {
+    /// The region of a node certificate.
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            Holder::Node { region, .. } => Some(region),
+            Holder::Operator { .. } => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Holder::Node { name, .. } | Holder::Operator { name } => name,
+        }
+    }
+}
+
+/// A region name a certificate can carry: what region names are (lowercase letters, digits,
+/// `-`, `_`, `.`), at most 64 bytes.
+fn check_region(region: &str) -> Result<()> {
+    let valid = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Tls(format!("invalid region name {region:?}")))
+    }
+}
+
+/// The holder a certificate (DER) names, or `None` when it names none or more than one.
+/// Call it only on certificates the TLS handshake verified against the cluster CA.
+pub fn holder(der: &[u8]) -> Option<Holder> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let sans = cert.subject_alternative_name().ok()??;
+    let mut found = None;
+    for general in &sans.value.general_names {
+        let GeneralName::URI(uri) = general else {
+            continue;
+        };
+        let claim = if let Some(region) = uri.strip_prefix(NODE_URI) {
+            check_region(region).ok()?;
+            Holder::Node {
+                region: region.to_string(),
+                name: name.clone(),
+            }
+        } else if *uri == OPERATOR_URI {
+            Holder::Operator { name: name.clone() }
+        } else {
+            continue;
+        };
+        if found.replace(claim).is_some() {
+            return None;
+        }
+    }
+    found
+}
+
+/// The holder of this node's own certificate (its first), checked at start-up.
+pub fn own_holder(files: &TlsFiles) -> Result<Holder> {
+    let loaded = load(files)?;
+    holder(&loaded.chain[0]).ok_or_else(|| {
+        Error::Tls(format!(
+            "{} names no Arca role (issued before certificates carried one?): issue it again \
+             with `arca certs issue --region …`",
+            files.cert.display()
+        ))
+    })
+}
+
+/// The region the peer of a QUIC connection holds a node certificate for.
+pub fn peer_region(connection: &quinn::Connection) -> Option<String> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    match holder(certs.first()?)? {
+        Holder::Node { region, .. } => Some(region),
+        Holder::Operator { .. } => None,
+    }
+}
 
 /// Paths of a node's TLS material.
 #[derive(Debug, Clone)]
@@ -86,11 +202,12 @@ pub fn init_ca(dir: &Path, valid_for: Duration) -> Result<(PathBuf, PathBuf)> {
     Ok((cert_path, key_path))
 }
 
-/// Issues a node certificate signed by the CA in `ca_dir`, valid for `names` (DNS names or IP
-/// addresses), written as `{out}.pem` and `{out}.key`.
+/// Issues a certificate signed by the CA in `ca_dir` for `role`, valid for `names` (DNS names
+/// or IP addresses), written as `{out}.pem` and `{out}.key`.
 pub fn issue(
     ca_dir: &Path,
     node_name: &str,
+    role: Role<'_>,
     names: &[String],
     out: &Path,
     valid_for: Duration,
@@ -118,14 +235,34 @@ pub fn issue(
         };
         params.subject_alt_names.push(san);
     }
+    let claim = match role {
+        Role::Node { region } => {
+            check_region(region)?;
+            if names.is_empty() {
+                return Err(Error::Tls(
+                    "a node certificate needs the names or addresses it is reached by".into(),
+                ));
+            }
+            format!("{NODE_URI}{region}")
+        }
+        Role::Operator => OPERATOR_URI.to_string(),
+    };
+    params.subject_alt_names.push(SanType::URI(
+        claim
+            .try_into()
+            .map_err(|e| Error::Tls(format!("role URI: {e}")))?,
+    ));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = match role {
+        Role::Node { .. } => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
     let now = time_now();
     params.not_before = now;
     params.not_after = now + valid_for;

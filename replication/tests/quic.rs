@@ -18,15 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn certs(dir: &Path, ca: &str, nodes: &[&str]) -> Vec<TlsFiles> {
+/// Node certificates of a new CA, one per `(name, region)`.
+fn certs(dir: &Path, ca: &str, nodes: &[(&str, &str)]) -> Vec<TlsFiles> {
     let ca_dir = dir.join(ca);
     tls::init_ca(&ca_dir, YEAR).expect("init CA");
     nodes
         .iter()
-        .map(|node| {
+        .map(|(node, region)| {
             let (cert, key) = tls::issue(
                 &ca_dir,
                 node,
+                tls::Role::Node { region },
                 &["127.0.0.1".to_string(), "localhost".to_string()],
                 &ca_dir.join(node),
                 YEAR,
@@ -64,6 +66,8 @@ struct MemSource {
     trimmed: Mutex<u64>,
     head_tx: watch::Sender<u64>,
     acked: Mutex<u64>,
+    /// The regions that said hello or subscribed.
+    peers: Mutex<Vec<String>>,
 }
 
 impl MemSource {
@@ -75,6 +79,7 @@ impl MemSource {
             trimmed: Mutex::new(0),
             head_tx: watch::channel(0).0,
             acked: Mutex::new(0),
+            peers: Mutex::new(Vec::new()),
         })
     }
 
@@ -218,7 +223,9 @@ impl ChangeSource for MemSource {
         *self.acked.lock() = seq;
     }
     fn mirror_disconnected(&self, _mirror: &RegionInfo) {}
-    fn peer_seen(&self, _peer: &RegionInfo) {}
+    fn peer_seen(&self, peer: &RegionInfo) {
+        self.peers.lock().push(peer.region.clone());
+    }
     async fn query(&self, request: Vec<u8>) -> Result<Vec<u8>> {
         Ok(request.into_iter().rev().collect())
     }
@@ -332,6 +339,8 @@ struct Setup {
     sink: Arc<MemSink>,
     primary_addr: SocketAddr,
     mirror_endpoint: quinn::Endpoint,
+    /// A node of the cluster CA's third region, `ap`.
+    other: TlsFiles,
     lag: Arc<MirrorLag>,
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
@@ -339,7 +348,11 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = certs(dir.path(), "ca", &["primary", "mirror"]);
+    let files = certs(
+        dir.path(),
+        "ca",
+        &[("primary", "us"), ("mirror", "eu"), ("other", "ap")],
+    );
     let source = MemSource::new();
     let primary = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &files[0])
         .expect("primary endpoint");
@@ -358,6 +371,7 @@ async fn setup() -> Setup {
         sink: Arc::new(MemSink::default()),
         primary_addr,
         mirror_endpoint,
+        other: files[2].clone(),
         lag: Arc::new(MirrorLag::new("eu")),
         cancel,
         _dir: dir,
@@ -456,7 +470,7 @@ async fn a_mirror_behind_the_retained_log_catches_up_from_a_snapshot() {
 async fn a_peer_without_a_certificate_from_the_cluster_ca_is_refused() {
     let setup = setup().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rogue = certs(dir.path(), "rogue-ca", &["rogue"]);
+    let rogue = certs(dir.path(), "rogue-ca", &[("rogue", "eu")]);
     let endpoint = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &rogue[0])
         .expect("rogue endpoint");
     let refused = arca_replication::client::hello(
@@ -479,6 +493,80 @@ async fn a_peer_without_a_certificate_from_the_cluster_ca_is_refused() {
     .expect("query");
     assert_eq!(answer, vec![3, 2, 1]);
     setup.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_issued_for_one_region_cannot_claim_to_be_another() {
+    let setup = setup().await;
+    let primary = setup.primary_addr.to_string();
+    let ap = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &setup.other)
+        .expect("endpoint");
+    // A node of `ap` naming itself `eu`, the mirror the primary feeds.
+    let refused =
+        arca_replication::client::hello(&ap, &primary, info("eu", Role::Mirror, Head::default()))
+            .await;
+    assert!(
+        matches!(&refused, Err(arca_replication::Error::Refused(reason)) if reason.contains("\"ap\"")),
+        "{refused:?}"
+    );
+    let subscribed = subscribe_as(&ap, &primary, "eu").await;
+    assert!(
+        subscribed.contains("cannot speak as \"eu\""),
+        "a subscription in another region's name is refused: {subscribed}"
+    );
+    assert!(setup.source.peers.lock().is_empty(), "no peer was recorded");
+    // Under its own name it is heard.
+    let hello =
+        arca_replication::client::hello(&ap, &primary, info("ap", Role::Mirror, Head::default()))
+            .await
+            .expect("hello as itself");
+    assert_eq!(hello.region, "us");
+
+    // The other way round: a primary whose certificate is for `ap` but which says it is `us`
+    // is refused by the mirror.
+    let impostor = arca_replication::endpoint("127.0.0.1:0".parse().expect("addr"), &setup.other)
+        .expect("impostor endpoint");
+    let impostor_addr = impostor.local_addr().expect("addr").to_string();
+    tokio::spawn(arca_replication::server::serve(
+        impostor,
+        MemSource::new(),
+        setup.cancel.clone(),
+    ));
+    let refused = arca_replication::client::hello(
+        &setup.mirror_endpoint,
+        &impostor_addr,
+        info("eu", Role::Mirror, Head::default()),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(arca_replication::Error::Refused(reason)) if reason.contains("says it is region \"us\"")),
+        "{refused:?}"
+    );
+    setup.cancel.cancel();
+}
+
+/// Opens a subscription as `region` and returns the first refusal, or what came instead.
+async fn subscribe_as(endpoint: &quinn::Endpoint, addr: &str, region: &str) -> String {
+    use arca_replication::protocol::{read_frame, write_frame, Feed, Request};
+    let connection = arca_replication::client::connect(endpoint, addr)
+        .await
+        .expect("connect");
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    write_frame(
+        &mut send,
+        &Request::Subscribe {
+            mirror: info(region, Role::Mirror, Head::default()),
+            from_seq: 0,
+            from_epoch: 0,
+            protocol: arca_replication::protocol::FEED_PROTOCOL,
+        },
+    )
+    .await
+    .expect("subscribe");
+    match tokio::time::timeout(Duration::from_secs(10), read_frame::<Feed>(&mut recv)).await {
+        Ok(Ok(Some(Feed::Refused { reason }))) => reason,
+        other => format!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! arca-bench run --target http://127.0.0.1:7070 --workload blob-push --size 4KiB --concurrency 64 --ops 2000
 //! arca-bench limits
 //! arca-bench compare --arca $CARGO_TARGET_DIR/release/arca [--registry /usr/bin/docker-registry]
+//! arca-bench compare-auth --arca $CARGO_TARGET_DIR/release/arca --baseline /tmp/arca-without-auth
 //! ```
 
 use std::path::PathBuf;
@@ -97,6 +98,25 @@ enum Command {
         /// Also write the JSON result here.
         #[arg(long)]
         json_out: Option<PathBuf>,
+    },
+    /// Small-object push and pull with authentication (a token on every request) against a
+    /// build of Arca without it (its last commit before accounts), side by side.
+    CompareAuth {
+        /// The `arca` binary under test.
+        #[arg(long)]
+        arca: PathBuf,
+        /// An `arca` built without authentication.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Scratch directory for both servers' data (default: a temporary one here).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rounds per workload, alternating which server goes first; the best round counts.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Fewer operations (a smoke run).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -200,20 +220,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 compare::full_cases()
             };
-            let rows = compare::compare(&arca, &peer, &cases, rounds, |m| {
-                eprintln!(
-                    "  round {} {:<12} {:<13} {:>7} ×{:<5} {:>14}  p99 {:>8.1} ms  peak RSS {}",
-                    m.round,
-                    m.server,
-                    m.result.workload,
-                    format_size(m.result.size),
-                    m.result.concurrency,
-                    compare::throughput(&m.result),
-                    m.result.p99_ms,
-                    compare::mib(m.peak_rss_bytes)
-                );
-            })
-            .await?;
+            let rows = compare::compare(&arca, &peer, &cases, rounds, progress).await?;
             let report = serde_json::json!({"limits": machine, "rows": rows});
             if let Some(path) = json_out {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
@@ -228,8 +235,49 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", compare::table(&rows));
             }
         }
+        Command::CompareAuth {
+            arca,
+            baseline,
+            dir,
+            rounds,
+            quick,
+        } => {
+            let (dir, _temp) = compare::scratch(dir)?;
+            let with = Server::arca(&arca, &dir).await.context("start arca")?;
+            anyhow::ensure!(with.token.is_some(), "{} has no accounts", arca.display());
+            let without = Server::arca_named(&baseline, &dir, "no-auth")
+                .await
+                .context("start the baseline")?;
+            anyhow::ensure!(
+                without.token.is_none(),
+                "the baseline {} has accounts: build one from before them",
+                baseline.display()
+            );
+            let cases = compare::auth_cases(quick);
+            let rows = compare::compare(&with, &without, &cases, rounds, progress).await?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", compare::table_against(&rows, "no auth"));
+            }
+        }
     }
     Ok(())
+}
+
+/// One line per measured round, on stderr.
+fn progress(m: &compare::Measured) {
+    eprintln!(
+        "  round {} {:<12} {:<13} {:>7} ×{:<5} {:>14}  p99 {:>8.1} ms  peak RSS {}",
+        m.round,
+        m.server,
+        m.result.workload,
+        format_size(m.result.size),
+        m.result.concurrency,
+        compare::throughput(&m.result),
+        m.result.p99_ms,
+        compare::mib(m.peak_rss_bytes)
+    );
 }
 
 fn print_limits(output: Output, limits: &limits::Limits) -> anyhow::Result<()> {

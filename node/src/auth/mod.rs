@@ -18,6 +18,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod credentials;
 mod enforce;
+pub mod grpc;
 pub mod keys;
 mod limiter;
 pub mod model;
@@ -202,6 +203,10 @@ pub struct Auth {
     limiter: Mutex<FailureLimiter>,
     /// Tokens used since the last flush, with the time (recorded as `last_used_ms`).
     used: Mutex<HashMap<String, i64>>,
+    /// Signed tokens whose signature this node checked, with their claims, for the records'
+    /// generation they were checked against (a key rotation empties it). A session or
+    /// registry token is sent on every request: its HMAC and JSON are checked once.
+    verified: Mutex<(u64, HashMap<String, Claims>)>,
     /// Password hashings running at once (see [`Auth::verify_password`]).
     hashing: tokio::sync::Semaphore,
     pub audit: audit::AuditSink,
@@ -222,6 +227,7 @@ impl Auth {
                 ..AuthState::default()
             })),
             passwords: Mutex::new(std::collections::HashSet::new()),
+            verified: Mutex::new((0, HashMap::new())),
             limiter: Mutex::new(limiter),
             used: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(MAX_HASHING),
@@ -413,6 +419,32 @@ impl Auth {
         })
     }
 
+    /// The claims of a JWT whose signature holds under the current keys: from the cache of
+    /// ones checked before while they are in force, else checked now (and cached).
+    fn verified_claims(&self, state: &AuthState, jwt: &str) -> Result<Claims, Denial> {
+        let now = crate::metadata::model::now_ms() / 1000;
+        {
+            let cache = self.verified.lock();
+            if cache.0 == state.generation {
+                if let Some(claims) = cache.1.get(jwt) {
+                    if claims.exp > now && claims.nbf <= now + 60 {
+                        return Ok(claims.clone());
+                    }
+                }
+            }
+        }
+        let claims = credentials::verify(jwt, &state.keys).map_err(|e| match e {
+            JwtError::Expired => Denial::Expired,
+            JwtError::Malformed | JwtError::BadSignature => Denial::BadCredential,
+        })?;
+        let mut cache = self.verified.lock();
+        if cache.0 != state.generation || cache.1.len() >= MAX_CACHED {
+            *cache = (state.generation, HashMap::new());
+        }
+        cache.1.insert(jwt.to_string(), claims.clone());
+        Ok(claims)
+    }
+
     /// Verifies a JWT this cluster signed; refresh tokens only where `refresh` is allowed.
     fn verify_jwt(
         &self,
@@ -420,10 +452,7 @@ impl Auth {
         jwt: &str,
         refresh: bool,
     ) -> Result<(Identity, Claims), Denial> {
-        let claims = credentials::verify(jwt, &state.keys).map_err(|e| match e {
-            JwtError::Expired => Denial::Expired,
-            JwtError::Malformed | JwtError::BadSignature => Denial::BadCredential,
-        })?;
+        let claims = self.verified_claims(state, jwt)?;
         if (claims.kind == TokenKind::Refresh) != refresh {
             return Err(Denial::BadCredential);
         }

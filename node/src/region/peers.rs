@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arca_proto::v1::chunk_service_client::ChunkServiceClient;
 use arca_proto::v1::cluster_service_client::ClusterServiceClient;
-use arca_raft::{NodeId, NodeInfo, RaftGroup};
+use arca_raft::{NodeId, NodeInfo, PeerTransport, RaftGroup};
 use parking_lot::Mutex;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -78,6 +78,7 @@ pub fn push_deadline(bytes: u64) -> Duration {
 pub struct Peers {
     self_id: NodeId,
     raft: RaftGroup,
+    transport: PeerTransport,
     channels: std::sync::Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -90,10 +91,11 @@ pub struct Peer {
 }
 
 impl Peers {
-    pub fn new(self_id: NodeId, raft: RaftGroup) -> Self {
+    pub fn new(self_id: NodeId, raft: RaftGroup, transport: PeerTransport) -> Self {
         Self {
             self_id,
             raft,
+            transport,
             channels: Default::default(),
         }
     }
@@ -119,7 +121,7 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return channel.clone();
         }
-        let channel = match Endpoint::from_shared(format!("http://{addr}")) {
+        let channel = match self.transport.endpoint(addr) {
             // Keepalive: a peer that stops answering (SIGSTOP, a black-holed host) is noticed
             // in seconds, and every call also carries its own deadline.
             Ok(endpoint) => endpoint

@@ -212,6 +212,23 @@ impl TestNode {
             .sum()
     }
 
+    /// An access token of `admin` with `scopes`: (id, secret).
+    pub async fn create_token(&self, scopes: &[&str]) -> (String, String) {
+        let response = self
+            .http
+            .post(self.url("/api/v1/tokens"))
+            .json(&serde_json::json!({ "scopes": scopes }))
+            .send()
+            .await
+            .expect("create token");
+        assert_eq!(response.status(), 200, "create token {scopes:?}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        (
+            body["id"].as_str().expect("id").to_string(),
+            body["token"].as_str().expect("token").to_string(),
+        )
+    }
+
     /// The `Authorization` value of the bootstrap account.
     pub fn admin_auth(&self) -> String {
         basic("admin", &self.admin_password)

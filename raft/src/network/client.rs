@@ -30,7 +30,9 @@ use openraft::raft::{
 use openraft::{RaftLogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use super::PeerTransport;
 
 use crate::cluster_id::ClusterId;
 use crate::network::MAX_MESSAGE_BYTES;
@@ -51,6 +53,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NetworkFactory {
     region: String,
     cluster_id: ClusterId,
+    transport: PeerTransport,
     peers: Arc<parking_lot::Mutex<HashMap<NodeId, Peer>>>,
 }
 
@@ -177,26 +180,26 @@ fn fit_to_budget(
     Ok((total, truncated))
 }
 
-fn connect(grpc_addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{grpc_addr}"))
-        .map(|endpoint| {
-            endpoint
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .connect_lazy()
-        })
-        .map_err(|e| format!("invalid address {grpc_addr:?}: {e}"))
+fn connect(transport: &PeerTransport, grpc_addr: &str) -> Result<Channel, String> {
+    transport.endpoint(grpc_addr).map(|endpoint| {
+        endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy()
+    })
 }
 
 impl NetworkFactory {
-    /// A factory for the nodes of `region`; its clients send `cluster_id` on every RPC.
-    pub fn new(region: impl Into<String>, cluster_id: ClusterId) -> Self {
+    /// A factory for the nodes of `region`, reached over `transport`; its clients send
+    /// `cluster_id` on every RPC.
+    pub fn new(region: impl Into<String>, cluster_id: ClusterId, transport: PeerTransport) -> Self {
         Self {
             region: region.into(),
             cluster_id,
+            transport,
             peers: Arc::new(parking_lot::Mutex::new(HashMap::new())),
         }
     }
@@ -217,7 +220,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     tracing::debug!(target, addr = %node.grpc_addr, "new raft channel");
                     let peer = Peer {
                         grpc_addr: node.grpc_addr.clone(),
-                        channel: connect(&node.grpc_addr),
+                        channel: connect(&self.transport, &node.grpc_addr),
                         budget: Arc::new(AppendBudget::new()),
                     };
                     let shared = (peer.channel.clone(), peer.budget.clone());

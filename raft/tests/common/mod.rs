@@ -147,7 +147,10 @@ impl Node {
             db,
             Arc::new(KvApp),
             dir.path().join("snapshots"),
-            cluster_id,
+            arca_raft::Peering {
+                cluster_id,
+                transport: arca_raft::PeerTransport::plaintext(),
+            },
         )
         .await
         .expect("start raft");
