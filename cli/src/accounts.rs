@@ -48,11 +48,7 @@ pub async fn user(
                 body["password"] =
                     json!(password(password_stdin, &format!("Password for {name}: "))?);
             }
-            let value = send(
-                client,
-                client.http.post(client.url("/api/v1/users")).json(&body),
-            )
-            .await?;
+            let value = send(client.http.post(client.url("/api/v1/users")).json(&body)).await?;
             done(
                 output,
                 &value,
@@ -77,7 +73,6 @@ pub async fn user(
         }
         UserCommand::Rm { name } => {
             let value = send(
-                client,
                 client
                     .http
                     .delete(client.url(&format!("/api/v1/users/{name}"))),
@@ -95,7 +90,6 @@ pub async fn user(
         } => {
             let body = json!({ "password": password(password_stdin, &format!("New password for {name}: "))? });
             let value = send(
-                client,
                 client
                     .http
                     .put(client.url(&format!("/api/v1/users/{name}/password")))
@@ -130,7 +124,6 @@ pub async fn team(
     match command {
         TeamCommand::Set { name, members } => {
             let value = send(
-                client,
                 client
                     .http
                     .put(client.url(&format!("/api/v1/teams/{name}")))
@@ -154,7 +147,6 @@ pub async fn team(
         }
         TeamCommand::Rm { name } => {
             let value = send(
-                client,
                 client
                     .http
                     .delete(client.url(&format!("/api/v1/teams/{name}"))),
@@ -217,11 +209,7 @@ pub async fn role(
         } => {
             let principal = principal.render()?;
             let body = json!({ "principal": principal, "pattern": pattern, "role": role });
-            let value = send(
-                client,
-                client.http.post(client.url("/api/v1/roles")).json(&body),
-            )
-            .await?;
+            let value = send(client.http.post(client.url("/api/v1/roles")).json(&body)).await?;
             done(
                 output,
                 &value,
@@ -239,7 +227,7 @@ pub async fn role(
                 ("pattern", pattern.as_str()),
                 ("role", role.as_str()),
             ]);
-            let value = send(client, request).await?;
+            let value = send(request).await?;
             done(
                 output,
                 &value,

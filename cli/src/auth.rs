@@ -210,10 +210,7 @@ pub async fn whoami(client: &Client, output: OutputFormat) -> anyhow::Result<()>
     }
 }
 
-pub(crate) async fn send(
-    _client: &Client,
-    request: reqwest::RequestBuilder,
-) -> anyhow::Result<Value> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request.send().await.context("send the request")?;
     let response = Client::check(response).await?;
     Ok(response.json().await.unwrap_or(Value::Null))
@@ -335,11 +332,7 @@ pub async fn token(
             if let Some(owner) = owner {
                 body["owner"] = json!(owner);
             }
-            let value = send(
-                client,
-                client.http.post(client.url("/api/v1/tokens")).json(&body),
-            )
-            .await?;
+            let value = send(client.http.post(client.url("/api/v1/tokens")).json(&body)).await?;
             match output {
                 OutputFormat::Json => print_json(&value),
                 OutputFormat::Table => {
@@ -375,17 +368,12 @@ pub async fn token(
             )
         }
         TokenCommand::RotateSigningKey => {
-            let value = send(
-                client,
-                client.http.post(client.url("/api/v1/auth/signing-keys")),
-            )
-            .await?;
+            let value = send(client.http.post(client.url("/api/v1/auth/signing-keys"))).await?;
             let line = format!("signing with key {}", value["kid"].as_str().unwrap_or("?"));
             done(output, &value, line)
         }
         TokenCommand::Revoke { id } => {
             let value = send(
-                client,
                 client
                     .http
                     .delete(client.url(&format!("/api/v1/tokens/{id}"))),

@@ -355,6 +355,7 @@ fn route_label(format: Option<&'static dyn Format>) -> String {
 
 /// The `WWW-Authenticate` value of a 401.
 fn challenge(
+    config: &crate::config::NodeConfig,
     format: Option<&'static dyn Format>,
     headers: &axum::http::HeaderMap,
     access: &Access,
@@ -364,13 +365,9 @@ fn challenge(
     match format.map_or(Challenge::Basic, |f| f.challenge()) {
         Challenge::Basic => "Basic realm=\"arca\", charset=\"UTF-8\"".to_string(),
         Challenge::Bearer => {
-            let host = headers
-                .get(axum::http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic()))
-                .unwrap_or("localhost");
+            let base = crate::http_common::client_base_url(config, headers);
             let mut value = format!(
-                "Bearer realm=\"http://{host}/v2/token\",service=\"{}\"",
+                "Bearer realm=\"{base}/v2/token\",service=\"{}\"",
                 crate::auth::credentials::SERVICE
             );
             if let Access::Repo {
@@ -480,9 +477,14 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
             let unauthorized = matches!(error, Error::Unauthorized { .. });
             let mut response = error_for(&state, &path, error);
             if unauthorized {
-                if let Ok(value) =
-                    HeaderValue::from_str(&challenge(format, &headers, &access, denial, presented))
-                {
+                if let Ok(value) = HeaderValue::from_str(&challenge(
+                    &state.service.config,
+                    format,
+                    &headers,
+                    &access,
+                    denial,
+                    presented,
+                )) {
                     response
                         .headers_mut()
                         .insert(axum::http::header::WWW_AUTHENTICATE, value);

@@ -62,6 +62,14 @@ pub struct NodeConfig {
     /// Allow listening on a non-loopback address without TLS (`--insecure`): plaintext
     /// credentials on a network, and (for gRPC) no node identity. Off by default.
     pub insecure: bool,
+    /// The base URL clients reach Arca by (`https://arca.example.com`), for the absolute URLs
+    /// in answers (the registry's token realm, package indexes), when a proxy or load balancer
+    /// fronts the nodes. Unset: the scheme this node serves and the request's `Host`.
+    pub public_url: Option<String>,
+    /// Take the client-facing scheme and host from `X-Forwarded-Proto` / `X-Forwarded-Host`
+    /// (only behind a proxy that sets them: a client could otherwise choose the URLs Arca hands
+    /// out). `public_url` wins when both are set.
+    pub trust_forwarded_headers: bool,
     /// Settings of repository formats that keep them in a section of their own,
     /// `[formats.<name>]`, read by the format when the node starts
     /// ([`NodeConfig::format_settings`]); the registry's predate it and stay under `[oci]`.
@@ -91,6 +99,8 @@ impl Default for NodeConfig {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             insecure: false,
+            public_url: None,
+            trust_forwarded_headers: false,
             formats: std::collections::BTreeMap::new(),
         }
     }
@@ -485,6 +495,16 @@ impl NodeConfig {
             || self.oci.max_spooled_bytes == 0
         {
             bail!("oci upload session limits must be > 0");
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                .filter(|u| u.host().is_some_and(|h| !h.is_empty()) && u.query().is_none());
+            if parsed.is_none() || url.contains('#') {
+                bail!("public_url {url:?} must be an http:// or https:// URL of a host, with no query");
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls.cert and tls.key go together");

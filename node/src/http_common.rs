@@ -1,11 +1,14 @@
 //! HTTP pieces every format's routes share: `Range` and `If-None-Match`, the `{repo}` path
-//! extractor, and the marker the read barrier leaves on reads it let through unconfirmed.
+//! extractor, the marker the read barrier leaves on reads it let through unconfirmed, and the
+//! client-facing base URL for absolute URLs in answers.
 
 use std::ops::Range;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::names::RepoName;
 
@@ -35,6 +38,46 @@ impl<S: Send + Sync> FromRequestParts<S> for RepoParam {
             })?;
         Ok(Self(RepoName::parse(&raw)?))
     }
+}
+
+/// The base URL clients reach this node by (`https://arca.example.com`, no trailing `/`):
+/// `public_url` when configured; else, with `trust_forwarded_headers`, the `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` a proxy set; else the scheme this node serves and the request's
+/// `Host`. A host that is not a plain `host[:port]` is never echoed back.
+pub fn client_base_url(config: &NodeConfig, headers: &HeaderMap) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let plain_host = |host: &&str| {
+        !host.is_empty()
+            && host.len() <= 255
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    let mut scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut host = first("host").filter(plain_host);
+    if config.trust_forwarded_headers {
+        if let Some(proto) = first("x-forwarded-proto").filter(|p| matches!(*p, "http" | "https")) {
+            scheme = proto;
+        }
+        if let Some(forwarded) = first("x-forwarded-host").filter(plain_host) {
+            host = Some(forwarded);
+        }
+    }
+    let host = host.map_or_else(|| config.http_addr.clone(), str::to_string);
+    format!("{scheme}://{host}")
 }
 
 /// Whether an `If-None-Match` value matches `etag` (weak comparison, `*` matches anything).
@@ -93,6 +136,60 @@ pub fn parse_range(header: &str, size: u64) -> Result<Option<Range<u64>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn the_client_facing_base_url_comes_from_config_a_trusted_proxy_or_the_request() {
+        let mut config = NodeConfig::default();
+        let proxied = headers(&[
+            ("host", "10.0.0.5:7070"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "arca.example.com"),
+        ]);
+        // Untrusted forwarding headers are ignored: a client cannot pick the URLs handed out.
+        assert_eq!(client_base_url(&config, &proxied), "http://10.0.0.5:7070");
+        config.trust_forwarded_headers = true;
+        assert_eq!(
+            client_base_url(&config, &proxied),
+            "https://arca.example.com"
+        );
+        let bad = headers(&[
+            ("host", "evil.example/\"><script>"),
+            ("x-forwarded-proto", "javascript"),
+        ]);
+        assert_eq!(client_base_url(&config, &bad), "http://127.0.0.1:7070");
+        config.trust_forwarded_headers = false;
+        config.tls = crate::config::TlsConfig {
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+        };
+        assert_eq!(
+            client_base_url(&config, &headers(&[("host", "arca.internal:8443")])),
+            "https://arca.internal:8443"
+        );
+        config.public_url = Some("https://packages.example.com/".into());
+        assert_eq!(
+            client_base_url(&config, &proxied),
+            "https://packages.example.com"
+        );
+        assert!(config.validate().is_ok());
+        for bad in [
+            "ftp://x",
+            "packages.example.com",
+            "https://x/?a=1",
+            "https://x/#f",
+        ] {
+            config.public_url = Some(bad.into());
+            assert!(config.validate().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ranges() {

@@ -324,3 +324,55 @@ async fn in_plaintext_mode_admin_rpcs_still_need_a_cluster_admin() {
         .await
         .expect("a cluster-admin's session");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_with_a_certificate_that_is_not_of_its_region() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca_dir = certs.path().join("ca");
+    tls::init_ca(&ca_dir, YEAR).expect("ca");
+    issue(&ca_dir, "eu-1", Role::Node { region: "eu" });
+    issue(&ca_dir, "alice", Role::Operator);
+    for (name, use_for) in [
+        ("eu-1", "cluster"),
+        ("alice", "cluster"),
+        ("eu-1", "replication"),
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = arca_node::config::NodeConfig {
+            data_dir: data.path().join("data"),
+            http_addr: "127.0.0.1:0".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let (ca, cert, key) = (
+            Some(ca_dir.join("ca.pem")),
+            Some(ca_dir.join(format!("{name}.pem"))),
+            Some(ca_dir.join(format!("{name}.key"))),
+        );
+        if use_for == "cluster" {
+            (
+                config.cluster.ca_cert,
+                config.cluster.cert,
+                config.cluster.key,
+            ) = (ca, cert, key);
+        } else {
+            config.replication.listen_addr = Some("127.0.0.1:0".into());
+            (
+                config.replication.ca_cert,
+                config.replication.cert,
+                config.replication.key,
+            ) = (ca, cert, key);
+        }
+        let refused = match arca_node::start(config).await {
+            Ok(node) => {
+                node.shutdown().await;
+                panic!("{name} as the {use_for} certificate of region local was accepted");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            refused.contains("not a node of region \"local\""),
+            "{name} for {use_for}: {refused}"
+        );
+    }
+}

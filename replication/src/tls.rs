@@ -377,3 +377,82 @@ pub fn client_config(files: &TlsFiles) -> Result<quinn::ClientConfig> {
     config.transport_config(transport());
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn der(path: &Path) -> Vec<u8> {
+        CertificateDer::from_pem_file(path)
+            .expect("certificate")
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_certificate_names_exactly_the_role_it_was_issued_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_ca(dir.path(), DAY).expect("ca");
+        let hosts = ["127.0.0.1".to_string()];
+        let (node, _) = issue(
+            dir.path(),
+            "eu-1",
+            Role::Node { region: "eu" },
+            &hosts,
+            &dir.path().join("eu-1"),
+            DAY,
+        )
+        .expect("node");
+        assert_eq!(
+            holder(&der(&node)),
+            Some(Holder::Node {
+                region: "eu".into(),
+                name: "eu-1".into()
+            })
+        );
+        let (operator, _) = issue(
+            dir.path(),
+            "alice",
+            Role::Operator,
+            &[],
+            &dir.path().join("alice"),
+            DAY,
+        )
+        .expect("operator");
+        assert_eq!(
+            holder(&der(&operator)),
+            Some(Holder::Operator {
+                name: "alice".into()
+            })
+        );
+        // The CA's own certificate names no role.
+        assert_eq!(holder(&der(&dir.path().join("ca.pem"))), None);
+        assert_eq!(holder(b"not a certificate"), None);
+        // Region names are what regions are called, and a node certificate needs a host.
+        for bad in ["", "EU", "e u", "eu:1", &"x".repeat(65)] {
+            assert!(
+                issue(
+                    dir.path(),
+                    "bad",
+                    Role::Node { region: bad },
+                    &hosts,
+                    &dir.path().join("bad"),
+                    DAY
+                )
+                .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(issue(
+            dir.path(),
+            "hostless",
+            Role::Node { region: "eu" },
+            &[],
+            &dir.path().join("hostless"),
+            DAY
+        )
+        .is_err());
+    }
+}
