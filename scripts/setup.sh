@@ -26,6 +26,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Python clients the real-client tests drive, in a virtualenv of their own (PyPI):
+# oras (the OCI artifact client's Python SDK).
+tools="${ARCA_TOOLS_DIR:-$HOME/.cache/arca-tools}"
+venv="$tools/py"
+if ! "$venv/bin/python" -c 'import oras' >/dev/null 2>&1; then
+  echo "setup: installing the Python test clients into $venv" >&2
+  mkdir -p "$tools"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'oras==0.2.43'
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not installed; install Rust from https://rustup.rs" >&2
   exit 1

@@ -293,6 +293,94 @@ fn sign_in(dir: &Path, host: &str, user: &str, password: &str) {
     ]);
 }
 
+/// The Python interpreter of the test clients' virtualenv (`scripts/setup.sh` makes it).
+fn test_python() -> String {
+    std::env::var("ARCA_TEST_PYTHON").unwrap_or_else(|_| {
+        let tools = std::env::var("ARCA_TOOLS_DIR").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/arca-tools",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        format!("{tools}/py/bin/python")
+    })
+}
+
+/// oras (its Python SDK, 0.2.43) against a private repository: it pushes with Basic
+/// credentials on every request (its `basic` backend: its token backend keeps the first,
+/// pull-only token it got and retries a push with it), pulls back through the registry token
+/// flow after `login`, and without credentials is refused.
+#[test]
+fn oras_pushes_an_artifact_and_pulls_it_back_through_the_token_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = registry(dir.path());
+    let host = server.http_addr.to_string();
+    let artifact = dir.path().join("artifact.bin");
+    let payload = random_bytes(300_000, 21);
+    std::fs::write(&artifact, &payload).expect("write");
+    let script = dir.path().join("oras_client.py");
+    std::fs::write(
+        &script,
+        r#"import os, sys, oras.client
+host, user, password, path, out, mode = sys.argv[1:7]
+target = f"{host}/containers/oras/artifact:v1"
+os.chdir(os.path.dirname(path))
+if mode == "push":
+    client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+    client.login(username=user, password=password, hostname=host)
+    client.push(files=[os.path.basename(path)], target=target)
+elif mode == "pull":
+    client = oras.client.OrasClient(hostname=host, insecure=True)
+    client.login(username=user, password=password, hostname=host)
+    print(client.pull(target=target, outdir=out))
+else:
+    client = oras.client.OrasClient(hostname=host, insecure=True)
+    client.push(files=[os.path.basename(path)], target=f"{host}/containers/oras/anonymous:v1")
+"#,
+    )
+    .expect("write the script");
+    let python = test_python();
+    let out = dir.path().join("out");
+    let run = |mode: &str| {
+        Command::new(&python)
+            .arg(&script)
+            .args([&host, "admin", &admin_password(&server)])
+            .arg(&artifact)
+            .arg(&out)
+            .arg(mode)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {python} ({e}); scripts/setup.sh installs the oras SDK")
+            })
+    };
+    for mode in ["push", "pull"] {
+        let output = run(mode);
+        assert!(
+            output.status.success(),
+            "oras {mode}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.join("artifact.bin")).expect("pulled"),
+        payload
+    );
+    let anonymous = run("anonymous");
+    assert!(!anonymous.status.success(), "an anonymous push is refused");
+    // Nothing was stored: the image has no tags (or is unknown altogether).
+    let listed = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{host}/containers/oras/anonymous"),
+    ]);
+    let tags: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
+    assert!(
+        tags["Tags"].as_array().is_none_or(|t| t.is_empty()),
+        "nothing was stored: {tags}"
+    );
+}
+
 #[test]
 fn skopeo_copies_inspects_lists_and_deletes_images() {
     let dir = tempfile::tempdir().expect("tempdir");
