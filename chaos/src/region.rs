@@ -218,9 +218,7 @@ impl Region {
 
     /// Picks a free loopback port for node `id`'s gRPC server and starts a proxy in front of it.
     async fn must_add_grpc_proxy(&mut self, id: u64) {
-        let target = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("pick a free port");
+        let target = pick_unused_port();
         let proxy = TcpProxy::start(target).await.expect("start a grpc proxy");
         self.proxy_targets.insert(id, target);
         self.grpc_proxies.insert(id, proxy);
@@ -411,6 +409,22 @@ impl Region {
         }
         Ok(total.unwrap_or(0.0))
     }
+}
+
+/// A loopback address with a port free now, for a node to bind later. Chosen below Linux's
+/// ephemeral range (32768 and up): a port `bind(0)` handed out is free only until some
+/// outgoing connection takes it as its local port, which happened to a node starting a moment
+/// later (`Address already in use`).
+fn pick_unused_port() -> std::net::SocketAddr {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("local address");
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// Creates the CA in `dir` if needed and issues (or reuses) a node certificate of `region` for
