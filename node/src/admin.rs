@@ -30,7 +30,8 @@ use crate::region::{grpc_error, status, Region};
 macro_rules! forward_to_leader {
     ($service:ident, $request:ident, $method:ident, $deadline:expr) => {
         if let Some(leader) = $service.leader_info() {
-            let forwarded = forwarded(&$request, $request.get_ref().clone(), $deadline);
+            let credential = $request.metadata().get("authorization").cloned();
+            let forwarded = forwarded(credential.as_ref(), $request.into_inner(), $deadline);
             return $service
                 .region
                 .peers
@@ -64,12 +65,17 @@ impl ClusterGrpcService {
 /// A learner catches up before it becomes a voter: adding one may take minutes.
 const ADD_NODE_DEADLINE: Duration = Duration::from_secs(600);
 
-/// `message` for another node, with `deadline` and the caller's `authorization`: the node
-/// that answers decides on the operator's credential, not on this node's certificate.
-fn forwarded<T, U>(original: &Request<U>, message: T, deadline: Duration) -> Request<T> {
+/// `message` for another node, with `deadline` and the caller's `credential` (its
+/// `authorization`): the node that answers decides on the operator's credential, not on this
+/// node's certificate.
+fn forwarded<T>(
+    credential: Option<&tonic::metadata::AsciiMetadataValue>,
+    message: T,
+    deadline: Duration,
+) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline);
-    if let Some(credential) = original.metadata().get("authorization") {
+    if let Some(credential) = credential {
         request
             .metadata_mut()
             .insert("authorization", credential.clone());
@@ -117,7 +123,7 @@ impl ClusterService for ClusterGrpcService {
                 .peers
                 .cluster_client(&leader)
                 .cluster_status(forwarded(
-                    &request,
+                    request.metadata().get("authorization"),
                     ClusterStatusRequest {},
                     FORWARD_DEADLINE,
                 ))
@@ -391,7 +397,7 @@ impl ClusterService for ClusterGrpcService {
         if !was_forwarded {
             for peer in self.region.peers.others() {
                 let to_peer = forwarded(
-                    &request,
+                    request.metadata().get("authorization"),
                     UnfenceRequest { forwarded: true },
                     Duration::from_secs(5),
                 );

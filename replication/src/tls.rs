@@ -60,12 +60,6 @@ impl Holder {
             Holder::Operator { .. } => None,
         }
     }
-
-    pub fn name(&self) -> &str {
-        match self {
-            Holder::Node { name, .. } | Holder::Operator { name } => name,
-        }
-    }
 }
 
 /// A region name a certificate can carry: what region names are (lowercase letters, digits,

@@ -139,17 +139,17 @@ impl GrpcGuard {
         Arc::new(Self { auth, region, tls })
     }
 
-    /// Admits a call or says why not.
+    /// Admits a call from `remote`, whose certificate names `holder`, or says why not.
     pub async fn admit(
         &self,
         path: &str,
         headers: &http::HeaderMap,
-        extensions: &http::Extensions,
+        remote: Option<SocketAddr>,
+        holder: &Option<Holder>,
     ) -> Result<Caller, Refusal> {
         let need = need_of(path).ok_or(Refusal::UnknownMethod)?;
-        let (remote, holder) = connection(extensions);
         let source = remote.map(|a| a.to_string()).unwrap_or_default();
-        let peer = match (&holder, self.tls) {
+        let peer = match (holder, self.tls) {
             (_, false) => Some("peer".to_string()),
             (Some(Holder::Node { region, name }), true) if *region == self.region => {
                 Some(format!("node:{name}@{region}"))
@@ -165,7 +165,7 @@ impl GrpcGuard {
         if need == Need::Peer {
             return match peer {
                 Some(principal) => Ok(caller(principal, None, false)),
-                None => Err(Refusal::NotAPeer(holder)),
+                None => Err(Refusal::NotAPeer(holder.clone())),
             };
         }
         // The operator's credential comes first: a node forwarding an operator's call sends it.
@@ -180,7 +180,7 @@ impl GrpcGuard {
             }
             return Ok(caller(identity.name().to_string(), identity.token_id, true));
         }
-        if let (Some(Holder::Operator { name }), true) = (&holder, self.tls) {
+        if let (Some(Holder::Operator { name }), true) = (holder, self.tls) {
             return Ok(caller(format!("operator:{name}"), None, true));
         }
         match (need, peer) {
@@ -304,16 +304,14 @@ where
         let guard = self.guard.clone();
         Box::pin(async move {
             let path = request.uri().path().to_string();
-            match guard
-                .admit(&path, request.headers(), request.extensions())
-                .await
-            {
+            let (remote, holder) = connection(request.extensions());
+            match guard.admit(&path, request.headers(), remote, &holder).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(refusal) => {
-                    guard.refused(&path, request.extensions(), &refusal);
+                    guard.refused(&path, remote, &holder, &refusal);
                     Ok(refusal.status().into_http())
                 }
             }
@@ -322,12 +320,17 @@ where
 }
 
 impl GrpcGuard {
-    fn refused(&self, path: &str, extensions: &http::Extensions, refusal: &Refusal) {
+    fn refused(
+        &self,
+        path: &str,
+        remote: Option<SocketAddr>,
+        holder: &Option<Holder>,
+        refusal: &Refusal,
+    ) {
         let reason = refusal.reason();
         metrics::counter!("arca_auth_denied_total", "route" => "grpc", "reason" => reason)
             .increment(1);
-        let (remote, holder) = connection(extensions);
-        let principal = match (&holder, refusal) {
+        let principal = match (holder, refusal) {
             (_, Refusal::NotClusterAdmin(principal)) => principal.clone(),
             (Some(Holder::Node { region, name }), _) => format!("node:{name}@{region}"),
             (Some(Holder::Operator { name }), _) => format!("operator:{name}"),

@@ -42,10 +42,6 @@ impl PeerTransport {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// An endpoint for `addr` (`host:port`): `https` with this node's certificate, or `http`.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
