@@ -26,15 +26,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Python clients the real-client tests drive, in a virtualenv of their own (PyPI):
-# oras (the OCI artifact client's Python SDK).
+# Python clients the real-client tests drive, in a virtualenv of their own (PyPI): oras (the
+# OCI artifact client's Python SDK), twine (uploads), uv (the uv installer; pip is the venv's
+# own), and pypiserver (the peer the PyPI benchmark compares against).
 tools="${ARCA_TOOLS_DIR:-$HOME/.cache/arca-tools}"
 venv="$tools/py"
-if ! "$venv/bin/python" -c 'import oras' >/dev/null 2>&1; then
+python_clients=('oras==0.2.43' 'twine==7.0.0' 'uv==0.9.13' 'pypiserver==2.4.0')
+if ! "$venv/bin/python" -c 'import oras, twine, pypiserver' >/dev/null 2>&1 \
+  || ! [ -x "$venv/bin/uv" ]; then
   echo "setup: installing the Python test clients into $venv" >&2
   mkdir -p "$tools"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'oras==0.2.43'
+  "$venv/bin/pip" install -q --disable-pip-version-check "${python_clients[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

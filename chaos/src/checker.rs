@@ -38,14 +38,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::history::{Op, OpKind, Outcome};
-use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX, OCI_MIRROR_PROBE_PREFIX};
-use crate::workload::{IMMUTABLE_REPO, INTRUDER_PREFIX, MIRROR_PROBE_PREFIX};
-
-/// Keys only ever written to mirrors.
-fn is_mirror_probe(key: &str) -> bool {
-    key.starts_with(MIRROR_PROBE_PREFIX) || key.starts_with(OCI_MIRROR_PROBE_PREFIX)
-}
+use crate::history::{is_immutable_key, is_mirror_probe, Op, OpKind, Outcome};
+use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX};
+use crate::pypi::{is_pypi_key, PYPI_KEY_PREFIX, PYPI_MIRROR_REFUSAL};
+use crate::workload::INTRUDER_PREFIX;
 
 /// A key's content at the end: `None` is absent, `Some(sha256)` is that content.
 pub type State = Option<String>;
@@ -136,9 +132,7 @@ fn effect(op: &Op) -> State {
 /// The final states a key may be in, given its writes.
 pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
     let writes: Vec<&&Op> = ops.iter().filter(|op| is_write(op)).collect();
-    let immutable = ops
-        .first()
-        .is_some_and(|op| op.key.starts_with(IMMUTABLE_REPO));
+    let immutable = ops.first().is_some_and(|op| is_immutable_key(&op.key));
     if immutable {
         if let Some(first) = writes.iter().find(|op| op.outcome == Outcome::Ok) {
             return BTreeSet::from([effect(first)]);
@@ -163,7 +157,10 @@ pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
 /// names a tag `img/<image>:<tag>` (`oci manifest img/c0:t1@sha256:…`, `oci delete tag
 /// img/c0:t1`), the key without its `oci:` prefix.
 fn names_key(summary: &str, key: &str) -> bool {
-    let key = key.strip_prefix(OCI_KEY_PREFIX).unwrap_or(key);
+    let key = key
+        .strip_prefix(OCI_KEY_PREFIX)
+        .or_else(|| key.strip_prefix(PYPI_KEY_PREFIX))
+        .unwrap_or(key);
     summary.match_indices(key).any(|(at, _)| {
         summary[at + key.len()..]
             .chars()
@@ -444,7 +441,15 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
     for op in history.iter().filter(|op| op.kind == OpKind::MirrorWrite) {
         match (op.outcome, op.status) {
             (Outcome::Ok, _) => violations.push(format!("a mirror accepted a write: {}", show(op))),
-            (_, Some(307)) if op.detail == "READ_ONLY_MIRROR" && !is_oci_key(&op.key) => {
+            (_, Some(307))
+                if op.detail == "READ_ONLY_MIRROR"
+                    && !is_oci_key(&op.key)
+                    && !is_pypi_key(&op.key) =>
+            {
+                checked += 1
+            }
+            // PyPI refuses with a 403 naming the mirror: twine aborts on a redirect.
+            (_, Some(403)) if op.detail == PYPI_MIRROR_REFUSAL && is_pypi_key(&op.key) => {
                 checked += 1
             }
             // The registry refuses (clients do not follow redirects on writes): `403 DENIED`
@@ -454,7 +459,7 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
             (_, None) => unanswered += 1,
             _ => violations.push(format!(
                 "a write to a mirror was not refused with READ_ONLY_MIRROR (307 for files, 403 \
-                 for /v2/): {}",
+                 for /v2/ and /pypi/): {}",
                 show(op)
             )),
         }
@@ -506,7 +511,7 @@ fn immutable_never_changes(
         finals.entry(read.key.as_str()).or_default().push(read);
     }
     for (key, ops) in keys {
-        if !key.starts_with(IMMUTABLE_REPO) {
+        if !is_immutable_key(key) {
             continue;
         }
         let divergent = |op: &&&Op| {

@@ -6,6 +6,18 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+/// Keys only ever written to mirrors.
+pub fn is_mirror_probe(key: &str) -> bool {
+    key.starts_with(crate::workload::MIRROR_PROBE_PREFIX)
+        || key.starts_with(crate::oci::OCI_MIRROR_PROBE_PREFIX)
+        || key.starts_with(crate::pypi::PYPI_MIRROR_PROBE_PREFIX)
+}
+
+/// Whether a key is written once (a path of the immutable repository, a released wheel).
+pub fn is_immutable_key(key: &str) -> bool {
+    key.starts_with(crate::workload::IMMUTABLE_REPO) || crate::pypi::is_pypi_key(key)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {

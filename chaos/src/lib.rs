@@ -22,6 +22,7 @@ pub mod observe;
 pub mod oci;
 pub mod process;
 pub mod proxy;
+pub mod pypi;
 pub mod region;
 pub mod run;
 pub mod scenario;

@@ -119,11 +119,12 @@ pub async fn final_reads(cluster: &Cluster, history: &[Op], observations: &mut O
             for key in &keys {
                 let ops: Vec<&Op> = history.iter().filter(|op| op.key == *key).collect();
                 let acceptable = acceptable_final(&ops);
-                let request = match oci::parse_key(key) {
-                    Some((name, tag)) => http
+                let request = match (oci::parse_key(key), crate::pypi::file_path(key)) {
+                    (Some((name, tag)), _) => http
                         .get(format!("{url}/v2/{name}/manifests/{tag}"))
                         .header(reqwest::header::ACCEPT, oci::MANIFEST_TYPE),
-                    None => http.get(format!("{url}/files/{key}")),
+                    (None, Some(path)) => http.get(format!("{url}{path}")),
+                    (None, None) => http.get(format!("{url}/files/{key}")),
                 };
                 let mut attempt = 0;
                 let (state, detail) = loop {

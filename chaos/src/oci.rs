@@ -435,7 +435,7 @@ impl crate::workload::WorkloadPart for ImagesPart {
     }
 
     fn share(&self) -> u32 {
-        31
+        28
     }
 
     fn client(&self, client: u32) -> Box<dyn crate::workload::ClientPart> {

@@ -1,16 +1,17 @@
-//! Concurrent clients pushing, overwriting, deleting and pulling generic files and OCI image
-//! tags (see [`crate::oci`]), and now and then writing to a mirror, recording every operation
-//! in the [`History`].
+//! Concurrent clients pushing, overwriting, deleting and pulling generic files, OCI image
+//! tags (see [`crate::oci`]) and Python wheels (see [`crate::pypi`]), and now and then writing
+//! to a mirror, recording every operation in the [`History`].
 //!
 //! Each key has exactly one writer (client `c` owns the file keys named `c{c}-…` and the tags
 //! of image `img/c{c}`), so the writes to a key form a sequence and the checker needs no
 //! linearizability search; reads go to any key from any client, any region and any node.
 //!
 //! Each repository format contributes a part ([`WorkloadPart`], listed in [`parts`]) with its
-//! share of the operations. The mix, per client operation: generic files 69 % (2 % PUT without a valid credential, 23 % PUT, 6 %
-//! DELETE, 7 % immutable PUT, 2 % PUT to a mirror, 29 % GET), OCI 31 % (13 % image push, 4 %
-//! tag delete, 1 % push to a mirror, 13 % tag pull); a mirror's share goes to reads when no
-//! region is a mirror.
+//! share of the operations. The mix, per client operation: generic files 60 % (2 % PUT
+//! without a valid credential, 23 % PUT, 6 % DELETE, 7 % immutable PUT, 2 % PUT to a mirror,
+//! 20 % GET), OCI 28 % (13 % image push, 4 % tag delete, 1 % push to a mirror, 10 % tag
+//! pull), PyPI 12 % (5 % wheel upload, 1 % upload to a mirror, 6 % resolve); a mirror's share
+//! goes to reads when no region is a mirror.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub async fn create_repos(endpoints: &Endpoints) -> anyhow::Result<()> {
         (MUTABLE_REPO, false, "generic"),
         (IMMUTABLE_REPO, true, "generic"),
         (OCI_REPO, false, "oci"),
+        (crate::pypi::PYPI_REPO, false, "pypi"),
     ] {
         let mut created = false;
         for attempt in 0..50 {
@@ -152,6 +154,7 @@ pub fn parts() -> Vec<Arc<dyn WorkloadPart>> {
     vec![
         Arc::new(FilesPart::default()),
         Arc::new(oci::ImagesPart::default()),
+        Arc::new(crate::pypi::PackagesPart::default()),
     ]
 }
 
@@ -230,7 +233,7 @@ impl WorkloadPart for FilesPart {
     }
 
     fn share(&self) -> u32 {
-        69
+        60
     }
 
     fn client(&self, client: u32) -> Box<dyn ClientPart> {

@@ -187,6 +187,9 @@ pub async fn pull(
 
 pub async fn ls(client: &Client, target: &str, output: OutputFormat) -> anyhow::Result<()> {
     let (repo, prefix) = split_target(target, true)?;
+    if crate::packages::holds_packages(&crate::packages::format_of(client, &repo).await?) {
+        return crate::packages::ls(client, &repo, &prefix, output).await;
+    }
     let mut files: Vec<Value> = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -234,6 +237,9 @@ pub async fn ls(client: &Client, target: &str, output: OutputFormat) -> anyhow::
 
 pub async fn stat(client: &Client, target: &str, output: OutputFormat) -> anyhow::Result<()> {
     let (repo, path) = split_target(target, false)?;
+    if crate::packages::holds_packages(&crate::packages::format_of(client, &repo).await?) {
+        return crate::packages::stat(client, &repo, &path, output).await;
+    }
     let info: Value = client
         .get_json(&format!(
             "/api/v1/repos/{repo}/files/{}",

@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod files;
 mod output;
+mod packages;
 mod repos;
 mod serve;
 
@@ -108,14 +109,16 @@ enum Command {
         #[arg(short = 'o', long = "out")]
         out: Option<PathBuf>,
     },
-    /// List the files of REPO, optionally under a path prefix.
+    /// List the files of REPO, optionally under a path prefix; for a package repository
+    /// (pypi), its packages, or one package's versions and files.
     Ls {
-        /// REPO or REPO/PREFIX.
+        /// REPO or REPO/PREFIX (REPO/PACKAGE for a package repository).
         target: String,
     },
-    /// Show a file's size, digests and times.
+    /// Show a file's size, digests and times; for a package repository, a package's (or one
+    /// version's) files.
     Stat {
-        /// REPO/PATH.
+        /// REPO/PATH (REPO/PACKAGE or REPO/PACKAGE/VERSION for a package repository).
         target: String,
     },
     /// Delete REPO/PATH.

@@ -11,8 +11,9 @@ pub enum RepoCommand {
     /// Create a repository.
     Create {
         name: String,
-        /// Repository format: `generic` (files under /files/) or `oci` (container images and
-        /// other OCI artifacts under /v2/).
+        /// Repository format: `generic` (files under /files/), `oci` (container images and
+        /// other OCI artifacts under /v2/) or `pypi` (Python packages under /pypi/NAME/, for
+        /// pip, uv and twine).
         #[arg(long, default_value = "generic")]
         format: String,
         /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.

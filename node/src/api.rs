@@ -174,6 +174,11 @@ pub fn router(state: AppState, format_routes: Vec<Router>) -> Router {
         .route("/api/v1/repos", post(repos::create).get(repos::list))
         .route("/api/v1/repos/{repo}", get(repos::show))
         .route("/api/v1/repos/{repo}/access", put(auth::set_repo_access))
+        .route("/api/v1/repos/{repo}/packages", get(repos::packages))
+        .route(
+            "/api/v1/repos/{repo}/packages/{*package}",
+            get(repos::package),
+        )
         .route("/api/v1/divergent", get(divergent::list))
         .route("/api/v1/divergent/{seq}", get(divergent::content));
     for routes in format_routes {
@@ -305,10 +310,7 @@ impl std::fmt::Display for SourceAddr {
     }
 }
 
-/// The name a handler gives the action it performed, for the audit log (a response
-/// extension; without one the record names the method and format).
-#[derive(Debug, Clone, Copy)]
-pub struct AuditAction(pub &'static str);
+pub use crate::http_common::AuditAction;
 
 /// What a core route needs (formats declare theirs with [`Format::access`]). Anything not
 /// listed needs `cluster-admin`: a new route is closed until someone opens it here.

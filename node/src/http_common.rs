@@ -133,6 +133,11 @@ pub fn parse_range(header: &str, size: u64) -> Result<Option<Range<u64>>> {
     Ok(Some(range))
 }
 
+/// The name a handler gives the action it performed, for the audit log (a response
+/// extension; without one the record names the method and format).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditAction(pub &'static str);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,39 +141,37 @@ impl ArtifactService {
     }
 
     /// Proposes a format's command (the one write step for every format): pushes the chunks
-    /// of `ingested` (if any) to a majority, proposes the command in the format envelope, and
-    /// decodes the format's answer. `ingested`'s chunks are kept if the command changed the
+    /// of every blob in `ingested` (none, one, or several: a package and the metadata file
+    /// extracted from it) to a majority, proposes the command in the format envelope, and
+    /// decodes the format's answer. The blobs' chunks are kept if the command changed the
     /// state and abandoned if it did not; a refusal because the region is (now) a mirror is
     /// `READ_ONLY_MIRROR`, the same for every format.
     pub async fn propose_format<C: FormatCommand>(
         &self,
         command: &C,
-        ingested: Option<IngestedBlob>,
+        ingested: impl IntoIterator<Item = IngestedBlob>,
     ) -> Result<C::Outcome> {
         let payload = rmp_serde::to_vec_named(command)
             .map_err(|e| Error::internal("encode a format command", e))?;
         let envelope = Command::format(C::FORMAT, C::VERSION, payload);
-        let outcome = match ingested {
-            Some(ingested) => {
-                let outcome = match self
-                    .propose_with_blobs(&envelope, &[&ingested.descriptor])
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        ingested.outcome_unknown();
-                        return Err(e);
-                    }
-                };
-                let answer = self.format_answer::<C>(&outcome)?;
-                if C::changed(&answer) {
-                    ingested.committed();
-                }
-                return Ok(answer);
+        let ingested: Vec<IngestedBlob> = ingested.into_iter().collect();
+        if ingested.is_empty() {
+            let outcome = self.propose(&envelope).await?;
+            return self.format_answer::<C>(&outcome);
+        }
+        let descriptors: Vec<&BlobDescriptor> = ingested.iter().map(|i| &i.descriptor).collect();
+        let outcome = match self.propose_with_blobs(&envelope, &descriptors).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                ingested.into_iter().for_each(IngestedBlob::outcome_unknown);
+                return Err(e);
             }
-            None => self.propose(&envelope).await?,
         };
-        self.format_answer::<C>(&outcome)
+        let answer = self.format_answer::<C>(&outcome)?;
+        if C::changed(&answer) {
+            ingested.into_iter().for_each(IngestedBlob::committed);
+        }
+        Ok(answer)
     }
 
     /// A format's answer from an outcome: refusals of the core (a mirror, a command no node

@@ -156,3 +156,74 @@ pub async fn show(
     let public = state.auth.state()?.policy.anonymous_read(name.as_str());
     Ok(Json(RepoView::new(&repo, &stats, public)))
 }
+
+#[derive(Deserialize)]
+pub struct PackagesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct PackageList {
+    repo: String,
+    format: String,
+    packages: Vec<crate::formats::listing::PackageSummary>,
+    /// Pass as `after` to get the next page; null on the last page.
+    next: Option<String>,
+}
+
+/// The package listing of the repository's format (`WRONG_FORMAT` for a format that holds
+/// no packages: generic files are listed at `/files`, images at `/v2/`).
+fn packages_of(
+    state: &AppState,
+    repo: &Repository,
+) -> Result<&'static dyn crate::formats::listing::Packages> {
+    state
+        .formats
+        .iter()
+        .find(|format| format.name() == repo.format)
+        .and_then(|format| format.packages())
+        .ok_or_else(|| Error::WrongFormat {
+            repo: repo.name.to_string(),
+            format: repo.format.to_string(),
+            expected: "a package format".into(),
+        })
+}
+
+/// `GET /api/v1/repos/{repo}/packages`: the packages of a package repository.
+pub async fn packages(
+    State(state): State<AppState>,
+    RepoParam(name): RepoParam,
+    query: std::result::Result<
+        axum::extract::Query<PackagesQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<PackageList>> {
+    let axum::extract::Query(query) = query.map_err(|e| Error::InvalidRequest {
+        message: e.body_text(),
+    })?;
+    let repo = state.service.catalog.must_repo(&name)?;
+    let listing = packages_of(&state, &repo)?;
+    let limit = query
+        .limit
+        .unwrap_or(1000)
+        .clamp(1, state.service.config.limits.max_list_page);
+    let page = listing.list(&state.service, &name, query.after.as_deref(), limit)?;
+    Ok(Json(PackageList {
+        repo: name.to_string(),
+        format: repo.format.to_string(),
+        packages: page.items,
+        next: page.next,
+    }))
+}
+
+/// `GET /api/v1/repos/{repo}/packages/{name}`: one package, its versions and their files.
+pub async fn package(
+    State(state): State<AppState>,
+    axum::extract::Path((repo, package)): axum::extract::Path<(String, String)>,
+) -> Result<Json<crate::formats::listing::PackageDetail>> {
+    let name = RepoName::parse(&repo)?;
+    let repo = state.service.catalog.must_repo(&name)?;
+    let listing = packages_of(&state, &repo)?;
+    Ok(Json(listing.package(&state.service, &name, &package)?))
+}

@@ -10,8 +10,11 @@
 //!
 //! Formats never depend on each other or on the router (`crate::api`).
 
+pub mod file_response;
 pub mod generic;
+pub mod listing;
 pub mod oci;
+pub mod pypi;
 
 use std::sync::Arc;
 
@@ -28,7 +31,7 @@ use crate::service::ArtifactService;
 
 /// Every format this build serves: the registration list.
 pub fn registered() -> Vec<&'static dyn Format> {
-    vec![&generic::Generic, &oci::Oci]
+    vec![&generic::Generic, &oci::Oci, &pypi::Pypi]
 }
 
 /// The metadata side of [`registered`], for the state machine and the write path, with the
@@ -121,6 +124,11 @@ pub trait Format: FormatApply {
     /// The challenge its clients expect on `401`.
     fn challenge(&self) -> Challenge {
         Challenge::Basic
+    }
+
+    /// Its packages, for the admin API and the CLI, when its repositories hold packages.
+    fn packages(&self) -> Option<&'static dyn listing::Packages> {
+        None
     }
 }
 

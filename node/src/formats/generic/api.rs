@@ -16,7 +16,7 @@ use crate::metadata::model::Artifact;
 use super::files::Files;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
-use crate::http_common::{etag_matches, parse_range};
+use crate::formats::file_response::{serve_file, FileResponse};
 use crate::metadata::model::format_ms;
 use crate::names::{ArtifactPath, RepoName};
 
@@ -136,69 +136,25 @@ pub async fn get(
         }
         Err(error) => return Err(error),
     };
-    let etag = format!("\"{}\"", artifact.sha256.to_hex());
     let mut headers = HeaderMap::new();
-    let mut set = |name: header::HeaderName, value: &str| {
+    let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+            headers.insert(header::HeaderName::from_static(name), value);
         }
     };
-    set(header::ETAG, &etag);
-    set(
-        header::HeaderName::from_static(CHECKSUM_SHA256),
-        &artifact.sha256.to_hex(),
-    );
-    set(
-        header::HeaderName::from_static(CHECKSUM_BLAKE3),
-        &artifact.blob.to_hex(),
-    );
-    set(header::ACCEPT_RANGES, "bytes");
-    set(header::CONTENT_TYPE, "application/octet-stream");
-    if let Some(modified) = chrono::DateTime::from_timestamp_millis(artifact.updated_at_ms) {
-        set(
-            header::LAST_MODIFIED,
-            &modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
-        );
-    }
+    set(CHECKSUM_SHA256, &artifact.sha256.to_hex());
+    set(CHECKSUM_BLAKE3, &artifact.blob.to_hex());
     if read_through {
-        set(header::HeaderName::from_static(READ_THROUGH), "primary");
+        set(READ_THROUGH, "primary");
     }
-    if immutable {
-        set(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
-    } else {
-        set(header::CACHE_CONTROL, "no-cache");
-    }
-
-    if let Some(candidates) = request_headers.get(header::IF_NONE_MATCH) {
-        if etag_matches(candidates.to_str().unwrap_or_default(), &etag) {
-            return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
-        }
-    }
-
-    let size = artifact.size;
-    let range = match request_headers.get(header::RANGE) {
-        Some(value) => parse_range(value.to_str().unwrap_or_default(), size)?,
-        None => None,
+    let file = FileResponse {
+        blob: &blob,
+        modified_ms: artifact.updated_at_ms,
+        immutable,
+        content_type: "application/octet-stream",
+        headers,
     };
-    let (status, span) = match range {
-        Some(range) => {
-            let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, size);
-            if let Ok(value) = HeaderValue::from_str(&content_range) {
-                headers.insert(header::CONTENT_RANGE, value);
-            }
-            (StatusCode::PARTIAL_CONTENT, range)
-        }
-        None => (StatusCode::OK, 0..size),
-    };
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(span.end - span.start),
-    );
-    if method == Method::HEAD {
-        return Ok((status, headers).into_response());
-    }
-    let stream = files.service.open_blob(&blob, span).await?;
-    Ok((status, headers, Body::from_stream(stream)).into_response())
+    serve_file(&files.service, &method, &request_headers, file).await
 }
 
 #[derive(Deserialize)]

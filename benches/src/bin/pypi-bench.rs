@@ -1,0 +1,311 @@
+//! Arca's PyPI index against pypiserver, side by side in one run on this machine: the simple
+//! page of a project with `--versions` versions (PEP 691 JSON from Arca, pypiserver's HTML)
+//! and a file download, each at `--concurrency` clients; and the publish of a 10 MiB wheel
+//! (twine's multipart upload) to both.
+//!
+//! ```sh
+//! cargo run --release -p arca-benches --bin pypi-bench -- --versions 1000 --concurrency 64
+//! ```
+//!
+//! pypiserver comes from the virtualenv `scripts/setup.sh` creates (`--pypiserver` overrides).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arca_benches::compare::{scratch, Server};
+use arca_benches::load;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "pypi-bench", about = "Arca's PyPI index against pypiserver")]
+struct Args {
+    /// The `arca` binary.
+    #[arg(long, default_value = "target/release/arca")]
+    arca: PathBuf,
+    /// The `pypi-server` executable.
+    #[arg(long)]
+    pypiserver: Option<PathBuf>,
+    /// Versions of the benchmarked project.
+    #[arg(long, default_value_t = 1000)]
+    versions: u64,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests per measured case.
+    #[arg(long, default_value_t = 3000)]
+    requests: u64,
+    /// 10 MiB publishes per server.
+    #[arg(long, default_value_t = 5)]
+    publishes: u64,
+    /// Scratch directory (a temporary one by default).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+use arca_chaos::pypi::{multipart_upload, UPLOAD_BOUNDARY as BOUNDARY};
+
+fn wheel(project: &str, version: &str, payload: &[u8]) -> anyhow::Result<(String, Vec<u8>)> {
+    let dist = project.replace('-', "_");
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(format!("{dist}/data.bin"), stored)?;
+    zip.write_all(payload)?;
+    zip.start_file(format!("{dist}-{version}.dist-info/METADATA"), stored)?;
+    zip.write_all(
+        format!("Metadata-Version: 2.1\nName: {project}\nVersion: {version}\nRequires-Python: >=3.8\n\n")
+            .as_bytes(),
+    )?;
+    Ok((
+        format!("{dist}-{version}-py3-none-any.whl"),
+        zip.finish()?.into_inner(),
+    ))
+}
+
+struct Peer {
+    name: &'static str,
+    /// Where uploads go.
+    upload: String,
+    /// The project's simple page.
+    page: String,
+    /// One file's URL.
+    file: String,
+    http: reqwest::Client,
+}
+
+async fn upload(peer: &Peer, project: &str, version: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let (filename, data) = wheel(project, version, payload)?;
+    let response = peer
+        .http
+        .post(&peer.upload)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(multipart_upload(project, version, &filename, &data))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{} upload of {filename}: {} {}",
+        peer.name,
+        response.status(),
+        response.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Requests/s and latency percentiles of `requests` GETs of `url` at `concurrency`.
+async fn measure(
+    http: &reqwest::Client,
+    url: &str,
+    accept: &'static str,
+    concurrency: usize,
+    requests: u64,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, next) = (http.clone(), url.to_string(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut bytes = 0u64;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let begun = Instant::now();
+                let response = http.get(&url).header("accept", accept).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "GET {url}: {}",
+                    response.status()
+                );
+                bytes += response.bytes().await?.len() as u64;
+                histogram.record(begun.elapsed().as_micros() as u64)?;
+            }
+            Ok::<_, anyhow::Error>((histogram, bytes))
+        }));
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut bytes = 0;
+    for task in tasks {
+        let (histogram, got) = task.await??;
+        all.add(histogram)?;
+        bytes += got;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((
+        requests as f64 / seconds,
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+        bytes / requests.max(1),
+    ))
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(http.get(url).send().await, Ok(r) if r.status().as_u16() < 500) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not come up")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (dir, _guard) = scratch(args.dir.clone())?;
+    let arca = Server::arca(&args.arca, &dir).await?;
+    let arca_http = load::client_with_token(args.concurrency, arca.token.as_deref());
+    load::create_arca_repo(&arca_http, &arca.url, "py", "pypi").await?;
+
+    let pypiserver = args.pypiserver.clone().unwrap_or_else(|| {
+        let tools = std::env::var("ARCA_TOOLS_DIR").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/arca-tools",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        PathBuf::from(format!("{tools}/py/bin/pypi-server"))
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let packages = dir.join("pypiserver-packages");
+    std::fs::create_dir_all(&packages)?;
+    let mut child = std::process::Command::new(&pypiserver)
+        .args([
+            "run",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-a",
+            ".",
+            "-P",
+            ".",
+            "--log-stream",
+            "none",
+        ])
+        .arg(&packages)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "start {} (scripts/setup.sh installs it)",
+                pypiserver.display()
+            )
+        })?;
+    let peer_url = format!("http://127.0.0.1:{port}");
+    let plain = load::client(args.concurrency);
+    wait_up(&plain, &format!("{peer_url}/simple/")).await?;
+
+    let project = "bench-pkg";
+    let peers = [
+        Peer {
+            name: "arca",
+            upload: format!("{}/pypi/py/", arca.url),
+            page: format!("{}/pypi/py/simple/{project}/", arca.url),
+            file: format!(
+                "{}/pypi/py/files/{project}/1.0.0/bench_pkg-1.0.0-py3-none-any.whl",
+                arca.url
+            ),
+            http: arca_http.clone(),
+        },
+        Peer {
+            name: "pypiserver",
+            upload: format!("{peer_url}/"),
+            page: format!("{peer_url}/simple/{project}/"),
+            file: format!("{peer_url}/packages/bench_pkg-1.0.0-py3-none-any.whl"),
+            http: plain.clone(),
+        },
+    ];
+    let payload = vec![7u8; 16 * 1024];
+    for peer in &peers {
+        let started = Instant::now();
+        for v in 0..args.versions {
+            upload(peer, project, &format!("1.0.{v}"), &payload).await?;
+        }
+        eprintln!(
+            "{}: {} versions uploaded in {:.1} s",
+            peer.name,
+            args.versions,
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    let mut rows = Vec::new();
+    for (case, accept) in [
+        (
+            "simple page",
+            "application/vnd.pypi.simple.v1+json, text/html;q=0.01",
+        ),
+        ("file download (16 KiB)", "*/*"),
+    ] {
+        let mut measured = Vec::new();
+        for peer in &peers {
+            let url = if case == "simple page" {
+                &peer.page
+            } else {
+                &peer.file
+            };
+            measured.push(measure(&peer.http, url, accept, args.concurrency, args.requests).await?);
+        }
+        rows.push((case.to_string(), measured));
+    }
+
+    let big = vec![3u8; 10 << 20];
+    let mut publish = Vec::new();
+    for peer in &peers {
+        let mut times = Vec::new();
+        for i in 0..args.publishes {
+            let mut payload = big.clone();
+            payload[0] = i as u8;
+            let started = Instant::now();
+            upload(peer, "bench-big", &format!("2.0.{i}"), &payload).await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        publish.push(times[times.len() / 2]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut table = comfy_table::Table::new();
+    table.set_header([
+        "case",
+        "arca req/s",
+        "pypiserver req/s",
+        "ratio",
+        "arca p50/p99 ms",
+        "pypiserver p50/p99 ms",
+        "bytes (arca / pypiserver)",
+    ]);
+    for (case, m) in &rows {
+        table.add_row([
+            case.clone(),
+            format!("{:.0}", m[0].0),
+            format!("{:.0}", m[1].0),
+            format!("{:.2}", m[0].0 / m[1].0),
+            format!("{:.1} / {:.1}", m[0].1, m[0].2),
+            format!("{:.1} / {:.1}", m[1].1, m[1].2),
+            format!("{} / {}", m[0].3, m[1].3),
+        ]);
+    }
+    table.add_row([
+        "publish 10 MiB (median ms)".to_string(),
+        format!("{:.0}", publish[0]),
+        format!("{:.0}", publish[1]),
+        format!("{:.2} (time)", publish[0] / publish[1]),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    println!(
+        "{} versions, {} clients, {} requests per case\n{table}",
+        args.versions, args.concurrency, args.requests
+    );
+    Ok(())
+}
