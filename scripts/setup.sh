@@ -28,11 +28,11 @@ fi
 
 # Python clients the real-client tests drive, in a virtualenv of their own (PyPI): oras (the
 # OCI artifact client's Python SDK), twine (uploads), uv (the uv installer; pip is the venv's
-# own), and pypiserver (the peer the PyPI benchmark compares against).
+# own), and pypiserver on waitress (the peer the PyPI benchmark compares against).
 tools="${ARCA_TOOLS_DIR:-$HOME/.cache/arca-tools}"
 venv="$tools/py"
-python_clients=('oras==0.2.43' 'twine==7.0.0' 'uv==0.9.13' 'pypiserver==2.4.0')
-if ! "$venv/bin/python" -c 'import oras, twine, pypiserver' >/dev/null 2>&1 \
+python_clients=('oras==0.2.43' 'twine==7.0.0' 'uv==0.9.13' 'pypiserver==2.4.0' 'waitress==3.0.2')
+if ! "$venv/bin/python" -c 'import oras, twine, pypiserver, waitress' >/dev/null 2>&1 \
   || ! [ -x "$venv/bin/uv" ]; then
   echo "setup: installing the Python test clients into $venv" >&2
   mkdir -p "$tools"

@@ -720,3 +720,50 @@ async fn the_same_20_mib_wheel_under_two_names_stores_its_chunks_once() {
     assert!(logical > 40 << 20, "{repo}");
     assert!(physical < 21 << 20, "{repo}");
 }
+
+#[tokio::test]
+async fn index_urls_use_the_forwarded_host_only_when_told_to_trust_it() {
+    for trust in [false, true] {
+        let node = TestNode::start_with(|config| config.trust_forwarded_headers = trust).await;
+        let created = node
+            .http
+            .post(node.url("/api/v1/repos"))
+            .json(&serde_json::json!({"name": "py", "format": "pypi"}))
+            .send()
+            .await
+            .expect("create repo");
+        assert_eq!(created.status(), 201);
+        let pypi = Pypi {
+            uploader: node.http.clone(),
+            node,
+        };
+        let wheel = wheel("fwd", "1.0");
+        let (status, text) = pypi
+            .upload("fwd", "1.0", &wheel.filename, &wheel.bytes)
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let page: Value = pypi
+            .node
+            .http
+            .get(pypi.node.url("/pypi/py/simple/fwd/"))
+            .header("accept", JSON)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "pypi.example.com")
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json");
+        let url = page["files"][0]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let expected = if trust {
+            "https://pypi.example.com/pypi/py/files/fwd/1.0/".to_string()
+        } else {
+            format!("{}/pypi/py/files/fwd/1.0/", pypi.node.base)
+        };
+        assert!(url.starts_with(&expected), "trust {trust}: {url}");
+    }
+}

@@ -7,7 +7,8 @@
 //! cargo run --release -p arca-benches --bin pypi-bench -- --versions 1000 --concurrency 64
 //! ```
 //!
-//! pypiserver comes from the virtualenv `scripts/setup.sh` creates (`--pypiserver` overrides).
+//! pypiserver (2.4, on waitress: its default wsgiref server takes one connection at a time)
+//! comes from the virtualenv `scripts/setup.sh` creates (`--pypiserver` overrides).
 
 use std::io::Write;
 use std::path::PathBuf;

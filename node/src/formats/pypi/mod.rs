@@ -190,7 +190,7 @@ impl Packages for PypiPackages {
         for (normalized, record) in projects {
             let files = catalog.pypi_files(repo, &normalized)?;
             let mut versions: Vec<&str> = files.iter().map(|f| f.version.as_str()).collect();
-            versions.sort_by(|a, b| names::version_order(a, b));
+            versions.sort_by_cached_key(|v| names::version_key(v));
             versions.dedup_by(|a, b| names::same_version(a, b));
             items.push(PackageSummary {
                 name: record.name,
@@ -218,9 +218,7 @@ impl Packages for PypiPackages {
                     path: format!("project {normalized}"),
                 })?;
         let mut files = catalog.pypi_files(repo, &normalized)?;
-        files.sort_by(|a, b| {
-            names::version_order(&a.version, &b.version).then_with(|| a.filename.cmp(&b.filename))
-        });
+        files.sort_by_cached_key(|f| (names::version_key(&f.version), f.filename.clone()));
         let mut versions: Vec<PackageVersion> = Vec::new();
         for file in files {
             let entry = PackageFile {

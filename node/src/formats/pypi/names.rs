@@ -69,15 +69,16 @@ pub fn same_version(a: &str, b: &str) -> bool {
 
 /// Orders version strings as PEP 440 does (unparsable ones first, by text).
 pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (
-        pep440_rs::Version::from_str(a),
-        pep440_rs::Version::from_str(b),
-    ) {
-        (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
-        (Err(_), Ok(_)) => std::cmp::Ordering::Less,
-        (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
-        (Err(_), Err(_)) => a.cmp(b),
-    }
+    version_key(a).cmp(&version_key(b))
+}
+
+/// The sort key of [`version_order`], to parse each version once when sorting many
+/// (`sort_by_cached_key`).
+pub fn version_key(version: &str) -> (Option<pep440_rs::Version>, String) {
+    (
+        pep440_rs::Version::from_str(version).ok(),
+        version.to_string(),
+    )
 }
 
 /// The kind of a distribution file.

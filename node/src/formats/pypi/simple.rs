@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::model::DistFile;
-use super::names::version_order;
+use super::names::version_key;
 
 /// The API version the documents declare (PEP 700).
 pub const API_VERSION: &str = "1.1";
@@ -134,11 +134,19 @@ pub fn project_list(form: Form, projects: &[(String, String)]) -> Vec<u8> {
     }
 }
 
+/// What a version keeps unencoded in a URL path (every character a PEP 440 version has).
+const VERSION_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'+')
+    .remove(b'!');
+
 /// The URL of a file (its `.metadata` sidecar is this plus `.metadata`).
 pub fn file_url(files_base: &str, file: &DistFile) -> String {
     format!(
         "{files_base}/{}/{}",
-        percent_encoding::utf8_percent_encode(&file.version, percent_encoding::NON_ALPHANUMERIC),
+        percent_encoding::utf8_percent_encode(&file.version, VERSION_SEGMENT),
         file.filename
     )
 }
@@ -147,9 +155,7 @@ pub fn file_url(files_base: &str, file: &DistFile) -> String {
 /// of this project live under.
 pub fn project_page(form: Form, normalized: &str, files_base: &str, files: &[DistFile]) -> Vec<u8> {
     let mut files: Vec<&DistFile> = files.iter().collect();
-    files.sort_by(|a, b| {
-        version_order(&a.version, &b.version).then_with(|| a.filename.cmp(&b.filename))
-    });
+    files.sort_by_cached_key(|f| (version_key(&f.version), f.filename.clone()));
     match form {
         Form::Json => {
             let mut versions: Vec<&str> = files.iter().map(|f| f.version.as_str()).collect();
