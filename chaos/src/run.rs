@@ -50,6 +50,8 @@ pub struct RunResult {
     pub faults: Vec<FaultRecord>,
     /// kind → outcome → count.
     pub op_counts: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Operations per repository format (`generic`, `oci`, `pypi`).
+    pub format_counts: BTreeMap<&'static str, usize>,
     pub operations: usize,
     pub convergence_ms: Option<u64>,
     pub invariants: Vec<InvariantResult>,
@@ -67,6 +69,25 @@ impl RunResult {
     pub fn held(&self) -> bool {
         self.invariants.iter().all(|i| i.held)
     }
+}
+
+/// The format an operation's key belongs to.
+fn format_of(key: &str) -> &'static str {
+    if crate::oci::is_oci_key(key) {
+        "oci"
+    } else if crate::pypi::is_pypi_key(key) {
+        "pypi"
+    } else {
+        "generic"
+    }
+}
+
+fn format_counts(history: &[Op]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for op in history {
+        *counts.entry(format_of(&op.key)).or_default() += 1;
+    }
+    counts
 }
 
 fn op_counts(history: &[Op]) -> BTreeMap<String, BTreeMap<String, usize>> {
@@ -242,6 +263,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         plan,
         faults: records,
         op_counts: op_counts(&ops),
+        format_counts: format_counts(&ops),
         operations: ops.len(),
         convergence_ms: observations.convergence_ms,
         invariants,
@@ -343,6 +365,12 @@ pub fn summary(result: &RunResult) -> String {
         let parts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
         let _ = writeln!(text, "  {kind:<14} {}", parts.join(", "));
     }
+    let formats: Vec<String> = result
+        .format_counts
+        .iter()
+        .map(|(format, n)| format!("{format} {n}"))
+        .collect();
+    let _ = writeln!(text, "  by format      {}", formats.join(", "));
     let _ = writeln!(text, "\nfaults        {}", result.faults.len());
     for fault in &result.faults {
         let _ = writeln!(
@@ -415,4 +443,20 @@ pub fn summary(result: &RunResult) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_of;
+
+    #[test]
+    fn operations_are_counted_by_the_format_of_their_key() {
+        assert_eq!(format_of("mut/c0-k1"), "generic");
+        assert_eq!(format_of("imm/c0-i1"), "generic");
+        assert_eq!(format_of("oci:img/c0:t1"), "oci");
+        assert_eq!(
+            format_of("pypi:py/chaos-c0/1.0.0/chaos_c0-1.0.0-py3-none-any.whl"),
+            "pypi"
+        );
+    }
 }
