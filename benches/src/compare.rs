@@ -175,7 +175,8 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+/// Waits (60 s at most) until `url` answers 200.
+pub async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(response) = http.get(url).send().await {

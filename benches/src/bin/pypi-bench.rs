@@ -13,10 +13,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use arca_benches::compare::{scratch, Server};
+use arca_benches::compare::{scratch, wait_ready, Server};
 use arca_benches::load;
 use clap::Parser;
 
@@ -144,17 +144,6 @@ async fn measure(
     ))
 }
 
-async fn wait_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if matches!(http.get(url).send().await, Ok(r) if r.status().as_u16() < 500) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{url} did not come up")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -201,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         })?;
     let peer_url = format!("http://127.0.0.1:{port}");
     let plain = load::client(args.concurrency);
-    wait_up(&plain, &format!("{peer_url}/simple/")).await?;
+    wait_ready(&plain, &format!("{peer_url}/simple/")).await?;
 
     let project = "bench-pkg";
     let peers = [

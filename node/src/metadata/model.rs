@@ -56,6 +56,21 @@ pub struct Repository {
     pub sync_replication: bool,
 }
 
+impl Repository {
+    /// `WRONG_FORMAT` unless the repository is of `format` (a format's routes serve only its
+    /// own repositories).
+    pub fn require_format(&self, format: FormatName) -> crate::error::Result<()> {
+        if self.format != format {
+            return Err(crate::error::Error::WrongFormat {
+                repo: self.name.to_string(),
+                format: self.format.to_string(),
+                expected: format.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A repository's running totals, maintained by the state machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoStats {

@@ -57,7 +57,10 @@ impl Files {
         E: std::fmt::Display,
     {
         let service = &self.service;
-        require_generic(&service.repo_for_write(repo_name).await?)?;
+        service
+            .repo_for_write(repo_name)
+            .await?
+            .require_format(NAME)?;
         let ingested = ingest::ingest(
             service.chunks.clone(),
             service.config.chunking,
@@ -116,7 +119,7 @@ impl Files {
 
     pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
         let service = &self.service;
-        require_generic(&service.repo_for_write(repo).await?)?;
+        service.repo_for_write(repo).await?.require_format(NAME)?;
         let command = GenericCommand::DeleteArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -135,7 +138,7 @@ impl Files {
     /// The repository, which must hold generic files (`WRONG_FORMAT` otherwise).
     fn generic_repo(&self, name: &RepoName) -> Result<Repository> {
         let repo = self.service.catalog.must_repo(name)?;
-        require_generic(&repo)?;
+        repo.require_format(NAME)?;
         Ok(repo)
     }
 
@@ -198,16 +201,4 @@ fn refusal(outcome: GenericOutcome, repo: &RepoName, path: &ArtifactPath) -> Err
         },
         other => Error::Internal(format!("unexpected outcome {other:?}")),
     }
-}
-
-/// `WRONG_FORMAT` unless the repository holds generic files (the `/files/` API's).
-fn require_generic(repo: &Repository) -> Result<()> {
-    if repo.format != NAME {
-        return Err(Error::WrongFormat {
-            repo: repo.name.to_string(),
-            format: repo.format.to_string(),
-            expected: NAME.to_string(),
-        });
-    }
-    Ok(())
 }

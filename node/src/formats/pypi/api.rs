@@ -130,12 +130,9 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok());
     let uploaded = index.upload(&repo, content_type, body).await?;
     let message = if uploaded.created {
-        format!("stored {}", uploaded.file.filename)
+        format!("stored {}", uploaded.filename)
     } else {
-        format!(
-            "{} was already stored with these bytes",
-            uploaded.file.filename
-        )
+        format!("{} was already stored with these bytes", uploaded.filename)
     };
     let mut response = text_response(StatusCode::OK, message);
     response

@@ -40,7 +40,7 @@ const MAX_FIELDS: usize = 2_000;
 /// What an upload stored.
 #[derive(Debug)]
 pub struct Uploaded {
-    pub file: DistFile,
+    pub filename: String,
     /// False when the file name already held these exact bytes.
     pub created: bool,
 }
@@ -73,7 +73,7 @@ impl Index {
     /// The repository, which must hold PyPI projects.
     pub fn pypi_repo(&self, name: &RepoName) -> Result<Repository> {
         let repo = self.service.catalog.must_repo(name)?;
-        require_pypi(&repo)?;
+        repo.require_format(NAME)?;
         Ok(repo)
     }
 
@@ -87,7 +87,10 @@ impl Index {
         body: axum::body::Body,
     ) -> Result<Uploaded> {
         let service = &self.service;
-        require_pypi(&service.repo_for_write(repo_name).await?)?;
+        service
+            .repo_for_write(repo_name)
+            .await?
+            .require_format(NAME)?;
         let boundary = content_type
             .and_then(|value| multer::parse_boundary(value).ok())
             .ok_or_else(|| invalid("an upload is multipart/form-data (the legacy upload API)"))?;
@@ -237,7 +240,7 @@ impl Index {
         let command = PypiCommand::Upload {
             repo: repo.clone(),
             project: project.clone(),
-            file: Box::new(file.clone()),
+            file: Box::new(file),
             blob: ingested.descriptor.clone(),
             metadata: metadata_blob.descriptor.clone(),
             at_ms,
@@ -262,16 +265,7 @@ impl Index {
             refused => return Err(refusal(refused, repo, &project, &version)),
         };
         service.wait_sync_replication(repo, seq).await?;
-        let stored = service
-            .catalog
-            .pypi_file(repo, &normalize(&project), &filename)?
-            .ok_or_else(|| {
-                Error::Internal(format!("{filename} missing right after it was applied"))
-            })?;
-        Ok(Uploaded {
-            file: stored,
-            created,
-        })
+        Ok(Uploaded { filename, created })
     }
 
     /// Yanks (`reason` given) or un-yanks every file of a version.
@@ -283,7 +277,7 @@ impl Index {
         reason: Option<String>,
     ) -> Result<u64> {
         let service = &self.service;
-        require_pypi(&service.repo_for_write(repo).await?)?;
+        service.repo_for_write(repo).await?.require_format(NAME)?;
         let command = PypiCommand::Yank {
             repo: repo.clone(),
             project: project.to_string(),
@@ -301,13 +295,12 @@ impl Index {
         }
     }
 
-    /// A project and its files, by normal name.
+    /// A project and its files, by normal name (of a repository [`Index::pypi_repo`] checked).
     pub fn project(
         &self,
         repo: &RepoName,
         normalized: &str,
     ) -> Result<Option<(ProjectRecord, Vec<DistFile>)>> {
-        self.pypi_repo(repo)?;
         let catalog = &self.service.catalog;
         let Some(record) = catalog.pypi_project(repo, normalized)? else {
             return Ok(None);
@@ -409,16 +402,4 @@ fn refusal(outcome: PypiOutcome, repo: &RepoName, project: &str, version: &str) 
         )),
         other => Error::Internal(format!("unexpected outcome {other:?}")),
     }
-}
-
-/// `WRONG_FORMAT` unless the repository holds PyPI projects.
-fn require_pypi(repo: &Repository) -> Result<()> {
-    if repo.format != NAME {
-        return Err(Error::WrongFormat {
-            repo: repo.name.to_string(),
-            format: repo.format.to_string(),
-            expected: NAME.to_string(),
-        });
-    }
-    Ok(())
 }
