@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::api::{AppState, AuditAction, SourceAddr};
 use crate::auth::audit::Event;
 use crate::auth::credentials;
-use crate::auth::model::{AuthCommand, AuthOp, AuthOutcome, Role, Scope, TokenRecord};
+use crate::auth::model::{AuthOp, Role, Scope, TokenRecord};
 use crate::auth::{Credential, Denial, Identity};
 use crate::error::{Error, Result};
 use crate::metadata::model::{format_ms, now_ms};
@@ -29,16 +29,7 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) ->
 
 /// Proposes an auth command; refusals become errors naming `what`.
 pub(super) async fn propose(state: &AppState, op: AuthOp, what: &str) -> Result<()> {
-    let command = AuthCommand {
-        at_ms: now_ms(),
-        op,
-    };
-    match state.service.propose_format(&command, None).await? {
-        AuthOutcome::Done | AuthOutcome::Unchanged | AuthOutcome::Audited { .. } => Ok(()),
-        AuthOutcome::Exists => Err(Error::AlreadyExists { what: what.into() }),
-        AuthOutcome::NotFound => Err(Error::NoSuch { what: what.into() }),
-        AuthOutcome::Invalid { reason } => Err(invalid(reason)),
-    }
+    crate::auth::tokens::propose(&state.service, op, what).await
 }
 
 /// Answers `value` as JSON, naming the audited action.
@@ -278,41 +269,19 @@ pub async fn create_token(
             }
         }
     }
-    let config = &state.auth.config;
-    let days = request.expires_in_days.unwrap_or(config.token_default_days);
-    if days == 0 || days > config.token_max_days {
-        return Err(invalid(format!(
-            "expires_in_days must be 1 to {} (the configured maximum)",
-            config.token_max_days
-        )));
-    }
-    let description = request.description.unwrap_or_default();
-    if description.len() > 200 {
-        return Err(invalid("a description has at most 200 bytes"));
-    }
-    let (id, token) = credentials::new_token();
-    let at = now_ms();
-    let record = TokenRecord {
-        id: id.clone(),
-        owner: owner.clone(),
-        hash: credentials::token_hash(&token),
+    let issued = crate::auth::tokens::issue(
+        &state.service,
+        &state.auth.config,
+        &owner,
         scopes,
-        description,
-        created_at_ms: at,
-        expires_at_ms: at + (days as i64) * 86_400_000,
-        revoked_at_ms: None,
-        last_used_ms: None,
-    };
-    let view = TokenView::from(&record);
-    propose(
-        &state,
-        AuthOp::CreateToken { token: record },
-        &format!("account {owner}"),
+        request.expires_in_days,
+        request.description.unwrap_or_default(),
     )
     .await?;
+    let view = TokenView::from(&issued.record);
     Ok(done(
         "token.create",
-        json!({ "token": token, "id": id, "owner": owner, "scopes": view.scopes, "expires_at": view.expires_at }),
+        json!({ "token": issued.token, "id": issued.record.id, "owner": owner, "scopes": view.scopes, "expires_at": view.expires_at }),
     ))
 }
 

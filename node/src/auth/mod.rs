@@ -24,6 +24,7 @@ mod limiter;
 pub mod model;
 pub mod policy;
 mod request;
+pub mod tokens;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;

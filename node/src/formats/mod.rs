@@ -13,6 +13,7 @@
 pub mod file_response;
 pub mod generic;
 pub mod listing;
+pub mod npm;
 pub mod oci;
 pub mod pypi;
 
@@ -31,7 +32,7 @@ use crate::service::ArtifactService;
 
 /// Every format this build serves: the registration list.
 pub fn registered() -> Vec<&'static dyn Format> {
-    vec![&generic::Generic, &oci::Oci, &pypi::Pypi]
+    vec![&generic::Generic, &oci::Oci, &pypi::Pypi, &npm::Npm]
 }
 
 /// The metadata side of [`registered`], for the state machine and the write path, with the

@@ -1,0 +1,666 @@
+//! The npm format's routes, under `/npm/{repo}/` (the registry URL npm is given):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /{package}` | the packument: abbreviated when asked for, full otherwise and with `?write=true` |
+//! | `PUT /{package}` | publish (a tarball in `_attachments`) or deprecate (none) |
+//! | `GET, HEAD /{package}/-/{name}-{version}.tgz` | a tarball (`Range`, `ETag`) |
+//! | `PUT /{package}/-rev/{rev}`, `DELETE …/-/{file}/-rev/{rev}`, `DELETE /{package}[/-rev/{rev}]` | unpublish |
+//! | `GET, PUT, DELETE /-/package/{package}/dist-tags[/{tag}]` | dist-tags |
+//! | `POST /-/v1/login`, `GET|POST /-/v1/login/{id}`, `GET /-/v1/done/{id}` | web login |
+//! | `PUT /-/user/org.couchdb.user:{name}` | legacy login; `DELETE /-/user/token/{token}` logs out |
+//! | `GET /-/whoami`, `GET /-/ping`, `GET /-/v1/search` | |
+//! | `POST /-/npm/v1/security/advisories/bulk` | `npm audit`: no advisories are known here |
+//!
+//! Errors are JSON `{"error": "…"}`, which npm prints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::names::PackageName;
+use super::packument::{self, Form};
+use super::publish::invalid;
+use super::registry::{Registry, Written};
+use super::route::Route;
+use crate::auth::audit::Event;
+use crate::auth::model::Scope;
+use crate::auth::{credentials, Credential, Identity};
+use crate::error::Error;
+use crate::formats::file_response::{serve_file, FileResponse};
+use crate::http_common::{client_base_url, etag_matches, AuditAction, LocalFirst};
+use crate::metadata::model::{format_ms, now_ms};
+use crate::names::RepoName;
+
+/// The format's error body.
+pub fn error_response(error: Error) -> Response {
+    let status = match &error {
+        // A mirror refuses a publish with a 403 naming the primary: npm does not resend a
+        // publish body to a redirect.
+        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
+        other => other.status(),
+    };
+    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
+        tracing::error!(%error, "npm request failed");
+        "internal error; the server log has the details".to_string()
+    } else {
+        error.to_string()
+    };
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// An error of an npm route, answered in the format's body.
+pub struct NpmError(Error);
+
+impl From<Error> for NpmError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for NpmError {
+    fn into_response(self) -> Response {
+        error_response(self.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, NpmError>;
+
+/// Splits `/npm/{repo}/{rest}` into the repository and the raw rest.
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/npm/")?;
+    Some(rest.split_once('/').unwrap_or((rest, "")))
+}
+
+/// Counts every answered request of the format (`arca_npm_requests_total`, latency).
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = split_path(request.uri().path())
+        .map(|(_, rest)| Route::parse(rest))
+        .unwrap_or(Route::Unknown)
+        .label(request.method());
+    let response = next.run(request).await;
+    super::metrics::request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn package_name(raw: &str) -> Result<PackageName> {
+    PackageName::parse(raw).map_err(|reason| Error::InvalidPath { reason }.into())
+}
+
+fn ok(status: StatusCode, value: Value, action: &'static str) -> Response {
+    let mut response = (status, Json(value)).into_response();
+    response.extensions_mut().insert(AuditAction(action));
+    response
+}
+
+/// Every npm request: the route is parsed from the raw path (see [`Route`]).
+pub async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    match handle(&registry, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(registry: &Arc<Registry>, request: Request) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let (repo, rest) = split_path(path).ok_or(Error::RouteNotFound)?;
+    let repo = RepoName::parse(repo)?;
+    registry.npm_repo(&repo)?;
+    let route = Route::parse(rest);
+    let method = &parts.method;
+    let headers = &parts.headers;
+    let base = client_base_url(&registry.service.config, headers);
+    let identity = parts.extensions.get::<Identity>().cloned();
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let session = Session {
+        registry,
+        repo: &repo,
+        base: &base,
+        source,
+        path,
+    };
+    let limit = registry.max_publish_body();
+    let read_body = |body: Body, limit: usize| async move {
+        axum::body::to_bytes(body, limit).await.map_err(|_| {
+            NpmError(Error::TooLarge {
+                limit: limit as u64,
+            })
+        })
+    };
+    match (method.clone(), route) {
+        (Method::GET | Method::HEAD, Route::Ping) => Ok(Json(json!({})).into_response()),
+        (Method::GET, Route::Whoami) => {
+            let name = identity.as_ref().and_then(Identity::account).unwrap_or("");
+            Ok(Json(json!({ "username": name })).into_response())
+        }
+        (Method::POST, Route::LoginStart) => session.start_web_login(),
+        (Method::GET, Route::LoginPage(id)) => Ok(session.login_page(&id)),
+        (Method::POST, Route::LoginPage(id)) => {
+            let form = read_body(body, 64 << 10).await?;
+            session.approve_web_login(&id, headers, &form).await
+        }
+        (Method::GET, Route::LoginDone(id)) => Ok(session.poll_web_login(&id)),
+        (Method::PUT, Route::LegacyUser(name)) => {
+            let body = read_body(body, 64 << 10).await?;
+            session.legacy_login(&name, &body).await
+        }
+        (Method::DELETE, Route::Logout(token)) => session.logout(identity.as_ref(), &token).await,
+        (Method::POST, Route::Audit) => {
+            // Read (and drop) what npm sends so the connection stays usable.
+            let _ = axum::body::to_bytes(body, 16 << 20).await;
+            Ok(Json(json!({})).into_response())
+        }
+        (Method::GET, Route::Search) => session.search(parts.uri.query().unwrap_or_default()),
+        (Method::GET, Route::DistTags(name)) => {
+            let name = package_name(&name)?;
+            let (record, _) = session.must_package(&name)?;
+            Ok(Json(json!(record.dist_tags)).into_response())
+        }
+        (Method::PUT, Route::DistTag(name, tag)) => {
+            let name = package_name(&name)?;
+            let body = read_body(body, 4 << 10).await?;
+            let version: String = serde_json::from_slice(&body).map_err(|_| {
+                invalid("a dist-tag PUT carries the version as a JSON string (\"1.0.0\")")
+            })?;
+            registry.set_tag(&repo, &name, &tag, Some(version)).await?;
+            Ok(ok(StatusCode::OK, json!({ "ok": true }), "npm.dist-tag"))
+        }
+        (Method::DELETE, Route::DistTag(name, tag)) => {
+            let name = package_name(&name)?;
+            registry.set_tag(&repo, &name, &tag, None).await?;
+            Ok(ok(StatusCode::OK, json!({ "ok": true }), "npm.dist-tag"))
+        }
+        (Method::GET | Method::HEAD, Route::Package(name)) => {
+            let name = package_name(&name)?;
+            session.packument(&name, headers, parts.uri.query().unwrap_or_default())
+        }
+        (Method::PUT, Route::Package(name)) => {
+            let name = package_name(&name)?;
+            let body = read_body(body, limit).await?;
+            let written = registry.put_document(&repo, &name, body).await?;
+            Ok(session.written(&name, written, "npm.publish"))
+        }
+        (Method::PUT, Route::PackageRev(name, rev)) => {
+            let name = package_name(&name)?;
+            let body = read_body(body, limit).await?;
+            let rev = packument::parse_rev(&rev);
+            let written = registry.unpublish_missing(&repo, &name, rev, body).await?;
+            Ok(session.written(&name, written, "npm.unpublish"))
+        }
+        (Method::DELETE, Route::Package(name)) => {
+            let name = package_name(&name)?;
+            let written = registry.unpublish(&repo, &name, Vec::new(), None).await?;
+            Ok(session.written(&name, written, "npm.unpublish"))
+        }
+        (Method::DELETE, Route::PackageRev(name, rev)) => {
+            let name = package_name(&name)?;
+            let rev = packument::parse_rev(&rev);
+            let written = registry.unpublish(&repo, &name, Vec::new(), rev).await?;
+            Ok(session.written(&name, written, "npm.unpublish"))
+        }
+        (Method::DELETE, Route::TarballRev(name, file, _)) => {
+            let name = package_name(&name)?;
+            session.delete_tarball(&name, &file).await
+        }
+        (Method::GET | Method::HEAD, Route::Tarball(name, file)) => {
+            let name = package_name(&name)?;
+            let local_first = parts.extensions.get::<LocalFirst>().is_some();
+            session
+                .tarball(&name, &file, method, headers, local_first)
+                .await
+        }
+        (_, Route::Unknown) => Err(Error::RouteNotFound.into()),
+        _ => Err(Error::MethodNotAllowed.into()),
+    }
+}
+
+/// One request's context.
+struct Session<'a> {
+    registry: &'a Arc<Registry>,
+    repo: &'a RepoName,
+    base: &'a str,
+    source: Option<SocketAddr>,
+    path: &'a str,
+}
+
+impl Session<'_> {
+    fn registry_url(&self) -> String {
+        format!("{}/npm/{}", self.base, self.repo)
+    }
+
+    fn must_package(
+        &self,
+        name: &PackageName,
+    ) -> Result<(
+        super::model::PackageRecord,
+        Vec<super::model::VersionRecord>,
+    )> {
+        self.registry
+            .package(self.repo, name)?
+            .filter(|(record, _)| record.versions > 0)
+            .ok_or_else(|| {
+                Error::ArtifactNotFound {
+                    repo: self.repo.to_string(),
+                    path: name.to_string(),
+                }
+                .into()
+            })
+    }
+
+    fn written(&self, name: &PackageName, written: Written, action: &'static str) -> Response {
+        let (status, rev) = match written {
+            Written::Changed { rev } => (StatusCode::CREATED, Some(rev)),
+            Written::Unchanged => (StatusCode::OK, None),
+        };
+        let rev = rev
+            .or_else(|| {
+                self.registry
+                    .package(self.repo, name)
+                    .ok()
+                    .flatten()
+                    .map(|(r, _)| r.rev)
+            })
+            .map(|rev| packument::rev_string(name.as_str(), rev));
+        ok(
+            status,
+            json!({ "ok": true, "id": name.as_str(), "rev": rev }),
+            action,
+        )
+    }
+
+    fn packument(&self, name: &PackageName, headers: &HeaderMap, query: &str) -> Result<Response> {
+        let (record, versions) = self.must_package(name)?;
+        let write = query.split('&').any(|kv| kv == "write=true");
+        let accept = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let form = Form::negotiate(accept, write);
+        let tarballs = format!("{}/{}/-/", self.registry_url(), name);
+        let body = packument::render(form, &record, versions, &tarballs, name.basename());
+        let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
+        let mut out = HeaderMap::new();
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out.insert(header::VARY, HeaderValue::from_static("Accept"));
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(form.content_type()),
+        );
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            out.insert(header::ETAG, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&httpdate(record.modified_at_ms)) {
+            out.insert(header::LAST_MODIFIED, value);
+        }
+        if let Some(candidates) = headers.get(header::IF_NONE_MATCH) {
+            if etag_matches(candidates.to_str().unwrap_or_default(), &etag) {
+                return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+            }
+        }
+        Ok((StatusCode::OK, out, body).into_response())
+    }
+
+    async fn tarball(
+        &self,
+        name: &PackageName,
+        file: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        local_first: bool,
+    ) -> Result<Response> {
+        let not_found = || Error::ArtifactNotFound {
+            repo: self.repo.to_string(),
+            path: format!("{name}/-/{file}"),
+        };
+        let version = name.version_of_tarball(file).ok_or_else(not_found)?;
+        let service = &self.registry.service;
+        let catalog = &service.catalog;
+        let mut found = catalog.npm_version(self.repo, name.as_str(), version)?;
+        if found.is_none() && local_first {
+            // Served without a barrier because tarballs never change: a miss may be a
+            // version published through another node a moment ago.
+            service.read_barrier().await?;
+            found = catalog.npm_version(self.repo, name.as_str(), version)?;
+        }
+        let record = found
+            .filter(super::model::VersionRecord::live)
+            .ok_or_else(not_found)?;
+        let blob = catalog.blob(&record.blob)?.ok_or_else(|| {
+            Error::Internal(format!("{name}@{version} references a missing blob"))
+        })?;
+        let mut extra = HeaderMap::new();
+        for (header, value) in [
+            ("x-checksum-sha1", record.shasum.clone()),
+            ("x-checksum-sha256", record.sha256.to_hex()),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                extra.insert(header::HeaderName::from_static(header), value);
+            }
+        }
+        let response = FileResponse {
+            blob: &blob.descriptor,
+            modified_ms: record.published_at_ms,
+            immutable: true,
+            content_type: "application/octet-stream",
+            headers: extra,
+        };
+        Ok(serve_file(service, method, headers, response).await?)
+    }
+
+    async fn delete_tarball(&self, name: &PackageName, file: &str) -> Result<Response> {
+        let version = name
+            .version_of_tarball(file)
+            .ok_or_else(|| invalid(format!("{file:?} is not a tarball name of {name}")))?;
+        let live = self
+            .registry
+            .service
+            .catalog
+            .npm_version(self.repo, name.as_str(), version)?
+            .is_some_and(|v| v.live());
+        // npm deletes the tarball after the PUT that unpublished its version: done already.
+        let written = if live {
+            self.registry
+                .unpublish(self.repo, name, vec![version.to_string()], None)
+                .await?
+        } else {
+            Written::Unchanged
+        };
+        Ok(self.written(name, written, "npm.unpublish"))
+    }
+
+    fn search(&self, query: &str) -> Result<Response> {
+        #[derive(serde::Deserialize, Default)]
+        struct Query {
+            #[serde(default)]
+            text: String,
+            size: Option<usize>,
+            from: Option<usize>,
+        }
+        let query: Query = serde_urlencoded::from_str(query).unwrap_or_default();
+        let size = query.size.unwrap_or(20).clamp(1, 250);
+        let from = query.from.unwrap_or(0);
+        let text = query.text.to_lowercase();
+        let (packages, _) = self
+            .registry
+            .service
+            .catalog
+            .npm_packages(self.repo, None, 10_000)?;
+        let matches: Vec<_> = packages
+            .into_iter()
+            .filter(|p| p.versions > 0)
+            .filter(|p| {
+                text.is_empty()
+                    || p.name.contains(&text)
+                    || p.description.to_lowercase().contains(&text)
+            })
+            .collect();
+        let objects: Vec<Value> = matches
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|p| {
+                json!({
+                    "package": {
+                        "name": p.name,
+                        "version": p.dist_tags.get("latest"),
+                        "description": p.description,
+                        "date": format_ms(p.modified_at_ms),
+                        "links": {},
+                    },
+                    "score": {"final": 1.0, "detail": {"quality": 1.0, "popularity": 1.0, "maintenance": 1.0}},
+                    "searchScore": 1.0,
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "objects": objects,
+            "total": matches.len(),
+            "time": format_ms(now_ms()),
+        }))
+        .into_response())
+    }
+}
+
+/// An HTTP date (`Last-Modified`).
+fn httpdate(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default()
+}
+
+// Logins: web and legacy, both ending in a repository-scoped token.
+impl Session<'_> {
+    fn start_web_login(&self) -> Result<Response> {
+        let id = self
+            .registry
+            .logins
+            .start(self.repo)
+            .ok_or(Error::TooManyAttempts {
+                retry_after_secs: 60,
+            })?;
+        let url = self.registry_url();
+        Ok(Json(json!({
+            "loginUrl": format!("{url}/-/v1/login/{id}"),
+            "doneUrl": format!("{url}/-/v1/done/{id}"),
+        }))
+        .into_response())
+    }
+
+    fn login_page(&self, id: &str) -> Response {
+        if !self.registry.logins.pending(self.repo, id) {
+            return (
+                StatusCode::NOT_FOUND,
+                Html("<!doctype html><title>Arca</title><p>This login has expired or was completed; run npm login again.</p>".to_string()),
+            )
+                .into_response();
+        }
+        Html(format!(
+            "<!doctype html><title>Arca: npm login</title><h1>Sign in to use npm with {repo}</h1>\
+             <form method=post><label>User <input name=username autocomplete=username></label> \
+             <label>Password or token <input name=password type=password></label> \
+             <button>Sign in</button></form>",
+            repo = html_escape(self.repo.as_str())
+        ))
+        .into_response()
+    }
+
+    /// The login page's POST: the credential in `Authorization` (any the node accepts) or the
+    /// form's user name and password.
+    async fn approve_web_login(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        form: &[u8],
+    ) -> Result<Response> {
+        let credential = match Credential::from_headers(headers) {
+            Ok(Some(credential)) => credential,
+            Ok(None) => {
+                #[derive(serde::Deserialize)]
+                struct LoginForm {
+                    username: String,
+                    password: String,
+                }
+                let form: LoginForm = serde_urlencoded::from_bytes(form).map_err(|_| {
+                    invalid("send username and password (a form), or Authorization")
+                })?;
+                Credential::basic(&form.username, &form.password)
+            }
+            Err(_) => return Err(unauthorized("the credential is not valid")),
+        };
+        if !self.registry.logins.pending(self.repo, id) {
+            return Err(Error::ArtifactNotFound {
+                repo: self.repo.to_string(),
+                path: "this login session (expired or completed)".into(),
+            }
+            .into());
+        }
+        let token = self.issue(&credential, "web").await?;
+        if !self.registry.logins.approve(self.repo, id, token) {
+            return Err(Error::ArtifactNotFound {
+                repo: self.repo.to_string(),
+                path: "this login session (expired or completed)".into(),
+            }
+            .into());
+        }
+        Ok(Html("<!doctype html><title>Arca</title><p>Signed in. npm has its token: return to your terminal.</p>".to_string()).into_response())
+    }
+
+    fn poll_web_login(&self, id: &str) -> Response {
+        match self.registry.logins.poll(self.repo, id) {
+            super::login::Poll::Pending => (
+                StatusCode::ACCEPTED,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({})),
+            )
+                .into_response(),
+            super::login::Poll::Done(token) => Json(json!({ "token": token })).into_response(),
+            super::login::Poll::Unknown => error_response(Error::ArtifactNotFound {
+                repo: self.repo.to_string(),
+                path: "this login session (expired or completed)".into(),
+            }),
+        }
+    }
+
+    /// `PUT /-/user/org.couchdb.user:{name}` with `{"name", "password"}`.
+    async fn legacy_login(&self, name: &str, body: &[u8]) -> Result<Response> {
+        #[derive(serde::Deserialize)]
+        struct CouchUser {
+            name: String,
+            password: Option<String>,
+        }
+        let user: CouchUser = serde_json::from_slice(body)
+            .map_err(|_| invalid("expected {\"name\", \"password\"}"))?;
+        let Some(password) = user.password.filter(|_| user.name == name) else {
+            return Err(unauthorized(
+                "send the user's name and password (accounts are created by an administrator)",
+            ));
+        };
+        let token = self
+            .issue(&Credential::basic(name, &password), "legacy")
+            .await?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "ok": true, "id": format!("org.couchdb.user:{name}"), "token": token })),
+        )
+            .into_response())
+    }
+
+    /// Checks a credential and issues a token scoped to this repository for its account;
+    /// both outcomes are audited.
+    async fn issue(&self, credential: &Credential, flow: &'static str) -> Result<String> {
+        let registry = self.registry;
+        let checked = registry
+            .auth
+            .check_credential(credential, self.source.map(|s| s.ip()))
+            .await;
+        let claimed = match credential {
+            Credential::Password { user, .. } => {
+                format!("user:{}", user.chars().take(64).collect::<String>())
+            }
+            _ => "token".to_string(),
+        };
+        let audit = |principal: String, token_id: Option<String>, outcome: String| {
+            registry.auth.audit.record(Event {
+                principal,
+                token_id,
+                source: self
+                    .source
+                    .map(|s| s.ip().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                action: format!("npm.login.{flow}"),
+                resource: self.path.to_string(),
+                repo: Some(self.repo.to_string()),
+                outcome,
+                ..Event::default()
+            });
+        };
+        let identity = match checked {
+            Ok(identity) if identity.account().is_some() => identity,
+            Ok(_) => {
+                audit(claimed, None, "denied:no_account".into());
+                return Err(unauthorized("this credential names no account"));
+            }
+            Err(denial) => {
+                audit(claimed, None, format!("denied:{}", denial.reason()));
+                return Err(match denial {
+                    crate::auth::Denial::RateLimited { retry_after_secs } => {
+                        Error::TooManyAttempts { retry_after_secs }
+                    }
+                    _ => unauthorized("the user name or password is wrong").0,
+                }
+                .into());
+            }
+        };
+        let owner = identity.account().unwrap_or_default().to_string();
+        let scope = Scope::parse(&format!("{}:admin", self.repo)).map_err(invalid)?;
+        let issued = crate::auth::tokens::issue(
+            &registry.service,
+            &registry.auth.config,
+            &owner,
+            vec![scope],
+            None,
+            format!("npm login ({flow}) to {}", self.repo),
+        )
+        .await?;
+        audit(
+            identity.name().to_string(),
+            Some(issued.record.id.clone()),
+            "ok".into(),
+        );
+        Ok(issued.token)
+    }
+
+    /// `npm logout`: revokes the token the request presents (only one's own).
+    async fn logout(&self, identity: Option<&Identity>, token: &str) -> Result<Response> {
+        let id =
+            credentials::token_id(token).ok_or_else(|| invalid("that is not an Arca token"))?;
+        let owner = self
+            .registry
+            .auth
+            .state()?
+            .tokens
+            .get(id)
+            .map(|t| t.owner.clone());
+        match (owner, identity.and_then(Identity::account)) {
+            (Some(owner), Some(account)) if owner == account => {}
+            _ => {
+                return Err(Error::Forbidden {
+                    reason: "a client logs out with its own token".into(),
+                }
+                .into())
+            }
+        }
+        crate::auth::tokens::revoke(&self.registry.service, id).await?;
+        Ok(ok(StatusCode::OK, json!({ "ok": true }), "npm.logout"))
+    }
+}
+
+fn unauthorized(reason: &str) -> NpmError {
+    NpmError(Error::Unauthorized {
+        reason: reason.into(),
+    })
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
