@@ -15,15 +15,20 @@ for package in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}" >&2
+# apt_install PACKAGE…: installs them (as root, through sudo otherwise).
+apt_install() {
+  echo "setup: installing $*" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"
   fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  $sudo apt-get install -y -q --no-install-recommends "$@"
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
 fi
 
 # Python clients the real-client tests drive, in a virtualenv of their own (PyPI): oras (the
@@ -38,6 +43,15 @@ if ! "$venv/bin/python" -c 'import oras, twine, pypiserver, waitress' >/dev/null
   mkdir -p "$tools"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${python_clients[@]}"
+fi
+
+# npm (the client the npm format's tests drive, and verdaccio's runtime for the npm benchmark)
+# and tmux (npm's legacy login needs a terminal): Debian's when the machine has none.
+npm_packages=()
+command -v npm >/dev/null 2>&1 || npm_packages+=(nodejs npm)
+command -v tmux >/dev/null 2>&1 || npm_packages+=(tmux)
+if [ ${#npm_packages[@]} -gt 0 ]; then
+  apt_install "${npm_packages[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

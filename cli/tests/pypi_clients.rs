@@ -14,11 +14,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use arca_chaos::content::sha256_hex;
-use arca_chaos::{
-    wait_until, ArcaProcess, ProcessOptions, Region, RegionOptions, RegionReplication,
-};
+use arca_chaos::{wait_until, ArcaProcess, ProcessOptions, Region};
 
-const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+mod clients;
+
+use clients::{create_repo, must_ok, region_options, ARCA};
 
 fn tools_bin(program: &str) -> String {
     let tools = std::env::var("ARCA_TOOLS_DIR").unwrap_or_else(|_| {
@@ -57,16 +57,6 @@ with tarfile.open(os.path.join(out, f"{dist}-{version}.tar.gz"), "w:gz") as sdis
         entry.size = len(data)
         sdist.addfile(entry, io.BytesIO(data))
 "#;
-
-fn must_ok(what: &str, output: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{what} failed:\n{text}");
-    text
-}
 
 /// A Python client command isolated from this machine's configuration.
 fn python_tool(program: &str, home: &Path) -> Command {
@@ -152,20 +142,6 @@ fn installed_value(target: &Path) -> String {
     std::fs::read_to_string(target.join("arca_hello/__init__.py")).unwrap_or_default()
 }
 
-fn create_repo(base: &str, token: &str, name: &str) {
-    must_ok(
-        "arca repo create",
-        Command::new(ARCA)
-            .args([
-                "repo", "create", name, "--format", "pypi", "--output", "json",
-            ])
-            .env("ARCA_SERVER", base)
-            .env("ARCA_TOKEN", token)
-            .output()
-            .expect("run arca"),
-    );
-}
-
 #[test]
 fn twine_uploads_and_pip_and_uv_install_what_it_uploaded() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -174,7 +150,7 @@ fn twine_uploads_and_pip_and_uv_install_what_it_uploaded() {
     let server = ArcaProcess::must_start(ProcessOptions::new(ARCA, dir.path().join("data")));
     let base = server.base_url();
     let token = server.admin_token_blocking();
-    create_repo(&base, &token, "py");
+    create_repo(&base, &token, "py", "pypi");
     let upload_url = format!("{base}/pypi/py/");
     let (wheel, sdist) = build(dir.path(), "v1", "0.1.0", "one");
 
@@ -321,24 +297,6 @@ fn twine_uploads_and_pip_and_uv_install_what_it_uploaded() {
     );
 }
 
-fn region_options(root: &Path, name: &str, nodes: u64, primary: Vec<String>) -> RegionOptions {
-    let mut options = RegionOptions::new(ARCA, root.join(name), nodes);
-    options.region = name.into();
-    options.env = vec![
-        ("ARCA_REPLICATION__PROBE_INTERVAL_MS".into(), "300".into()),
-        (
-            "ARCA_CLUSTER__READ_BARRIER_TIMEOUT_MS".into(),
-            "2000".into(),
-        ),
-    ];
-    options.replication = Some(RegionReplication {
-        tls_dir: root.join("tls"),
-        primary,
-        ..Default::default()
-    });
-    options
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_reads_its_writes_on_every_node_and_a_mirror_serves_them_read_only() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -348,7 +306,7 @@ async fn a_region_reads_its_writes_on_every_node_and_a_mirror_serves_them_read_o
     let eu = Region::must_start(region_options(root.path(), "eu", 1, us.replication_addrs())).await;
     let token = us.token.clone().expect("the primary's admin token");
     let node = |region: &Region, id: u64| region.node(id).base_url();
-    create_repo(&node(&us, 1), &token, "py");
+    create_repo(&node(&us, 1), &token, "py", "pypi");
     let (wheel, sdist) = build(root.path(), "v1", "1.0.0", "primary");
 
     // Published through node 1, installed through node 3 at once.

@@ -611,7 +611,7 @@ async fn bad_publishes_get_a_precise_status_and_store_nothing() {
             edit(&|d| {
                 d["versions"]["1.0.0"]["dist"]
                     .as_object_mut()
-                    .unwrap()
+                    .expect("test value")
                     .remove("integrity");
             }),
             400,
@@ -626,8 +626,8 @@ async fn bad_publishes_get_a_precise_status_and_store_nothing() {
             "an attachment of no listed version",
             "hello",
             edit(&|d| {
-                let a = d["_attachments"].as_object_mut().unwrap();
-                let v = a.remove("hello-1.0.0.tgz").unwrap();
+                let a = d["_attachments"].as_object_mut().expect("test value");
+                let v = a.remove("hello-1.0.0.tgz").expect("test value");
                 a.insert("hello-2.0.0.tgz".into(), v);
             }),
             400,
@@ -668,7 +668,9 @@ async fn bad_publishes_get_a_precise_status_and_store_nothing() {
             "a deprecation of an unpublished version",
             "hello",
             edit(&|d| {
-                d.as_object_mut().unwrap().remove("_attachments");
+                d.as_object_mut()
+                    .expect("test value")
+                    .remove("_attachments");
             }),
             404,
         ),

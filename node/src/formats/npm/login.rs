@@ -106,9 +106,9 @@ mod tests {
     #[test]
     fn a_session_is_approved_once_and_answers_once() {
         let sessions = Sessions::default();
-        let repo = RepoName::parse("npm").unwrap();
-        let other = RepoName::parse("other").unwrap();
-        let id = sessions.start(&repo).unwrap();
+        let repo = RepoName::parse("npm").expect("test value");
+        let other = RepoName::parse("other").expect("test value");
+        let id = sessions.start(&repo).expect("test value");
         assert_eq!(sessions.poll(&repo, &id), Poll::Pending);
         assert!(sessions.pending(&repo, &id));
         assert!(!sessions.approve(&other, &id, "t".into()));
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn sessions_are_bounded() {
         let sessions = Sessions::default();
-        let repo = RepoName::parse("npm").unwrap();
+        let repo = RepoName::parse("npm").expect("test value");
         for _ in 0..MAX_SESSIONS {
             assert!(sessions.start(&repo).is_some());
         }

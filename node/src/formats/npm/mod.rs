@@ -4,7 +4,7 @@
 //! [`names`] checks package names, versions and dist-tags, [`model`] holds the commands and
 //! records, [`apply`] applies them, [`keys`] lays them out, [`publish`] checks what a client
 //! PUTs, [`registry`] is the write path on the shared kit, [`packument`] renders the
-//! documents, [`login`] holds web login sessions, [`route`] parses the URL space and
+//! documents, [`login`] holds web login sessions and [`signin`] answers the logins, [`route`] parses the URL space and
 //! [`api`] answers it.
 
 pub mod api;
@@ -18,6 +18,7 @@ pub mod packument;
 pub mod publish;
 pub mod registry;
 pub mod route;
+pub mod signin;
 
 use std::sync::Arc;
 

@@ -160,7 +160,7 @@ mod tests {
         ] {
             assert!(PackageName::parse(bad).is_err(), "{bad}");
         }
-        let scoped = PackageName::parse("@acme/hello").unwrap();
+        let scoped = PackageName::parse("@acme/hello").expect("test value");
         assert_eq!(scoped.basename(), "hello");
         assert_eq!(scoped.tarball("1.0.0"), "hello-1.0.0.tgz");
         assert_eq!(scoped.version_of_tarball("hello-1.0.0.tgz"), Some("1.0.0"));

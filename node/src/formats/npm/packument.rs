@@ -234,7 +234,11 @@ mod tests {
                 "b",
             );
             let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
-            let listed: Vec<&String> = doc["versions"].as_object().unwrap().keys().collect();
+            let listed: Vec<&String> = doc["versions"]
+                .as_object()
+                .expect("test value")
+                .keys()
+                .collect();
             assert_eq!(listed, ["1.10.0", "1.2.0"], "{form:?}");
             assert_eq!(
                 doc["versions"]["1.2.0"]["dist"]["tarball"],

@@ -329,9 +329,15 @@ pub(crate) mod tests {
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
             header.set_cksum();
-            builder.append_data(&mut header, path, data).unwrap();
+            builder
+                .append_data(&mut header, path, data)
+                .expect("test value");
         }
-        builder.into_inner().unwrap().finish().unwrap()
+        builder
+            .into_inner()
+            .expect("test value")
+            .finish()
+            .expect("test value")
     }
 
     fn document(name: &str, version: &str, bytes: &[u8]) -> Vec<u8> {
@@ -350,38 +356,41 @@ pub(crate) mod tests {
                 "data": base64::engine::general_purpose::STANDARD.encode(bytes),
                 "length": bytes.len()}}
         }))
-        .unwrap()
+        .expect("test value")
     }
 
     #[test]
     fn a_publish_is_checked_and_its_manifest_kept_without_server_fields() {
-        let name = PackageName::parse("@acme/hello").unwrap();
+        let name = PackageName::parse("@acme/hello").expect("test value");
         let bytes = tarball("@acme/hello", "1.0.0", b"x");
-        let mut doc = Document::parse(&document("@acme/hello", "1.0.0", &bytes)).unwrap();
-        let publication = publication(&name, &mut doc).unwrap();
+        let mut doc =
+            Document::parse(&document("@acme/hello", "1.0.0", &bytes)).expect("test value");
+        let publication = publication(&name, &mut doc).expect("test value");
         assert_eq!(publication.version, "1.0.0");
         assert_eq!(publication.tags, ["latest"]);
         assert_eq!(publication.tarball, bytes);
-        let manifest: Value = serde_json::from_str(&publication.manifest).unwrap();
+        let manifest: Value = serde_json::from_str(&publication.manifest).expect("test value");
         assert!(manifest.get("dist").is_none() && manifest.get("readme").is_none());
-        let abbreviated: Value = serde_json::from_str(&publication.abbreviated).unwrap();
+        let abbreviated: Value =
+            serde_json::from_str(&publication.abbreviated).expect("test value");
         assert_eq!(abbreviated["hasInstallScript"], true);
         assert_eq!(abbreviated["dependencies"]["a"], "^1");
         assert!(abbreviated.get("scripts").is_none());
-        check_tarball(&bytes, "@acme/hello", "1.0.0").unwrap();
+        check_tarball(&bytes, "@acme/hello", "1.0.0").expect("test value");
         assert!(check_tarball(&bytes, "@acme/other", "1.0.0").is_err());
         assert!(check_tarball(b"not gzip", "@acme/hello", "1.0.0").is_err());
     }
 
     #[test]
     fn a_publish_whose_digests_or_length_lie_is_refused() {
-        let name = PackageName::parse("hello").unwrap();
+        let name = PackageName::parse("hello").expect("test value");
         let bytes = tarball("hello", "1.0.0", b"x");
         let good = document("hello", "1.0.0", &bytes);
         let corrupt = |edit: &dyn Fn(&mut Value)| {
-            let mut value: Value = serde_json::from_slice(&good).unwrap();
+            let mut value: Value = serde_json::from_slice(&good).expect("test value");
             edit(&mut value);
-            let mut doc = Document::parse(&serde_json::to_vec(&value).unwrap()).unwrap();
+            let mut doc = Document::parse(&serde_json::to_vec(&value).expect("test value"))
+                .expect("test value");
             publication(&name, &mut doc).err().map(|e| e.to_string())
         };
         assert!(corrupt(&|_| {}).is_none());
