@@ -54,6 +54,14 @@ if [ ${#npm_packages[@]} -gt 0 ]; then
   apt_install "${npm_packages[@]}"
 fi
 
+# verdaccio, the npm registry the npm benchmark compares against (npm's registry).
+verdaccio_version=6.8.0
+if ! [ -x "$tools/verdaccio/node_modules/.bin/verdaccio" ]; then
+  echo "setup: installing verdaccio $verdaccio_version into $tools/verdaccio" >&2
+  mkdir -p "$tools/verdaccio"
+  (cd "$tools/verdaccio" && npm install --no-audit --no-fund --loglevel=error "verdaccio@$verdaccio_version")
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not installed; install Rust from https://rustup.rs" >&2
   exit 1

@@ -6,6 +6,7 @@
 pub mod compare;
 pub mod limits;
 pub mod load;
+pub mod packages;
 
 /// `len` bytes of incompressible data, different for every `seed`.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::history::{is_immutable_key, is_mirror_probe, Op, OpKind, Outcome};
 use crate::oci::{is_oci_key, MIRROR_REFUSAL, OCI_KEY_PREFIX};
-use crate::pypi::{is_pypi_key, PYPI_KEY_PREFIX, PYPI_MIRROR_REFUSAL};
+use crate::packages::{is_package_key, unprefixed};
 use crate::workload::INTRUDER_PREFIX;
 
 /// A key's content at the end: `None` is absent, `Some(sha256)` is that content.
@@ -159,7 +159,7 @@ pub fn acceptable_final(ops: &[&Op]) -> BTreeSet<State> {
 fn names_key(summary: &str, key: &str) -> bool {
     let key = key
         .strip_prefix(OCI_KEY_PREFIX)
-        .or_else(|| key.strip_prefix(PYPI_KEY_PREFIX))
+        .or_else(|| unprefixed(key))
         .unwrap_or(key);
     summary.match_indices(key).any(|(at, _)| {
         summary[at + key.len()..]
@@ -444,12 +444,15 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
             (_, Some(307))
                 if op.detail == "READ_ONLY_MIRROR"
                     && !is_oci_key(&op.key)
-                    && !is_pypi_key(&op.key) =>
+                    && !is_package_key(&op.key) =>
             {
                 checked += 1
             }
-            // PyPI refuses with a 403 naming the mirror: twine aborts on a redirect.
-            (_, Some(403)) if op.detail == PYPI_MIRROR_REFUSAL && is_pypi_key(&op.key) => {
+            // Package formats refuse with a 403 naming the mirror: twine aborts on a redirect,
+            // npm does not resend a publish to one.
+            (_, Some(403))
+                if op.detail == crate::packages::MIRROR_REFUSAL && is_package_key(&op.key) =>
+            {
                 checked += 1
             }
             // The registry refuses (clients do not follow redirects on writes): `403 DENIED`
@@ -459,7 +462,7 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
             (_, None) => unanswered += 1,
             _ => violations.push(format!(
                 "a write to a mirror was not refused with READ_ONLY_MIRROR (307 for files, 403 \
-                 for /v2/ and /pypi/): {}",
+                 for /v2/ and packages): {}",
                 show(op)
             )),
         }
@@ -689,6 +692,36 @@ mod tests {
             }),
             detail: String::new(),
             blob_mismatch: None,
+        }
+    }
+
+    #[test]
+    fn a_package_publish_to_a_mirror_must_be_refused_with_a_403_naming_it() {
+        let observations = Observations {
+            primaries: vec!["us".into()],
+            ..Default::default()
+        };
+        for key in [
+            "npm:np/mirror-probe-c0@1.0.1",
+            "pypi:py/mirror-probe-c0/1.0.1/mirror_probe_c0-1.0.1-py3-none-any.whl",
+        ] {
+            let mut refused = op(1, OpKind::MirrorWrite, key, Some("aa"), Outcome::Failed);
+            refused.status = Some(403);
+            refused.detail = crate::packages::MIRROR_REFUSAL.into();
+            let result = mirrors_refuse_writes(std::slice::from_ref(&refused), &observations);
+            assert!(result.held, "{key}: {:?}", result.violations);
+            assert_eq!(result.checked, 1);
+            let mut redirected = refused.clone();
+            redirected.status = Some(307);
+            let result = mirrors_refuse_writes(&[redirected], &observations);
+            assert!(
+                !result.held,
+                "{key}: a redirect is not a refusal npm or twine understand"
+            );
+            let mut accepted = refused;
+            accepted.outcome = Outcome::Ok;
+            accepted.status = Some(201);
+            assert!(!mirrors_refuse_writes(&[accepted], &observations).held);
         }
     }
 

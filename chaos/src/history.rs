@@ -10,12 +10,12 @@ use serde::Serialize;
 pub fn is_mirror_probe(key: &str) -> bool {
     key.starts_with(crate::workload::MIRROR_PROBE_PREFIX)
         || key.starts_with(crate::oci::OCI_MIRROR_PROBE_PREFIX)
-        || key.starts_with(crate::pypi::PYPI_MIRROR_PROBE_PREFIX)
+        || crate::packages::is_mirror_probe(key)
 }
 
-/// Whether a key is written once (a path of the immutable repository, a released wheel).
+/// Whether a key is written once (a path of the immutable repository, a released package).
 pub fn is_immutable_key(key: &str) -> bool {
-    key.starts_with(crate::workload::IMMUTABLE_REPO) || crate::pypi::is_pypi_key(key)
+    key.starts_with(crate::workload::IMMUTABLE_REPO) || crate::packages::is_package_key(key)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]

@@ -119,7 +119,7 @@ pub async fn final_reads(cluster: &Cluster, history: &[Op], observations: &mut O
             for key in &keys {
                 let ops: Vec<&Op> = history.iter().filter(|op| op.key == *key).collect();
                 let acceptable = acceptable_final(&ops);
-                let request = match (oci::parse_key(key), crate::pypi::file_path(key)) {
+                let request = match (oci::parse_key(key), crate::packages::file_path(key)) {
                     (Some((name, tag)), _) => http
                         .get(format!("{url}/v2/{name}/manifests/{tag}"))
                         .header(reqwest::header::ACCEPT, oci::MANIFEST_TYPE),

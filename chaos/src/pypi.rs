@@ -1,7 +1,7 @@
 //! Python packages in the workload: twine-style uploads of wheels to the `pypi` repository
 //! [`PYPI_REPO`], overwrite attempts (which must be refused), uploads to a mirror (refused),
 //! and resolves: the project page (PEP 691 JSON) is read on any node of any region and the
-//! file is downloaded from the URL it lists, recorded in the [`History`] like file reads.
+//! file is downloaded from the URL it lists (the client loop is [`crate::packages`]).
 //!
 //! A wheel file is a key, `pypi:py/<project>/<version>/<filename>`, written like a key of an
 //! immutable repository: version `v` of the key is a wheel whose payload is a pure function of
@@ -10,9 +10,12 @@
 
 use std::io::Write;
 
+use futures::future::BoxFuture;
+
 use crate::content::{content, sha256_hex};
-use crate::history::{History, Op, OpKind, Outcome};
-use crate::workload::{classify_write, region_name, transport_outcome};
+use crate::history::Outcome;
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::workload::transport_outcome;
 
 /// The `pypi` repository.
 pub const PYPI_REPO: &str = "py";
@@ -20,13 +23,7 @@ pub const PYPI_REPO: &str = "py";
 pub const PYPI_KEY_PREFIX: &str = "pypi:";
 /// Keys uploaded to mirrors start with this (they must never exist anywhere).
 pub const PYPI_MIRROR_PROBE_PREFIX: &str = "pypi:py/mirror-probe-";
-/// What a refused upload to a mirror is recorded with (the body names the mirror).
-pub const PYPI_MIRROR_REFUSAL: &str = "READ_ONLY_MIRROR";
 const BOUNDARY: &str = "arcaChaosBoundary";
-
-pub fn is_pypi_key(key: &str) -> bool {
-    key.starts_with(PYPI_KEY_PREFIX)
-}
 
 /// The key of release `release` of `project`'s wheel.
 pub fn key(project: &str, release: u64) -> String {
@@ -117,94 +114,76 @@ pub fn multipart_upload(project: &str, version: &str, filename: &str, data: &[u8
     body
 }
 
-/// A refusal's detail: `READ_ONLY_MIRROR` when the body says a mirror refused, else its start.
-async fn detail(response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
-    if text.contains("read-only mirror") {
-        PYPI_MIRROR_REFUSAL.to_string()
-    } else {
-        text.chars().take(120).collect()
+/// The PyPI part of the workload ([`crate::packages`]).
+pub struct Pypi;
+
+impl PackageFormat for Pypi {
+    fn format(&self) -> &'static str {
+        "pypi"
+    }
+
+    fn repo(&self) -> &'static str {
+        PYPI_REPO
+    }
+
+    fn key_prefix(&self) -> &'static str {
+        PYPI_KEY_PREFIX
+    }
+
+    fn mirror_probe_prefix(&self) -> &'static str {
+        PYPI_MIRROR_PROBE_PREFIX
+    }
+
+    fn share(&self) -> u32 {
+        12
+    }
+
+    fn key(&self, client: u32, release: u64) -> String {
+        key(&format!("chaos-c{client}"), release)
+    }
+
+    fn mirror_probe_key(&self, client: u32, probe: u64) -> String {
+        format!(
+            "{PYPI_MIRROR_PROBE_PREFIX}c{client}/1.0.{probe}/mirror_probe_c{client}-1.0.{probe}-py3-none-any.whl"
+        )
+    }
+
+    fn file_path(&self, key: &str) -> Option<String> {
+        file_path(key)
+    }
+
+    fn publish(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        seed: u64,
+        key: &str,
+        version: u64,
+    ) -> (Vec<u8>, reqwest::RequestBuilder) {
+        let data = wheel(seed, key, version);
+        let request = http
+            .post(format!("{url}/pypi/{PYPI_REPO}/"))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(upload_body(key, &data));
+        (data, request)
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        url: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Resolved> {
+        Box::pin(resolve(http, url, key))
     }
 }
 
-/// Uploads version `version` of `key` as twine does and records it.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_upload(
-    http: &reqwest::Client,
-    history: &History,
-    seed: u64,
-    client: u32,
-    kind: OpKind,
-    key: &str,
-    version: u64,
-    (region, node, url): (usize, u64, String),
-) -> Outcome {
-    let data = wheel(seed, key, version);
-    let start_ms = history.now_ms();
-    let result = http
-        .post(format!("{url}/pypi/{PYPI_REPO}/"))
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(upload_body(key, &data))
-        .send()
-        .await;
-    let (outcome, status, detail) = classify_write(result, detail).await;
-    history.push(Op {
-        id: 0,
-        client,
-        kind,
-        key: key.to_string(),
-        version: Some(version),
-        sha256: Some(sha256_hex(&data)),
-        region: region_name(region),
-        node,
-        start_ms,
-        end_ms: history.now_ms(),
-        outcome,
-        status,
-        detail,
-        blob_mismatch: None,
-    });
-    outcome
-}
-
-/// Resolves `key` as pip does: the project page, then the file at the URL it lists. A project
-/// or file the page does not list reads as absent; a listed hash that is not the downloaded
-/// file's is recorded as the state `index-mismatch:<listed>` (never acceptable).
-pub async fn record_resolve(
-    http: &reqwest::Client,
-    history: &History,
-    client: u32,
-    key: &str,
-    (region, node, url): (usize, u64, String),
-) {
-    let start_ms = history.now_ms();
-    let (outcome, status, sha, detail) = resolve(http, &url, key).await;
-    history.push(Op {
-        id: 0,
-        client,
-        kind: OpKind::Get,
-        key: key.to_string(),
-        version: None,
-        sha256: sha,
-        region: region_name(region),
-        node,
-        start_ms,
-        end_ms: history.now_ms(),
-        outcome,
-        status,
-        detail,
-        blob_mismatch: None,
-    });
-}
-
-async fn resolve(
-    http: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> (Outcome, Option<u16>, Option<String>, String) {
+/// Resolves `key` as pip does: the project page (PEP 691 JSON), then the file at the URL it
+/// lists, checked against the sha256 the page lists.
+async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     let Some((project, _, filename)) = parse_key(key) else {
         return (Outcome::Failed, None, None, "not a pypi key".into());
     };
@@ -240,10 +219,7 @@ async fn resolve(
     else {
         return (Outcome::Ok, Some(404), None, String::new());
     };
-    let listed = file["hashes"]["sha256"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let listed = file["hashes"]["sha256"].as_str().unwrap_or_default();
     let Some(file_url) = file["url"].as_str() else {
         return (
             Outcome::Failed,
@@ -252,147 +228,7 @@ async fn resolve(
             "the page lists no url".into(),
         );
     };
-    match http.get(file_url).send().await {
-        Ok(response) if response.status() == 200 => match response.bytes().await {
-            Ok(body) => {
-                let sha = sha256_hex(&body);
-                if sha == listed {
-                    (Outcome::Ok, Some(200), Some(sha), String::new())
-                } else {
-                    let state = format!("index-mismatch:{listed}");
-                    (
-                        Outcome::Ok,
-                        Some(200),
-                        Some(state),
-                        format!("file is {sha}"),
-                    )
-                }
-            }
-            Err(error) => (Outcome::Failed, Some(200), None, error.to_string()),
-        },
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (Outcome::Failed, Some(status), None, detail(response).await)
-        }
-        Err(error) => (transport_outcome(&error), None, None, error.to_string()),
-    }
-}
-
-/// The PyPI part of the workload: uploads (new releases, retries, overwrite attempts), an
-/// upload to a mirror now and then, resolves.
-#[derive(Default)]
-pub struct PackagesPart {
-    keys: crate::workload::KeyRegistry,
-}
-
-impl crate::workload::WorkloadPart for PackagesPart {
-    fn format(&self) -> &'static str {
-        "pypi"
-    }
-
-    fn share(&self) -> u32 {
-        12
-    }
-
-    fn client(&self, client: u32) -> Box<dyn crate::workload::ClientPart> {
-        Box::new(PackagesClient {
-            keys: self.keys.clone(),
-            project: format!("chaos-c{client}"),
-            releases: Vec::new(),
-            probes: 0,
-        })
-    }
-}
-
-struct PackagesClient {
-    keys: crate::workload::KeyRegistry,
-    project: String,
-    /// The next content version of each release's key (1 is the release itself).
-    releases: Vec<u64>,
-    probes: u64,
-}
-
-impl crate::workload::ClientPart for PackagesClient {
-    fn step<'a>(
-        &'a mut self,
-        step: &'a crate::workload::Step<'a>,
-        roll: u32,
-        rng: &'a mut rand::rngs::StdRng,
-    ) -> futures::future::BoxFuture<'a, ()> {
-        Box::pin(self.run(step, roll, rng))
-    }
-}
-
-impl PackagesClient {
-    async fn run(
-        &mut self,
-        step: &crate::workload::Step<'_>,
-        roll: u32,
-        rng: &mut rand::rngs::StdRng,
-    ) {
-        use crate::workload::{pick_mirror_node, pick_node, pick_primary_node};
-        use rand::Rng;
-        let (http, history, endpoints) = (step.http, step.history, step.endpoints);
-        let has_mirror = !endpoints.mirrors().is_empty();
-        match roll {
-            0..5 => {
-                // A new release most of the time; otherwise a retry or an overwrite attempt
-                // of an earlier one (its next content version).
-                let reuse = !self.releases.is_empty() && rng.random_range(0..3u32) == 0;
-                let release = if reuse {
-                    rng.random_range(0..self.releases.len())
-                } else {
-                    self.releases.push(1);
-                    self.releases.len() - 1
-                };
-                let key = key(&self.project, release as u64);
-                self.keys.add(&key);
-                // A retry resends version 1 until it was acknowledged once; after that a
-                // reuse is an overwrite attempt with the next version.
-                let version = self.releases[release];
-                let outcome = record_upload(
-                    http,
-                    history,
-                    step.seed,
-                    step.client,
-                    OpKind::PutImmutable,
-                    &key,
-                    version,
-                    pick_primary_node(endpoints, rng),
-                )
-                .await;
-                if outcome == Outcome::Ok {
-                    self.releases[release] += 1;
-                }
-            }
-            5..6 if has_mirror => {
-                self.probes += 1;
-                let key = format!(
-                    "{PYPI_MIRROR_PROBE_PREFIX}c{}/1.0.{}/mirror_probe_c{}-1.0.{}-py3-none-any.whl",
-                    step.client, self.probes, step.client, self.probes
-                );
-                record_upload(
-                    http,
-                    history,
-                    step.seed,
-                    step.client,
-                    OpKind::MirrorWrite,
-                    &key,
-                    1,
-                    pick_mirror_node(endpoints, rng),
-                )
-                .await;
-            }
-            _ => {
-                let up = endpoints.up();
-                if let (Some(key), false) = (self.keys.pick(rng), up.is_empty()) {
-                    let region = up[rng.random_range(0..up.len())];
-                    let (node, url) = pick_node(endpoints, region, rng);
-                    record_resolve(http, history, step.client, &key, (region, node, url)).await;
-                }
-            }
-        }
-    }
+    fetch_listed(http, file_url, listed, sha256_hex).await
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub struct RunResult {
     pub faults: Vec<FaultRecord>,
     /// kind → outcome → count.
     pub op_counts: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Operations per repository format (`generic`, `oci`, `pypi`).
+    /// Operations per repository format (`generic`, `oci`, `pypi`, `npm`).
     pub format_counts: BTreeMap<&'static str, usize>,
     pub operations: usize,
     pub convergence_ms: Option<u64>,
@@ -75,8 +75,8 @@ impl RunResult {
 fn format_of(key: &str) -> &'static str {
     if crate::oci::is_oci_key(key) {
         "oci"
-    } else if crate::pypi::is_pypi_key(key) {
-        "pypi"
+    } else if let Some(format) = crate::packages::format_of(key) {
+        format.format()
     } else {
         "generic"
     }
@@ -458,5 +458,6 @@ mod tests {
             format_of("pypi:py/chaos-c0/1.0.0/chaos_c0-1.0.0-py3-none-any.whl"),
             "pypi"
         );
+        assert_eq!(format_of("npm:np/chaos-c0@1.0.0"), "npm");
     }
 }

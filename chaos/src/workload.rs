@@ -1,5 +1,6 @@
 //! Concurrent clients pushing, overwriting, deleting and pulling generic files, OCI image
-//! tags (see [`crate::oci`]) and Python wheels (see [`crate::pypi`]), and now and then writing
+//! tags (see [`crate::oci`]) and packages (PyPI wheels and npm tarballs, see
+//! [`crate::packages`]), and now and then writing
 //! to a mirror, recording every operation in the [`History`].
 //!
 //! Each key has exactly one writer (client `c` owns the file keys named `c{c}-…` and the tags
@@ -7,10 +8,10 @@
 //! linearizability search; reads go to any key from any client, any region and any node.
 //!
 //! Each repository format contributes a part ([`WorkloadPart`], listed in [`parts`]) with its
-//! share of the operations. The mix, per client operation: generic files 60 % (2 % PUT
-//! without a valid credential, 23 % PUT, 6 % DELETE, 7 % immutable PUT, 2 % PUT to a mirror,
-//! 20 % GET), OCI 28 % (13 % image push, 4 % tag delete, 1 % push to a mirror, 10 % tag
-//! pull), PyPI 12 % (5 % wheel upload, 1 % upload to a mirror, 6 % resolve); a mirror's share
+//! weight in the mix (of 112): generic files 60 (2 PUT without a valid credential, 23 PUT,
+//! 6 DELETE, 7 immutable PUT, 2 PUT to a mirror, 20 GET), OCI 28 (13 image push, 4 tag delete,
+//! 1 push to a mirror, 10 tag pull), PyPI and npm 12 each (5 publish, 1 publish to a mirror,
+//! 6 resolve); a mirror's share
 //! goes to reads when no region is a mirror.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,8 +65,13 @@ pub async fn create_repos(endpoints: &Endpoints) -> anyhow::Result<()> {
         (MUTABLE_REPO, false, "generic"),
         (IMMUTABLE_REPO, true, "generic"),
         (OCI_REPO, false, "oci"),
-        (crate::pypi::PYPI_REPO, false, "pypi"),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        crate::packages::formats()
+            .into_iter()
+            .map(|format| (format.repo(), false, format.format())),
+    ) {
         let mut created = false;
         for attempt in 0..50 {
             let (_, url) = &primary.nodes[attempt % primary.nodes.len()];
@@ -151,11 +157,16 @@ pub trait ClientPart: Send {
 
 /// The workload's parts, one per format.
 pub fn parts() -> Vec<Arc<dyn WorkloadPart>> {
-    vec![
+    let core: [Arc<dyn WorkloadPart>; 2] = [
         Arc::new(FilesPart::default()),
         Arc::new(oci::ImagesPart::default()),
-        Arc::new(crate::pypi::PackagesPart::default()),
-    ]
+    ];
+    core.into_iter()
+        .chain(crate::packages::formats().into_iter().map(|format| {
+            let part: Arc<dyn WorkloadPart> = Arc::new(crate::packages::PackagesPart::new(format));
+            part
+        }))
+        .collect()
 }
 
 /// Runs `options.clients` clients until `stop` is set.

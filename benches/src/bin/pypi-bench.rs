@@ -12,12 +12,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use arca_benches::compare::{scratch, wait_ready, Server};
 use arca_benches::load;
+use arca_benches::packages::{measure, median_ms, results_table, tools_dir, Case};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -98,52 +98,6 @@ async fn upload(peer: &Peer, project: &str, version: &str, payload: &[u8]) -> an
     Ok(())
 }
 
-/// Requests/s and latency percentiles of `requests` GETs of `url` at `concurrency`.
-async fn measure(
-    http: &reqwest::Client,
-    url: &str,
-    accept: &'static str,
-    concurrency: usize,
-    requests: u64,
-) -> anyhow::Result<(f64, f64, f64, u64)> {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (http, url, next) = (http.clone(), url.to_string(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
-            let mut bytes = 0u64;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                let begun = Instant::now();
-                let response = http.get(&url).header("accept", accept).send().await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "GET {url}: {}",
-                    response.status()
-                );
-                bytes += response.bytes().await?.len() as u64;
-                histogram.record(begun.elapsed().as_micros() as u64)?;
-            }
-            Ok::<_, anyhow::Error>((histogram, bytes))
-        }));
-    }
-    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
-    let mut bytes = 0;
-    for task in tasks {
-        let (histogram, got) = task.await??;
-        all.add(histogram)?;
-        bytes += got;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok((
-        requests as f64 / seconds,
-        all.value_at_quantile(0.5) as f64 / 1000.0,
-        all.value_at_quantile(0.99) as f64 / 1000.0,
-        bytes / requests.max(1),
-    ))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -152,15 +106,10 @@ async fn main() -> anyhow::Result<()> {
     let arca_http = load::client_with_token(args.concurrency, arca.token.as_deref());
     load::create_arca_repo(&arca_http, &arca.url, "py", "pypi").await?;
 
-    let pypiserver = args.pypiserver.clone().unwrap_or_else(|| {
-        let tools = std::env::var("ARCA_TOOLS_DIR").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/arca-tools",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        PathBuf::from(format!("{tools}/py/bin/pypi-server"))
-    });
+    let pypiserver = args
+        .pypiserver
+        .clone()
+        .unwrap_or_else(|| tools_dir().join("py/bin/pypi-server"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -243,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
             };
             measured.push(measure(&peer.http, url, accept, args.concurrency, args.requests).await?);
         }
-        rows.push((case.to_string(), measured));
+        rows.push(Case {
+            name: case.to_string(),
+            measured,
+        });
     }
 
     let big = vec![3u8; 10 << 20];
@@ -255,44 +207,14 @@ async fn main() -> anyhow::Result<()> {
             payload[0] = i as u8;
             let started = Instant::now();
             upload(peer, "bench-big", &format!("2.0.{i}"), &payload).await?;
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            times.push(started.elapsed());
         }
-        times.sort_by(f64::total_cmp);
-        publish.push(times[times.len() / 2]);
+        publish.push(median_ms(&mut times));
     }
     let _ = child.kill();
     let _ = child.wait();
 
-    let mut table = comfy_table::Table::new();
-    table.set_header([
-        "case",
-        "arca req/s",
-        "pypiserver req/s",
-        "ratio",
-        "arca p50/p99 ms",
-        "pypiserver p50/p99 ms",
-        "bytes (arca / pypiserver)",
-    ]);
-    for (case, m) in &rows {
-        table.add_row([
-            case.clone(),
-            format!("{:.0}", m[0].0),
-            format!("{:.0}", m[1].0),
-            format!("{:.2}", m[0].0 / m[1].0),
-            format!("{:.1} / {:.1}", m[0].1, m[0].2),
-            format!("{:.1} / {:.1}", m[1].1, m[1].2),
-            format!("{} / {}", m[0].3, m[1].3),
-        ]);
-    }
-    table.add_row([
-        "publish 10 MiB (median ms)".to_string(),
-        format!("{:.0}", publish[0]),
-        format!("{:.0}", publish[1]),
-        format!("{:.2} (time)", publish[0] / publish[1]),
-        String::new(),
-        String::new(),
-        String::new(),
-    ]);
+    let table = results_table("pypiserver", &rows, publish);
     println!(
         "{} versions, {} clients, {} requests per case\n{table}",
         args.versions, args.concurrency, args.requests

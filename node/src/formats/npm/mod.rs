@@ -90,8 +90,11 @@ impl FormatApply for Npm {
                 tags,
                 ..
             }) => format!(
-                "publish {repo}/{name}@{} {} ({} bytes) tags {tags:?}",
-                version.version, version.integrity, version.size
+                "publish {repo}/{name}@{} sha256:{} {} ({} bytes) tags {tags:?}",
+                version.version,
+                version.sha256.to_hex(),
+                version.integrity,
+                version.size
             ),
             Ok(NpmCommand::Deprecate {
                 repo,
