@@ -62,6 +62,24 @@ if ! [ -x "$tools/verdaccio/node_modules/.bin/verdaccio" ]; then
   (cd "$tools/verdaccio" && npm install --no-audit --no-fund --loglevel=error "verdaccio@$verdaccio_version")
 fi
 
+# Maven and a JDK (the client the Maven format's tests drive), and the build plugins from
+# Debian's packages: Maven Central is not reachable from CI, so the tests resolve plugins from
+# /usr/share/maven-repo (deploy 3.0.0, install 3.1.0, resources 3.3.0, jar 3.3.0, compiler
+# 3.10.1, surefire 2.22.3).
+maven_packages=()
+command -v mvn >/dev/null 2>&1 || maven_packages+=(maven)
+command -v javac >/dev/null 2>&1 || maven_packages+=(default-jdk-headless)
+for package in libmaven-deploy-plugin-java libmaven-install-plugin-java \
+  libmaven-resources-plugin-java libmaven-jar-plugin-java libmaven-compiler-plugin-java \
+  libsurefire-java; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    maven_packages+=("$package")
+  fi
+done
+if [ ${#maven_packages[@]} -gt 0 ]; then
+  apt_install "${maven_packages[@]}"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not installed; install Rust from https://rustup.rs" >&2
   exit 1

@@ -13,6 +13,7 @@
 pub mod file_response;
 pub mod generic;
 pub mod listing;
+pub mod maven;
 pub mod npm;
 pub mod oci;
 pub mod pypi;
@@ -32,7 +33,13 @@ use crate::service::ArtifactService;
 
 /// Every format this build serves: the registration list.
 pub fn registered() -> Vec<&'static dyn Format> {
-    vec![&generic::Generic, &oci::Oci, &pypi::Pypi, &npm::Npm]
+    vec![
+        &generic::Generic,
+        &oci::Oci,
+        &pypi::Pypi,
+        &npm::Npm,
+        &maven::Maven,
+    ]
 }
 
 /// The metadata side of [`registered`], for the state machine and the write path, with the
