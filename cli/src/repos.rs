@@ -12,8 +12,8 @@ pub enum RepoCommand {
     Create {
         name: String,
         /// Repository format: `generic` (files under /files/), `oci` (container images and
-        /// other OCI artifacts under /v2/) or `pypi` (Python packages under /pypi/NAME/, for
-        /// pip, uv and twine).
+        /// other OCI artifacts under /v2/), `pypi` (Python packages under /pypi/NAME/, for
+        /// pip, uv and twine), `npm` (under /npm/NAME/) or `maven` (under /maven/NAME/).
         #[arg(long, default_value = "generic")]
         format: String,
         /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.
