@@ -15,11 +15,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use arca_chaos::{wait_until, ArcaProcess, ProcessOptions, Region};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 mod clients;
 
-use clients::{create_repo, must_ok, region_options, text_of, ARCA};
+use clients::{access_token, block_on, create_repo, must_ok, region_options, text_of, ARCA};
 
 /// The build plugins, at the versions Debian's packages ship.
 const PLUGINS: &[(&str, &str)] = &[
@@ -139,31 +139,6 @@ fn consumer(dir: &Path, label: &str, repository: &str) -> PathBuf {
     );
     std::fs::write(path.join("pom.xml"), pom).expect("pom.xml");
     path
-}
-
-/// Runs one HTTP exchange from blocking test code.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
-
-/// An access token with `scopes`.
-fn access_token(base: &str, session: &str, scopes: &[&str]) -> String {
-    block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("{base}/api/v1/tokens"))
-            .bearer_auth(session)
-            .json(&json!({"scopes": scopes, "description": "maven test"}))
-            .send()
-            .await
-            .expect("create token");
-        assert!(response.status().is_success(), "{}", response.status());
-        let body: Value = response.json().await.expect("json");
-        body["token"].as_str().expect("token").to_string()
-    })
 }
 
 fn get_text(url: &str, token: &str) -> (u16, String) {

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 mod clients;
 
-use clients::{create_repo, must_ok, region_options, text_of, ARCA};
+use clients::{
+    access_token, block_on, create_repo, must_ok, poll_until, region_options, text_of, ARCA,
+};
 
 /// One npm user: a directory with its own npmrc pointing at one registry URL.
 struct NpmUser {
@@ -110,31 +112,6 @@ fn app(dir: &Path, label: &str) -> PathBuf {
 fn installed(app: &Path, name: &str) -> String {
     std::fs::read_to_string(app.join("node_modules").join(name).join("index.js"))
         .unwrap_or_default()
-}
-
-/// Runs one HTTP exchange from blocking test code.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
-
-/// An access token (a PAT, what an npm user keeps) with `scopes`.
-fn access_token(base: &str, session: &str, scopes: &[&str]) -> String {
-    block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("{base}/api/v1/tokens"))
-            .bearer_auth(session)
-            .json(&json!({"scopes": scopes, "description": "npm test"}))
-            .send()
-            .await
-            .expect("create token");
-        assert!(response.status().is_success(), "{}", response.status());
-        let body: Value = response.json().await.expect("json");
-        body["token"].as_str().expect("token").to_string()
-    })
 }
 
 fn packument(base: &str, token: &str, name: &str) -> Value {
@@ -361,18 +338,12 @@ fn web_login(dir: &Path, registry: &str, session: &str) {
 }
 
 fn wait_child(mut child: std::process::Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!("npm did not finish: {}", text_of(&output));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if !poll_until(timeout, || child.try_wait().expect("wait").is_some()) {
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("output");
+        panic!("npm did not finish: {}", text_of(&output));
     }
+    child.wait_with_output().expect("output")
 }
 
 /// `npm login --auth-type=legacy` needs a terminal: it runs in a detached tmux session and
@@ -415,30 +386,23 @@ fn legacy_login(dir: &Path, registry: &str, password: &str) {
     let screen =
         || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "npm"]).stdout).to_string();
     let wait_for_prompt = |prompt: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !screen().contains(prompt) {
+        let asked = poll_until(Duration::from_secs(30), || {
             assert!(
-                Instant::now() < deadline && !done.exists(),
-                "npm never asked for {prompt}: {}",
+                !done.exists(),
+                "npm ended before asking for {prompt}: {}",
                 screen()
             );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            screen().contains(prompt)
+        });
+        assert!(asked, "npm never asked for {prompt}: {}", screen());
     };
     wait_for_prompt("Username");
     tmux(&["send-keys", "-t", "npm", "admin", "Enter"]);
     wait_for_prompt("Password");
     tmux(&["send-keys", "-t", "npm", "-l", password]);
     tmux(&["send-keys", "-t", "npm", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "npm login did not finish: {}",
-            screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let finished = poll_until(Duration::from_secs(30), || done.exists());
+    assert!(finished, "npm login did not finish: {}", screen());
     let status = std::fs::read_to_string(&done).unwrap_or_default();
     let _ = tmux(&["kill-server"]);
     assert_eq!(status.trim(), "0", "npm login --auth-type=legacy failed");

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use arca_chaos::{RegionOptions, RegionReplication};
 
@@ -24,6 +25,45 @@ pub fn must_ok(what: &str, output: Output) -> String {
     let text = text_of(&output);
     assert!(output.status.success(), "{what} failed:\n{text}");
     text
+}
+
+/// Runs one HTTP exchange from blocking test code.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// An access token (a PAT, what a client's user keeps) with `scopes`, issued with `session`.
+pub fn access_token(base: &str, session: &str, scopes: &[&str]) -> String {
+    block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/v1/tokens"))
+            .bearer_auth(session)
+            .json(&serde_json::json!({"scopes": scopes, "description": "client test"}))
+            .send()
+            .await
+            .expect("create token");
+        assert!(response.status().is_success(), "{}", response.status());
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_string()
+    })
+}
+
+/// Checks `done` every 100 ms until it holds (`true`) or `timeout` passes (`false`).
+pub fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `arca repo create NAME --format FORMAT` against `base`.
