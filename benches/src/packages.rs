@@ -1,4 +1,4 @@
-//! What the package-index benchmarks (`pypi-bench`, `npm-bench`) share: GETs of one URL at a
+//! What the package-index benchmarks (`pypi-bench`, `npm-bench`, `cargo-bench`) share: GETs of one URL at a
 //! concurrency with latency percentiles, the median of timed publishes, and the table that
 //! sets Arca beside the peer.
 
@@ -39,19 +39,37 @@ pub async fn measure(
     concurrency: usize,
     requests: u64,
 ) -> anyhow::Result<Gets> {
+    let headers = [("accept", accept.to_string())];
+    measure_with(http, url, &headers, concurrency, requests).await
+}
+
+/// `requests` GETs of `url` with `headers` from `concurrency` clients; every answer must be
+/// 2xx or `304` (a conditional GET's).
+pub async fn measure_with(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&'static str, String)],
+    concurrency: usize,
+    requests: u64,
+) -> anyhow::Result<Gets> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (http, url, next) = (http.clone(), url.to_string(), next.clone());
+        let headers = headers.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
             let mut bytes = 0u64;
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let begun = Instant::now();
-                let response = http.get(&url).header("accept", accept).send().await?;
+                let mut request = http.get(&url);
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                let response = request.send().await?;
                 anyhow::ensure!(
-                    response.status().is_success(),
+                    response.status().is_success() || response.status() == 304,
                     "GET {url}: {}",
                     response.status()
                 );

@@ -449,7 +449,7 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
                 checked += 1
             }
             // Package formats refuse with a 403 naming the mirror: twine aborts on a redirect,
-            // npm does not resend a publish to one.
+            // npm, Maven and cargo do not resend a publish to one.
             (_, Some(403))
                 if op.detail == crate::packages::MIRROR_REFUSAL && is_package_key(&op.key) =>
             {
@@ -701,10 +701,8 @@ mod tests {
             primaries: vec!["us".into()],
             ..Default::default()
         };
-        for key in [
-            "npm:np/mirror-probe-c0@1.0.1",
-            "pypi:py/mirror-probe-c0/1.0.1/mirror_probe_c0-1.0.1-py3-none-any.whl",
-        ] {
+        for format in crate::packages::formats() {
+            let key = &format.mirror_probe_key(0, 1);
             let mut refused = op(1, OpKind::MirrorWrite, key, Some("aa"), Outcome::Failed);
             refused.status = Some(403);
             refused.detail = crate::packages::MIRROR_REFUSAL.into();
@@ -716,7 +714,7 @@ mod tests {
             let result = mirrors_refuse_writes(&[redirected], &observations);
             assert!(
                 !result.held,
-                "{key}: a redirect is not a refusal npm or twine understand"
+                "{key}: a redirect is not a refusal a package client understands"
             );
             let mut accepted = refused;
             accepted.outcome = Outcome::Ok;

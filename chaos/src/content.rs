@@ -39,6 +39,30 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// A gzipped tar of `files` (path, bytes) with fixed headers (mode 0644, time 0) and a fixed
+/// compression level: the same bytes for the same files, every time (empty if it cannot be
+/// built).
+pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        if builder.append_data(&mut header, path, *data).is_err() {
+            return Vec::new();
+        }
+    }
+    builder
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

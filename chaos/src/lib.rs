@@ -12,12 +12,14 @@
 //! over that history and the healed cluster ([`observe`], [`checker`]), reported by [`run`]
 //! with a [`timeline`].
 
+pub mod cargo;
 pub mod checker;
 pub mod cluster;
 pub mod content;
 pub mod credentials;
 pub mod faults;
 pub mod history;
+pub mod maven;
 pub mod npm;
 pub mod observe;
 pub mod oci;

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use futures::future::BoxFuture;
 use sha1::Digest as _;
 
-use crate::content::content;
+use crate::content::{content, tar_gz};
 use crate::history::Outcome;
 use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
 use crate::workload::transport_outcome;
@@ -45,24 +45,10 @@ pub fn tarball(seed: u64, key: &str, version: u64) -> Vec<u8> {
     };
     let manifest = serde_json::json!({"name": name, "version": release}).to_string();
     let payload = content(seed, key, version);
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut append = |path: &str, data: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder.append_data(&mut header, path, data)
-    };
-    let built = append("package/package.json", manifest.as_bytes())
-        .and_then(|()| append("package/payload.bin", &payload));
-    built
-        .and_then(|()| builder.into_inner())
-        .and_then(|gz| gz.finish())
-        .unwrap_or_default()
+    tar_gz(&[
+        ("package/package.json", manifest.as_bytes()),
+        ("package/payload.bin", &payload),
+    ])
 }
 
 /// `sha512-<base64>`, as npm writes `dist.integrity`.

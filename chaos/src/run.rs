@@ -50,7 +50,7 @@ pub struct RunResult {
     pub faults: Vec<FaultRecord>,
     /// kind → outcome → count.
     pub op_counts: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Operations per repository format (`generic`, `oci`, `pypi`, `npm`).
+    /// Operations per repository format (`generic`, `oci`, `pypi`, `npm`, `maven`, `cargo`).
     pub format_counts: BTreeMap<&'static str, usize>,
     pub operations: usize,
     pub convergence_ms: Option<u64>,
@@ -459,5 +459,7 @@ mod tests {
             "pypi"
         );
         assert_eq!(format_of("npm:np/chaos-c0@1.0.0"), "npm");
+        assert_eq!(format_of("maven:mv/com.chaos:c0:1.0.0"), "maven");
+        assert_eq!(format_of("cargo:rs/chaos-c0@1.0.0"), "cargo");
     }
 }

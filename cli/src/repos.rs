@@ -13,7 +13,8 @@ pub enum RepoCommand {
         name: String,
         /// Repository format: `generic` (files under /files/), `oci` (container images and
         /// other OCI artifacts under /v2/), `pypi` (Python packages under /pypi/NAME/, for
-        /// pip, uv and twine), `npm` (under /npm/NAME/) or `maven` (under /maven/NAME/).
+        /// pip, uv and twine), `npm` (under /npm/NAME/), `maven` (under /maven/NAME/) or
+        /// `cargo` (a sparse index at /cargo/NAME/index/).
         #[arg(long, default_value = "generic")]
         format: String,
         /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.

@@ -359,6 +359,7 @@ fn route_label(format: Option<&'static dyn Format>) -> String {
 fn challenge(
     config: &crate::config::NodeConfig,
     format: Option<&'static dyn Format>,
+    path: &str,
     headers: &axum::http::HeaderMap,
     access: &Access,
     denial: Denial,
@@ -389,6 +390,19 @@ fn challenge(
                 value.push_str(",error=\"insufficient_scope\"");
             }
             value
+        }
+        Challenge::LoginUrl { scheme, page } => {
+            let base = crate::http_common::client_base_url(config, headers);
+            let format = format.and_then(|f| {
+                let repo = f.repo_of(path)?;
+                Some((f.prefixes().first()?.to_string(), repo))
+            });
+            match format {
+                Some((prefix, repo)) => {
+                    format!("{scheme} login_url=\"{base}{prefix}{repo}/{page}\"")
+                }
+                None => format!("{scheme} login_url=\"{base}/\""),
+            }
         }
     }
 }
@@ -482,6 +496,7 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
                 if let Ok(value) = HeaderValue::from_str(&challenge(
                     &state.service.config,
                     format,
+                    &path,
                     &headers,
                     &access,
                     denial,

@@ -87,6 +87,44 @@ pub fn etag_matches(candidates: &str, etag: &str) -> bool {
     })
 }
 
+/// An HTTP date (`Last-Modified`) of a time in ms since the epoch.
+pub fn http_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default()
+}
+
+/// A metadata document rendered from the state machine (an index, a packument): an `ETag` of
+/// its bytes, `Last-Modified`, `Cache-Control: no-cache` (a client re-reads it right after a
+/// publish) and `304` when the request's `If-None-Match` names it. `headers` come along.
+pub fn document_response(
+    request: &HeaderMap,
+    content_type: &'static str,
+    modified_ms: i64,
+    mut headers: HeaderMap,
+    body: Vec<u8>,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&http_date(modified_ms)) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    let unchanged = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .any(|candidates| etag_matches(candidates.to_str().unwrap_or_default(), &etag));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (StatusCode::OK, headers, body).into_response()
+}
+
 /// Parses a single `bytes=` range against `size`. Returns `None` for headers a server may
 /// ignore (other units, several ranges, malformed), and `RANGE_NOT_SATISFIABLE` for a range
 /// that starts past the end.

@@ -48,6 +48,12 @@ pub enum Challenge {
     Basic,
     /// `WWW-Authenticate: Bearer realm="<base>/v2/token",service="arca",scope=…` (`/v2/`).
     Bearer,
+    /// `WWW-Authenticate: <scheme> login_url="<base><prefix><repo>/<page>"`: where a person
+    /// gets a token (cargo's `Cargo login_url`, the format's page under its repository).
+    LoginUrl {
+        scheme: &'static str,
+        page: &'static str,
+    },
 }
 
 /// The registry action name of an action.

@@ -10,6 +10,7 @@
 //!
 //! Formats never depend on each other or on the router (`crate::api`).
 
+pub mod cargo;
 pub mod file_response;
 pub mod generic;
 pub mod listing;
@@ -39,6 +40,7 @@ pub fn registered() -> Vec<&'static dyn Format> {
         &pypi::Pypi,
         &npm::Npm,
         &maven::Maven,
+        &cargo::Cargo,
     ]
 }
 

@@ -34,7 +34,7 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::http_common::{client_base_url, etag_matches, AuditAction, LocalFirst};
+use crate::http_common::{client_base_url, document_response, AuditAction, LocalFirst};
 use crate::metadata::model::{format_ms, now_ms};
 use crate::names::RepoName;
 
@@ -293,26 +293,15 @@ impl Session<'_> {
         let form = Form::negotiate(accept, write);
         let tarballs = format!("{}/{}/-/", self.registry_url(), name);
         let body = packument::render(form, &record, versions, &tarballs, name.basename());
-        let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
         let mut out = HeaderMap::new();
-        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out.insert(header::VARY, HeaderValue::from_static("Accept"));
-        out.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(form.content_type()),
-        );
-        if let Ok(value) = HeaderValue::from_str(&etag) {
-            out.insert(header::ETAG, value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&httpdate(record.modified_at_ms)) {
-            out.insert(header::LAST_MODIFIED, value);
-        }
-        if let Some(candidates) = headers.get(header::IF_NONE_MATCH) {
-            if etag_matches(candidates.to_str().unwrap_or_default(), &etag) {
-                return Ok((StatusCode::NOT_MODIFIED, out).into_response());
-            }
-        }
-        Ok((StatusCode::OK, out, body).into_response())
+        Ok(document_response(
+            headers,
+            form.content_type(),
+            record.modified_at_ms,
+            out,
+            body,
+        ))
     }
 
     async fn tarball(
@@ -434,11 +423,4 @@ impl Session<'_> {
         }))
         .into_response())
     }
-}
-
-/// An HTTP date (`Last-Modified`).
-fn httpdate(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
-        .unwrap_or_default()
 }
