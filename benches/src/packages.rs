@@ -2,10 +2,12 @@
 //! concurrency with latency percentiles, the median of timed publishes, and the table that
 //! sets Arca beside the peer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 /// One GET case: requests/s, p50 and p99 in ms, and bytes per response.
 #[derive(Debug, Clone, Copy)]
@@ -139,4 +141,60 @@ pub fn results_table(peer: &str, cases: &[Case], publish_ms: Vec<f64>) -> comfy_
         ]);
     }
     table
+}
+
+/// Starts nginx (2 workers, access log off, sendfile, `gzip_static`: a `.gz` beside a file is
+/// sent to clients that take gzip) on a free loopback port serving the
+/// static files under `root`, its own files under `dir`: the static-file peer of the index
+/// benchmarks.
+pub fn start_nginx(
+    binary: &Path,
+    dir: &Path,
+    root: &Path,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let user = std::process::Command::new("id").arg("-un").output()?;
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let config = prefix.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "user {user};\nworker_processes 2;\npid {pid};\nerror_log {log} error;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
+             client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;\n\
+             uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {root}; default_type text/plain; gzip_static on; }} }}\n",
+            pid = prefix.join("nginx.pid").display(),
+            log = prefix.join("logs/error.log").display(),
+            tmp = prefix.display(),
+            root = root.display(),
+        ),
+    )?;
+    let child = std::process::Command::new(binary)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&config)
+        .args(["-g", "daemon off;"])
+        .spawn()
+        .with_context(|| {
+            format!(
+                "start {} (scripts/setup.sh installs nginx-light)",
+                binary.display()
+            )
+        })?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// Stops nginx with SIGTERM (its master stops the workers; SIGKILL would orphan them).
+pub fn stop_nginx(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
 }

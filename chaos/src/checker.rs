@@ -449,7 +449,7 @@ fn mirrors_refuse_writes(history: &[Op], observations: &Observations) -> Invaria
                 checked += 1
             }
             // Package formats refuse with a 403 naming the mirror: twine aborts on a redirect,
-            // npm, Maven and cargo do not resend a publish to one.
+            // npm, Maven, cargo and helm's uploaders do not resend a body to one.
             (_, Some(403))
                 if op.detail == crate::packages::MIRROR_REFUSAL && is_package_key(&op.key) =>
             {

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod content;
 pub mod credentials;
 pub mod faults;
+pub mod helm;
 pub mod history;
 pub mod maven;
 pub mod npm;

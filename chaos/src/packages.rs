@@ -1,4 +1,4 @@
-//! Package formats in the workload (PyPI, npm, Maven, cargo): one client loop for all of them, and what the
+//! Package formats in the workload (PyPI, npm, Maven, cargo, Helm): one client loop for all of them, and what the
 //! checker, the final reads and the summary need to know of each.
 //!
 //! A package file is a key `<format>:<repo>/…`, written like a key of an immutable repository:
@@ -6,8 +6,8 @@
 //! version 1 is the release, a later version the same release with other bytes, which the
 //! server must refuse. A resolve reads the format's index document on any node of any region
 //! and downloads the file it lists, checking the digest the index lists. A publish to a mirror
-//! must be refused with a 403 whose body names the read-only mirror (twine, npm, Maven and
-//! cargo do not resend a body to a redirect).
+//! must be refused with a 403 whose body names the read-only mirror (twine, npm, Maven,
+//! cargo and helm's uploaders do not resend a body to a redirect).
 
 use futures::future::BoxFuture;
 
@@ -63,12 +63,13 @@ pub trait PackageFormat: Send + Sync {
 }
 
 /// Every package format of the workload.
-pub fn formats() -> [&'static dyn PackageFormat; 4] {
+pub fn formats() -> [&'static dyn PackageFormat; 5] {
     [
         &crate::pypi::Pypi,
         &crate::npm::Npm,
         &crate::maven::Maven,
         &crate::cargo::Cargo,
+        &crate::helm::Helm,
     ]
 }
 

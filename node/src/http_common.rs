@@ -101,28 +101,45 @@ pub fn document_response(
     request: &HeaderMap,
     content_type: &'static str,
     modified_ms: i64,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Vec<u8>,
+) -> axum::response::Response {
+    let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
+    tagged_document_response(request, content_type, modified_ms, headers, &etag, body)
+}
+
+/// Whether the request's `If-None-Match` names `etag`.
+pub fn not_modified(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .any(|candidates| etag_matches(candidates.to_str().unwrap_or_default(), etag))
+}
+
+/// [`document_response`] with an `ETag` the caller derived from the state the document is
+/// rendered from (so a `304` can be answered without rendering it).
+pub fn tagged_document_response(
+    request: &HeaderMap,
+    content_type: &'static str,
+    modified_ms: i64,
+    mut headers: HeaderMap,
+    etag: &str,
+    body: impl Into<bytes::Bytes>,
 ) -> axum::response::Response {
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::IntoResponse;
-    let etag = format!("\"{}\"", blake3::hash(&body).to_hex());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, value);
     }
     if let Ok(value) = HeaderValue::from_str(&http_date(modified_ms)) {
         headers.insert(header::LAST_MODIFIED, value);
     }
-    let unchanged = request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .any(|candidates| etag_matches(candidates.to_str().unwrap_or_default(), &etag));
-    if unchanged {
+    if not_modified(request, etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    (StatusCode::OK, headers, body).into_response()
+    (StatusCode::OK, headers, body.into()).into_response()
 }
 
 /// Parses a single `bytes=` range against `size`. Returns `None` for headers a server may

@@ -12,13 +12,13 @@
 //!
 //! nginx comes from Debian (`nginx-light`, installed by `scripts/setup.sh`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use arca_benches::compare::{scratch, wait_ready, Server};
 use arca_benches::load;
-use arca_benches::packages::{measure_with, results_table, Case};
+use arca_benches::packages::{measure_with, results_table, start_nginx, stop_nginx, Case};
 use arca_chaos::cargo::publish_frame;
 use arca_chaos::content::tar_gz;
 use clap::Parser;
@@ -42,51 +42,6 @@ struct Args {
     /// Scratch directory (a temporary one by default).
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-/// Starts nginx on a free loopback port serving `root`, everything under `dir`.
-fn start_nginx(
-    binary: &Path,
-    dir: &Path,
-    root: &Path,
-) -> anyhow::Result<(std::process::Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let user = std::process::Command::new("id").arg("-un").output()?;
-    let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs"))?;
-    let config = prefix.join("nginx.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "user {user};\nworker_processes 2;\npid {pid};\nerror_log {log} error;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
-             client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;\n\
-             uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;\n\
-             server {{ listen 127.0.0.1:{port}; root {root}; default_type text/plain; }} }}\n",
-            pid = prefix.join("nginx.pid").display(),
-            log = prefix.join("logs/error.log").display(),
-            tmp = prefix.display(),
-            root = root.display(),
-        ),
-    )?;
-    let child = std::process::Command::new(binary)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&config)
-        .args(["-g", "daemon off;"])
-        .spawn()
-        .with_context(|| {
-            format!(
-                "start {} (scripts/setup.sh installs nginx-light)",
-                binary.display()
-            )
-        })?;
-    Ok((child, format!("http://127.0.0.1:{port}")))
 }
 
 #[tokio::main]
@@ -188,11 +143,7 @@ async fn main() -> anyhow::Result<()> {
             measured,
         });
     }
-    // SIGTERM, not SIGKILL: nginx's master stops its workers on it.
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    stop_nginx(&mut child);
 
     let table = results_table("nginx", &rows, Vec::new());
     println!(

@@ -13,6 +13,7 @@
 pub mod cargo;
 pub mod file_response;
 pub mod generic;
+pub mod helm;
 pub mod listing;
 pub mod maven;
 pub mod npm;
@@ -41,6 +42,7 @@ pub fn registered() -> Vec<&'static dyn Format> {
         &npm::Npm,
         &maven::Maven,
         &cargo::Cargo,
+        &helm::Helm,
     ]
 }
 

@@ -31,7 +31,9 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::http_common::{client_base_url, document_response, AuditAction, LocalFirst};
+use crate::http_common::{
+    client_base_url, not_modified, tagged_document_response, AuditAction, LocalFirst,
+};
 use crate::names::RepoName;
 
 /// The format's error body.
@@ -214,12 +216,28 @@ fn index_file(
         path: format!("index/{path}"),
     };
     let name = name_of_index_path(path).ok_or_else(not_found)?;
-    let (record, body) = registry.index_file(repo, name)?.ok_or_else(not_found)?;
-    Ok(document_response(
+    let record = registry.exact_crate(repo, name)?.ok_or_else(not_found)?;
+    let etag = Registry::index_etag(&record);
+    let content_type = "text/plain; charset=utf-8";
+    if not_modified(headers, &etag) {
+        // Answered from the crate's record alone: nothing is rendered.
+        let empty = bytes::Bytes::new();
+        return Ok(tagged_document_response(
+            headers,
+            content_type,
+            record.modified_at_ms,
+            HeaderMap::new(),
+            &etag,
+            empty,
+        ));
+    }
+    let body = registry.index_file(repo, &record)?.ok_or_else(not_found)?;
+    Ok(tagged_document_response(
         headers,
-        "text/plain; charset=utf-8",
+        content_type,
         record.modified_at_ms,
         HeaderMap::new(),
+        &etag,
         body,
     ))
 }

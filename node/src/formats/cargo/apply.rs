@@ -44,6 +44,7 @@ pub(super) fn apply(
                 versions: 0,
                 created_at_ms: *at_ms,
                 modified_at_ms: *at_ms,
+                seq: 0,
             });
             let outcome = publish(txn, repo, &mut record, version, blob)?;
             if outcome.is_none() {
@@ -95,6 +96,7 @@ pub(super) fn apply(
         return Ok(outcome);
     }
     record.modified_at_ms = command.at_ms();
+    record.seq = txn.seq();
     txn.put(crate_key, &record)?;
     Ok(CargoOutcome::Changed { seq: txn.seq() })
 }

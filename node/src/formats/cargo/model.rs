@@ -25,6 +25,10 @@ pub struct CrateRecord {
     pub versions: u64,
     pub created_at_ms: i64,
     pub modified_at_ms: i64,
+    /// The state machine's sequence number of the crate's last change: its index file's
+    /// `ETag` and cache key.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One published version: its line of the index file (without `yanked`, which is rendered

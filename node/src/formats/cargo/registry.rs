@@ -2,6 +2,7 @@
 //! and stored as an ordinary blob), yank and unyank, owners, and the index files rendered from
 //! the state machine.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,7 +45,12 @@ pub struct Registry {
     pub service: Arc<ArtifactService>,
     pub auth: Arc<Auth>,
     publishes: Semaphore,
+    /// Rendered index files by crate, with the change they were rendered at.
+    index_files: parking_lot::Mutex<HashMap<(RepoName, String), (u64, Bytes)>>,
 }
+
+/// Most index files a node keeps rendered.
+const CACHED_INDEX_FILES: usize = 1024;
 
 impl Registry {
     pub fn new(service: Arc<ArtifactService>, auth: Arc<Auth>) -> Self {
@@ -52,6 +58,7 @@ impl Registry {
             service,
             auth,
             publishes: Semaphore::new(CONCURRENT_PUBLISHES),
+            index_files: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -93,15 +100,20 @@ impl Registry {
             .filter(|record| record.name.eq_ignore_ascii_case(name)))
     }
 
-    /// The index file of a crate: one JSON line per version, in publish order.
-    pub fn index_file(
-        &self,
-        repo: &RepoName,
-        name: &str,
-    ) -> Result<Option<(CrateRecord, Vec<u8>)>> {
-        let Some(record) = self.exact_crate(repo, name)? else {
-            return Ok(None);
-        };
+    /// The `ETag` of a crate's index file: the change it is rendered at.
+    pub fn index_etag(record: &CrateRecord) -> String {
+        format!("\"{}-{}\"", record.seq, record.versions)
+    }
+
+    /// The index file of a crate: one JSON line per version, in publish order, rendered once
+    /// per change and kept (at most [`CACHED_INDEX_FILES`] per node).
+    pub fn index_file(&self, repo: &RepoName, record: &CrateRecord) -> Result<Option<Bytes>> {
+        let key = (repo.clone(), record.name.clone());
+        if let Some((seq, body)) = self.index_files.lock().get(&key) {
+            if *seq == record.seq && record.seq != 0 {
+                return Ok(Some(body.clone()));
+            }
+        }
         let versions = self.service.catalog.cargo_versions(repo, &record.name)?;
         if versions.is_empty() {
             return Ok(None);
@@ -110,7 +122,15 @@ impl Registry {
         for version in &versions {
             render_line(&mut body, version);
         }
-        Ok(Some((record, body)))
+        let body = Bytes::from(body);
+        let mut cached = self.index_files.lock();
+        if cached.len() >= CACHED_INDEX_FILES && !cached.contains_key(&key) {
+            if let Some(evicted) = cached.keys().next().cloned() {
+                cached.remove(&evicted);
+            }
+        }
+        cached.insert(key, (record.seq, body.clone()));
+        Ok(Some(body))
     }
 
     /// May `identity` change crate `record` (publish a version, yank, change owners)? Its
