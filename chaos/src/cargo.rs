@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `cargo` repository.
@@ -83,24 +83,14 @@ pub fn publish_frame(name: &str, version: &str, file: &[u8]) -> Vec<u8> {
 pub struct Cargo;
 
 impl PackageFormat for Cargo {
-    fn format(&self) -> &'static str {
-        "cargo"
-    }
-
-    fn repo(&self) -> &'static str {
-        CARGO_REPO
-    }
-
-    fn key_prefix(&self) -> &'static str {
-        CARGO_KEY_PREFIX
-    }
-
-    fn mirror_probe_prefix(&self) -> &'static str {
-        CARGO_MIRROR_PROBE_PREFIX
-    }
-
-    fn share(&self) -> u32 {
-        12
+    fn spec(&self) -> Spec {
+        Spec {
+            format: "cargo",
+            repo: CARGO_REPO,
+            key_prefix: CARGO_KEY_PREFIX,
+            mirror_probe_prefix: CARGO_MIRROR_PROBE_PREFIX,
+            share: 12,
+        }
     }
 
     fn key(&self, client: u32, release: u64) -> String {

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `helm` repository.
@@ -58,24 +58,14 @@ pub fn archive(seed: u64, key: &str, version: u64) -> Vec<u8> {
 pub struct Helm;
 
 impl PackageFormat for Helm {
-    fn format(&self) -> &'static str {
-        "helm"
-    }
-
-    fn repo(&self) -> &'static str {
-        HELM_REPO
-    }
-
-    fn key_prefix(&self) -> &'static str {
-        HELM_KEY_PREFIX
-    }
-
-    fn mirror_probe_prefix(&self) -> &'static str {
-        HELM_MIRROR_PROBE_PREFIX
-    }
-
-    fn share(&self) -> u32 {
-        12
+    fn spec(&self) -> Spec {
+        Spec {
+            format: "helm",
+            repo: HELM_REPO,
+            key_prefix: HELM_KEY_PREFIX,
+            mirror_probe_prefix: HELM_MIRROR_PROBE_PREFIX,
+            share: 12,
+        }
     }
 
     fn key(&self, client: u32, release: u64) -> String {

@@ -14,7 +14,7 @@ use sha1::Digest as _;
 
 use crate::content::content;
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `maven` repository.
@@ -62,24 +62,14 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
 pub struct Maven;
 
 impl PackageFormat for Maven {
-    fn format(&self) -> &'static str {
-        "maven"
-    }
-
-    fn repo(&self) -> &'static str {
-        MAVEN_REPO
-    }
-
-    fn key_prefix(&self) -> &'static str {
-        MAVEN_KEY_PREFIX
-    }
-
-    fn mirror_probe_prefix(&self) -> &'static str {
-        MAVEN_MIRROR_PROBE_PREFIX
-    }
-
-    fn share(&self) -> u32 {
-        12
+    fn spec(&self) -> Spec {
+        Spec {
+            format: "maven",
+            repo: MAVEN_REPO,
+            key_prefix: MAVEN_KEY_PREFIX,
+            mirror_probe_prefix: MAVEN_MIRROR_PROBE_PREFIX,
+            share: 12,
+        }
     }
 
     fn key(&self, client: u32, release: u64) -> String {

@@ -14,7 +14,7 @@ use sha1::Digest as _;
 
 use crate::content::{content, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `npm` repository.
@@ -84,24 +84,14 @@ pub fn publish_document(name: &str, version: &str, bytes: &[u8]) -> serde_json::
 pub struct Npm;
 
 impl PackageFormat for Npm {
-    fn format(&self) -> &'static str {
-        "npm"
-    }
-
-    fn repo(&self) -> &'static str {
-        NPM_REPO
-    }
-
-    fn key_prefix(&self) -> &'static str {
-        NPM_KEY_PREFIX
-    }
-
-    fn mirror_probe_prefix(&self) -> &'static str {
-        NPM_MIRROR_PROBE_PREFIX
-    }
-
-    fn share(&self) -> u32 {
-        12
+    fn spec(&self) -> Spec {
+        Spec {
+            format: "npm",
+            repo: NPM_REPO,
+            key_prefix: NPM_KEY_PREFIX,
+            mirror_probe_prefix: NPM_MIRROR_PROBE_PREFIX,
+            share: 12,
+        }
     }
 
     fn key(&self, client: u32, release: u64) -> String {

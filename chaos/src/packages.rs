@@ -25,18 +25,39 @@ pub const MIRROR_REFUSAL: &str = "READ_ONLY_MIRROR";
 /// `index-mismatch:<listed>` when the index lists another digest) and a detail.
 pub type Resolved = (Outcome, Option<u16>, Option<String>, String);
 
+/// What the workload knows of a package format besides its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// The repository format (`pypi`), also the key prefix before `:`.
+    pub format: &'static str,
+    /// The repository the workload creates for it.
+    pub repo: &'static str,
+    /// Every key of the format starts with this.
+    pub key_prefix: &'static str,
+    /// Keys only ever published to mirrors start with this.
+    pub mirror_probe_prefix: &'static str,
+    /// The part's weight in the workload's mix.
+    pub share: u32,
+}
+
 /// One package format of the workload.
 pub trait PackageFormat: Send + Sync {
-    /// The repository format (`pypi`), also the key prefix before `:`.
-    fn format(&self) -> &'static str;
-    /// The repository the workload creates for it.
-    fn repo(&self) -> &'static str;
-    /// Every key of the format starts with this.
-    fn key_prefix(&self) -> &'static str;
-    /// Keys only ever published to mirrors start with this.
-    fn mirror_probe_prefix(&self) -> &'static str;
-    /// The part's weight in the workload's mix.
-    fn share(&self) -> u32;
+    fn spec(&self) -> Spec;
+    fn format(&self) -> &'static str {
+        self.spec().format
+    }
+    fn repo(&self) -> &'static str {
+        self.spec().repo
+    }
+    fn key_prefix(&self) -> &'static str {
+        self.spec().key_prefix
+    }
+    fn mirror_probe_prefix(&self) -> &'static str {
+        self.spec().mirror_probe_prefix
+    }
+    fn share(&self) -> u32 {
+        self.spec().share
+    }
     /// The key of release `release` of client `client`'s package.
     fn key(&self, client: u32, release: u64) -> String;
     /// The key of client `client`'s `probe`th publish to a mirror.

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved};
+use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `pypi` repository.
@@ -118,24 +118,14 @@ pub fn multipart_upload(project: &str, version: &str, filename: &str, data: &[u8
 pub struct Pypi;
 
 impl PackageFormat for Pypi {
-    fn format(&self) -> &'static str {
-        "pypi"
-    }
-
-    fn repo(&self) -> &'static str {
-        PYPI_REPO
-    }
-
-    fn key_prefix(&self) -> &'static str {
-        PYPI_KEY_PREFIX
-    }
-
-    fn mirror_probe_prefix(&self) -> &'static str {
-        PYPI_MIRROR_PROBE_PREFIX
-    }
-
-    fn share(&self) -> u32 {
-        12
+    fn spec(&self) -> Spec {
+        Spec {
+            format: "pypi",
+            repo: PYPI_REPO,
+            key_prefix: PYPI_KEY_PREFIX,
+            mirror_probe_prefix: PYPI_MIRROR_PROBE_PREFIX,
+            share: 12,
+        }
     }
 
     fn key(&self, client: u32, release: u64) -> String {

@@ -19,6 +19,7 @@ pub mod maven;
 pub mod npm;
 pub mod oci;
 pub mod pypi;
+pub mod routes;
 
 use std::sync::Arc;
 

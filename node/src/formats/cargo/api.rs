@@ -15,7 +15,6 @@
 //! Errors are JSON `{"errors":[{"detail":"…"}]}`, which cargo prints.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -31,6 +30,7 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
+use crate::formats::routes::{ErrorBody, RouteError};
 use crate::http_common::{
     client_base_url, not_modified, tagged_document_response, AuditAction, LocalFirst,
 };
@@ -56,17 +56,11 @@ pub fn error_response(error: Error) -> Response {
 }
 
 /// An error of a cargo route, answered in the format's body.
-pub struct CargoError(pub(super) Error);
+pub type CargoError = RouteError<super::Cargo>;
 
-impl From<Error> for CargoError {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for CargoError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
+impl ErrorBody for super::Cargo {
+    fn error_response(error: Error) -> Response {
+        error_response(error)
     }
 }
 
@@ -74,24 +68,18 @@ type Result<T> = std::result::Result<T, CargoError>;
 
 /// Splits `/cargo/{repo}/{rest}` into the repository and the rest.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix("/cargo/")?;
-    Some(rest.split_once('/').unwrap_or((rest, "")))
+    crate::formats::routes::split_path("/cargo/", path)
 }
 
 /// Counts every answered request of the format (`arca_cargo_requests_total`, latency).
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = split_path(request.uri().path())
-        .map(|(_, rest)| Route::parse(rest))
-        .unwrap_or(Route::Unknown)
-        .label(request.method());
-    let response = next.run(request).await;
-    super::metrics::request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    let label = |method: &Method, path: &str| {
+        split_path(path)
+            .map(|(_, rest)| Route::parse(rest))
+            .unwrap_or(Route::Unknown)
+            .label(method)
+    };
+    super::metrics::METRICS.track(label, request, next).await
 }
 
 fn ok(value: Value, action: &'static str) -> Response {
@@ -124,7 +112,7 @@ async fn handle(registry: &Arc<Registry>, request: Request) -> Result<Response> 
     let base = client_base_url(&registry.service.config, headers);
     let read_body = |limit: usize| async move {
         axum::body::to_bytes(body, limit).await.map_err(|_| {
-            CargoError(Error::TooLarge {
+            CargoError::from(Error::TooLarge {
                 limit: limit as u64,
             })
         })

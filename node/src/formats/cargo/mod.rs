@@ -173,7 +173,7 @@ impl Format for Cargo {
     }
 
     fn describe_metrics(&self) {
-        metrics::describe_metrics();
+        metrics::METRICS.describe();
     }
 
     fn packages(&self) -> Option<&'static dyn Packages> {

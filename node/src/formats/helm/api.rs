@@ -12,7 +12,6 @@
 //! Errors are JSON `{"error": "…"}`, chartmuseum's body.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -26,6 +25,7 @@ use super::registry::{invalid, Registry, Written, MAX_PROV};
 use super::route::Route;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
+use crate::formats::routes::{ErrorBody, RouteError};
 use crate::http_common::{not_modified, tagged_document_response, AuditAction, LocalFirst};
 use crate::names::RepoName;
 
@@ -47,17 +47,11 @@ pub fn error_response(error: Error) -> Response {
 }
 
 /// An error of a Helm route, answered in the format's body.
-pub struct HelmError(pub(super) Error);
+pub type HelmError = RouteError<super::Helm>;
 
-impl From<Error> for HelmError {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for HelmError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
+impl ErrorBody for super::Helm {
+    fn error_response(error: Error) -> Response {
+        error_response(error)
     }
 }
 
@@ -65,24 +59,18 @@ type Result<T> = std::result::Result<T, HelmError>;
 
 /// Splits `/helm/{repo}/{rest}` into the repository and the rest.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix("/helm/")?;
-    Some(rest.split_once('/').unwrap_or((rest, "")))
+    crate::formats::routes::split_path("/helm/", path)
 }
 
 /// Counts every answered request of the format (`arca_helm_requests_total`, latency).
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = split_path(request.uri().path())
-        .map(|(_, rest)| Route::parse(rest))
-        .unwrap_or(Route::Unknown)
-        .label(request.method());
-    let response = next.run(request).await;
-    super::metrics::request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    let label = |method: &Method, path: &str| {
+        split_path(path)
+            .map(|(_, rest)| Route::parse(rest))
+            .unwrap_or(Route::Unknown)
+            .label(method)
+    };
+    super::metrics::METRICS.track(label, request, next).await
 }
 
 fn saved(written: Written, action: &'static str) -> Response {
@@ -114,7 +102,7 @@ async fn handle(registry: &Arc<Registry>, request: Request) -> Result<Response> 
     let limit = registry.max_chart().saturating_add(MAX_PROV + (64 << 10));
     let read_body = |limit: usize| async move {
         axum::body::to_bytes(body, limit).await.map_err(|_| {
-            HelmError(Error::TooLarge {
+            HelmError::from(Error::TooLarge {
                 limit: limit as u64,
             })
         })

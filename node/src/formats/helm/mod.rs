@@ -159,7 +159,7 @@ impl Format for Helm {
     }
 
     fn describe_metrics(&self) {
-        metrics::describe_metrics();
+        metrics::METRICS.describe();
     }
 
     fn packages(&self) -> Option<&'static dyn Packages> {

@@ -13,7 +13,6 @@
 //! `403` saying so: Maven does not resend a body to a redirect.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -26,6 +25,7 @@ use super::coords::{self, Checksum, FileCoords, MavenPath, Target};
 use super::repository::{file_digest, not_found, MavenRepos, Written};
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
+use crate::formats::routes::{ErrorBody, RouteError};
 use crate::http_common::{etag_matches, AuditAction, LocalFirst};
 use crate::names::RepoName;
 
@@ -70,17 +70,11 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// An error of a Maven route, answered in the format's body.
-pub struct MavenError(Error);
+pub type MavenError = RouteError<super::Maven>;
 
-impl From<Error> for MavenError {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for MavenError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
+impl ErrorBody for super::Maven {
+    fn error_response(error: Error) -> Response {
+        error_response(error)
     }
 }
 
@@ -88,21 +82,13 @@ type Result<T> = std::result::Result<T, MavenError>;
 
 /// Splits `/maven/{repo}/{rest}` into the repository and the raw rest.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix("/maven/")?;
-    Some(rest.split_once('/').unwrap_or((rest, "")))
+    crate::formats::routes::split_path("/maven/", path)
 }
 
 /// Counts every answered request of the format (`arca_maven_requests_total`, latency).
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = route_of(request.method(), request.uri().path());
-    let response = next.run(request).await;
-    super::metrics::request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    let label = |method: &Method, path: &str| route_of(method, path);
+    super::metrics::METRICS.track(label, request, next).await
 }
 
 /// The metric label of a request: its route, never its names.

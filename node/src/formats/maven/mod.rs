@@ -149,7 +149,7 @@ impl Format for Maven {
     }
 
     fn describe_metrics(&self) {
-        metrics::describe_metrics();
+        metrics::METRICS.describe();
     }
 
     fn packages(&self) -> Option<&'static dyn Packages> {

@@ -16,7 +16,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -34,6 +33,7 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
+use crate::formats::routes::{ErrorBody, RouteError};
 use crate::http_common::{client_base_url, document_response, AuditAction, LocalFirst};
 use crate::metadata::model::{format_ms, now_ms};
 use crate::names::RepoName;
@@ -55,18 +55,12 @@ pub fn error_response(error: Error) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// An error of an npm route, answered in the format's body.
-pub struct NpmError(pub(super) Error);
+/// An error of a npm route, answered in the format's body.
+pub type NpmError = RouteError<super::Npm>;
 
-impl From<Error> for NpmError {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for NpmError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
+impl ErrorBody for super::Npm {
+    fn error_response(error: Error) -> Response {
+        error_response(error)
     }
 }
 
@@ -74,24 +68,18 @@ pub(super) type Result<T> = std::result::Result<T, NpmError>;
 
 /// Splits `/npm/{repo}/{rest}` into the repository and the raw rest.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix("/npm/")?;
-    Some(rest.split_once('/').unwrap_or((rest, "")))
+    crate::formats::routes::split_path("/npm/", path)
 }
 
 /// Counts every answered request of the format (`arca_npm_requests_total`, latency).
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = split_path(request.uri().path())
-        .map(|(_, rest)| Route::parse(rest))
-        .unwrap_or(Route::Unknown)
-        .label(request.method());
-    let response = next.run(request).await;
-    super::metrics::request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    let label = |method: &Method, path: &str| {
+        split_path(path)
+            .map(|(_, rest)| Route::parse(rest))
+            .unwrap_or(Route::Unknown)
+            .label(method)
+    };
+    super::metrics::METRICS.track(label, request, next).await
 }
 
 fn package_name(raw: &str) -> Result<PackageName> {
@@ -137,7 +125,7 @@ async fn handle(registry: &Arc<Registry>, request: Request) -> Result<Response> 
     let limit = registry.max_publish_body();
     let read_body = |body: Body, limit: usize| async move {
         axum::body::to_bytes(body, limit).await.map_err(|_| {
-            NpmError(Error::TooLarge {
+            NpmError::from(Error::TooLarge {
                 limit: limit as u64,
             })
         })

@@ -187,7 +187,7 @@ impl Format for Npm {
     }
 
     fn describe_metrics(&self) {
-        metrics::describe_metrics();
+        metrics::METRICS.describe();
     }
 
     fn packages(&self) -> Option<&'static dyn Packages> {

@@ -226,7 +226,7 @@ impl Session<'_> {
 }
 
 fn unauthorized(reason: &str) -> NpmError {
-    NpmError(Error::Unauthorized {
+    NpmError::from(Error::Unauthorized {
         reason: reason.into(),
     })
 }

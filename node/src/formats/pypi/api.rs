@@ -13,7 +13,6 @@
 //! twine and pip print). Writes are never redirected: twine aborts on any `3xx`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -28,6 +27,7 @@ use super::names::{normalize, same_version};
 use super::simple::{self, Form};
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
+use crate::formats::routes::{ErrorBody, RouteError};
 use crate::http_common::{client_base_url, etag_matches, LocalFirst};
 use crate::names::RepoName;
 
@@ -67,18 +67,12 @@ fn text_response(status: StatusCode, message: String) -> Response {
     response
 }
 
-/// An error of a PyPI route, answered in the format's body ([`error_response`]).
-pub struct PypiError(Error);
+/// An error of a PyPI route, answered in the format's body.
+pub type PypiError = RouteError<super::Pypi>;
 
-impl From<Error> for PypiError {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for PypiError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
+impl ErrorBody for super::Pypi {
+    fn error_response(error: Error) -> Response {
+        error_response(error)
     }
 }
 
@@ -90,15 +84,8 @@ fn repo_name(raw: &str) -> Result<RepoName> {
 
 /// Counts every answered request of the format (`arca_pypi_requests_total`, latency).
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = route_of(request.method(), request.uri().path());
-    let response = next.run(request).await;
-    super::metrics::request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    let label = |method: &Method, path: &str| route_of(method, path);
+    super::metrics::METRICS.track(label, request, next).await
 }
 
 /// The metric label of a request: its route, never its names.

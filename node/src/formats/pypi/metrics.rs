@@ -1,23 +1,10 @@
 //! The PyPI format's metrics (see `docs/metrics.md`): requests and latency per route and
 //! status (labels never carry project or file names).
 
-use metrics::{counter, histogram};
+use crate::formats::routes::RequestMetrics;
 
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "arca_pypi_requests_total",
-        "PyPI requests answered, by route and status"
-    );
-    metrics::describe_histogram!(
-        "arca_pypi_request_duration_seconds",
-        metrics::Unit::Seconds,
-        "PyPI request latency, by route and status"
-    );
-}
-
-pub fn request(route: &'static str, status: u16, seconds: f64) {
-    let status = status.to_string();
-    counter!("arca_pypi_requests_total", "route" => route, "status" => status.clone()).increment(1);
-    histogram!("arca_pypi_request_duration_seconds", "route" => route, "status" => status)
-        .record(seconds);
-}
+pub const METRICS: RequestMetrics = RequestMetrics {
+    requests: "arca_pypi_requests_total",
+    duration: "arca_pypi_request_duration_seconds",
+    client: "PyPI",
+};

@@ -162,7 +162,7 @@ impl Format for Pypi {
     }
 
     fn describe_metrics(&self) {
-        metrics::describe_metrics();
+        metrics::METRICS.describe();
     }
 
     fn packages(&self) -> Option<&'static dyn Packages> {
