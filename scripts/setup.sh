@@ -95,6 +95,27 @@ if ! [ -x "$tools/helm/helm" ]; then
   rm -rf "$scratch"
 fi
 
+# nuget.exe 5.8.0 on Debian's mono, the client the NuGet format's tests drive: Debian's own
+# nuget is v2-only, and the .NET SDK is not installable here; the npm package nuget-exe ships
+# nuget.exe.
+mono_packages=()
+for package in mono-runtime mono-devel ca-certificates-mono; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    mono_packages+=("$package")
+  fi
+done
+if [ ${#mono_packages[@]} -gt 0 ]; then
+  apt_install "${mono_packages[@]}"
+fi
+if ! [ -f "$tools/nuget/nuget.exe" ]; then
+  echo "setup: installing nuget.exe 5.8.0 into $tools/nuget" >&2
+  scratch="$(mktemp -d)"
+  (cd "$scratch" && npm pack --silent nuget-exe@5.8.0 >/dev/null && tar xzf ./*.tgz)
+  mkdir -p "$tools/nuget"
+  cp "$scratch/package/nuget-5.8.0.exe" "$tools/nuget/nuget.exe"
+  rm -rf "$scratch"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not installed; install Rust from https://rustup.rs" >&2
   exit 1

@@ -22,6 +22,7 @@ pub mod helm;
 pub mod history;
 pub mod maven;
 pub mod npm;
+pub mod nuget;
 pub mod observe;
 pub mod oci;
 pub mod packages;

@@ -1,4 +1,4 @@
-//! Package formats in the workload (PyPI, npm, Maven, cargo, Helm): one client loop for all of them, and what the
+//! Package formats in the workload (PyPI, npm, Maven, cargo, Helm, NuGet): one client loop for all of them, and what the
 //! checker, the final reads and the summary need to know of each.
 //!
 //! A package file is a key `<format>:<repo>/…`, written like a key of an immutable repository:
@@ -84,13 +84,14 @@ pub trait PackageFormat: Send + Sync {
 }
 
 /// Every package format of the workload.
-pub fn formats() -> [&'static dyn PackageFormat; 5] {
+pub fn formats() -> [&'static dyn PackageFormat; 6] {
     [
         &crate::pypi::Pypi,
         &crate::npm::Npm,
         &crate::maven::Maven,
         &crate::cargo::Cargo,
         &crate::helm::Helm,
+        &crate::nuget::Nuget,
     ]
 }
 

@@ -50,7 +50,7 @@ pub struct RunResult {
     pub faults: Vec<FaultRecord>,
     /// kind → outcome → count.
     pub op_counts: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Operations per repository format (`generic`, `oci`, `pypi`, `npm`, `maven`, `cargo`, `helm`).
+    /// Operations per repository format (`generic`, `oci`, `pypi`, `npm`, `maven`, `cargo`, `helm`, `nuget`).
     pub format_counts: BTreeMap<&'static str, usize>,
     pub operations: usize,
     pub convergence_ms: Option<u64>,
@@ -462,5 +462,6 @@ mod tests {
         assert_eq!(format_of("maven:mv/com.chaos:c0:1.0.0"), "maven");
         assert_eq!(format_of("cargo:rs/chaos-c0@1.0.0"), "cargo");
         assert_eq!(format_of("helm:hm/chaos-c0-1.0.0.tgz"), "helm");
+        assert_eq!(format_of("nuget:nu/chaos-c0@1.0.0"), "nuget");
     }
 }

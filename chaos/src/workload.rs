@@ -1,5 +1,5 @@
 //! Concurrent clients pushing, overwriting, deleting and pulling generic files, OCI image
-//! tags (see [`crate::oci`]) and packages (PyPI wheels, npm tarballs, Maven jars, crates and Helm charts, see
+//! tags (see [`crate::oci`]) and packages (PyPI wheels, npm tarballs, Maven jars, crates, Helm charts and NuGet packages, see
 //! [`crate::packages`]), and now and then writing
 //! to a mirror, recording every operation in the [`History`].
 //!
@@ -8,9 +8,9 @@
 //! linearizability search; reads go to any key from any client, any region and any node.
 //!
 //! Each repository format contributes a part ([`WorkloadPart`], listed in [`parts`]) with its
-//! weight in the mix (of 148): generic files 60 (2 PUT without a valid credential, 23 PUT,
+//! weight in the mix (of 160): generic files 60 (2 PUT without a valid credential, 23 PUT,
 //! 6 DELETE, 7 immutable PUT, 2 PUT to a mirror, 20 GET), OCI 28 (13 image push, 4 tag delete,
-//! 1 push to a mirror, 10 tag pull), PyPI, npm, Maven, cargo and Helm 12 each (5 publish, 1 publish to a mirror,
+//! 1 push to a mirror, 10 tag pull), PyPI, npm, Maven, cargo, Helm and NuGet 12 each (5 publish, 1 publish to a mirror,
 //! 6 resolve); a mirror's share
 //! goes to reads when no region is a mirror.
 

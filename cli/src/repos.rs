@@ -14,8 +14,8 @@ pub enum RepoCommand {
         /// Repository format: `generic` (files under /files/), `oci` (container images and
         /// other OCI artifacts under /v2/), `pypi` (Python packages under /pypi/NAME/, for
         /// pip, uv and twine), `npm` (under /npm/NAME/), `maven` (under /maven/NAME/),
-        /// `cargo` (a sparse index at /cargo/NAME/index/) or `helm` (a chart repository at
-        /// /helm/NAME/).
+        /// `cargo` (a sparse index at /cargo/NAME/index/), `helm` (a chart repository at
+        /// /helm/NAME/) or `nuget` (a v3 feed at /nuget/NAME/v3/index.json).
         #[arg(long, default_value = "generic")]
         format: String,
         /// Paths (and OCI tags) can be written once; identical re-uploads are accepted.

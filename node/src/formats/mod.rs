@@ -17,6 +17,7 @@ pub mod helm;
 pub mod listing;
 pub mod maven;
 pub mod npm;
+pub mod nuget;
 pub mod oci;
 pub mod pypi;
 pub mod routes;
@@ -44,6 +45,7 @@ pub fn registered() -> Vec<&'static dyn Format> {
         &maven::Maven,
         &cargo::Cargo,
         &helm::Helm,
+        &nuget::Nuget,
     ]
 }
 

@@ -1,4 +1,5 @@
-//! What every format's routes share: the error type that answers in the format's own body,
+//! What every format's routes share: the error type that answers in the format's own body
+//! (and the status, message and text body most of them use),
 //! the path split under the format's prefix, and the request metrics
 //! (`arca_<format>_requests_total`, `arca_<format>_request_duration_seconds`, by route and
 //! status; labels never carry names) with the middleware that records them.
@@ -7,11 +8,48 @@ use std::marker::PhantomData;
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::Method;
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
+
+/// The status and the client-facing message of an error of a package format's route: a
+/// mirror's refusal of a write is a plain `403` naming the primary (no package client resends
+/// a body to a redirect), and an internal error's details go to the log, not the client.
+pub fn status_and_message(format: &str, error: Error) -> (StatusCode, String) {
+    let status = match &error {
+        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
+        other => other.status(),
+    };
+    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
+        tracing::error!(%error, format, "request failed");
+        "internal error; the server log has the details".to_string()
+    } else {
+        error.to_string()
+    };
+    (status, message)
+}
+
+/// A `text/plain` answer whose reason phrase is the message too (on one line, bounded): what
+/// clients that print the status line show (Maven, twine, nuget).
+pub fn text_response(status: StatusCode, message: &str) -> Response {
+    let reason: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response();
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
+        response.extensions_mut().insert(phrase);
+    }
+    response
+}
 
 /// A format's error body.
 pub trait ErrorBody {

@@ -30,7 +30,7 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::formats::routes::{ErrorBody, RouteError};
+use crate::formats::routes::{status_and_message, ErrorBody, RouteError};
 use crate::http_common::{
     client_base_url, not_modified, tagged_document_response, AuditAction, LocalFirst,
 };
@@ -38,19 +38,13 @@ use crate::names::RepoName;
 
 /// The format's error body.
 pub fn error_response(error: Error) -> Response {
-    let status = match &error {
-        // A mirror refuses a publish with a 403 naming the primary: cargo does not resend a
-        // body to a redirect.
-        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
-        // Crate names are unique modulo case and `-`/`_`; a version exists: crates.io's 400s.
-        Error::AlreadyExists { .. } => StatusCode::CONFLICT,
-        other => other.status(),
-    };
-    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
-        tracing::error!(%error, "cargo request failed");
-        "internal error; the server log has the details".to_string()
+    // Crate names are unique modulo case and `-`/`_`: taken is a conflict.
+    let conflict = matches!(error, Error::AlreadyExists { .. });
+    let (status, message) = status_and_message("cargo", error);
+    let status = if conflict {
+        StatusCode::CONFLICT
     } else {
-        error.to_string()
+        status
     };
     (status, Json(json!({ "errors": [{ "detail": message }] }))).into_response()
 }

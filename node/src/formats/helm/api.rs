@@ -25,24 +25,13 @@ use super::registry::{invalid, Registry, Written, MAX_PROV};
 use super::route::Route;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::formats::routes::{ErrorBody, RouteError};
+use crate::formats::routes::{status_and_message, ErrorBody, RouteError};
 use crate::http_common::{not_modified, tagged_document_response, AuditAction, LocalFirst};
 use crate::names::RepoName;
 
 /// The format's error body.
 pub fn error_response(error: Error) -> Response {
-    let status = match &error {
-        // A mirror refuses an upload with a 403 naming the primary: no client resends a body
-        // to a redirect.
-        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
-        other => other.status(),
-    };
-    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
-        tracing::error!(%error, "helm request failed");
-        "internal error; the server log has the details".to_string()
-    } else {
-        error.to_string()
-    };
+    let (status, message) = status_and_message("helm", error);
     (status, Json(json!({ "error": message }))).into_response()
 }
 

@@ -25,37 +25,18 @@ use super::coords::{self, Checksum, FileCoords, MavenPath, Target};
 use super::repository::{file_digest, not_found, MavenRepos, Written};
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::formats::routes::{ErrorBody, RouteError};
+use crate::formats::routes::{status_and_message, text_response, ErrorBody, RouteError};
 use crate::http_common::{etag_matches, AuditAction, LocalFirst};
 use crate::names::RepoName;
 
 /// The format's error body: the message as text, and as the reason phrase.
 pub fn error_response(error: Error) -> Response {
-    let status = match &error {
-        // A deploy to a mirror is refused outright, naming the primary: Maven does not follow
-        // a redirect with the body again.
-        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
-        other => other.status(),
-    };
-    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
-        tracing::error!(%error, "maven request failed");
-        "internal error; the server log has the details".to_string()
-    } else {
-        error.to_string()
-    };
-    let mut response = text(status, message.clone());
+    let (status, message) = status_and_message("maven", error);
+    let mut response = text_response(status, &message);
     if status == StatusCode::METHOD_NOT_ALLOWED {
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
-    }
-    let phrase: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
-        response.extensions_mut().insert(phrase);
     }
     response
 }

@@ -33,25 +33,14 @@ use super::route::Route;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::formats::routes::{ErrorBody, RouteError};
+use crate::formats::routes::{status_and_message, ErrorBody, RouteError};
 use crate::http_common::{client_base_url, document_response, AuditAction, LocalFirst};
 use crate::metadata::model::{format_ms, now_ms};
 use crate::names::RepoName;
 
 /// The format's error body.
 pub fn error_response(error: Error) -> Response {
-    let status = match &error {
-        // A mirror refuses a publish with a 403 naming the primary: npm does not resend a
-        // publish body to a redirect.
-        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
-        other => other.status(),
-    };
-    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
-        tracing::error!(%error, "npm request failed");
-        "internal error; the server log has the details".to_string()
-    } else {
-        error.to_string()
-    };
+    let (status, message) = status_and_message("npm", error);
     (status, Json(json!({ "error": message }))).into_response()
 }
 

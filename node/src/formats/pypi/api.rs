@@ -27,44 +27,14 @@ use super::names::{normalize, same_version};
 use super::simple::{self, Form};
 use crate::error::Error;
 use crate::formats::file_response::{serve_file, FileResponse};
-use crate::formats::routes::{ErrorBody, RouteError};
+use crate::formats::routes::{status_and_message, text_response, ErrorBody, RouteError};
 use crate::http_common::{client_base_url, etag_matches, LocalFirst};
 use crate::names::RepoName;
 
 /// The format's error body: the message as text, and as the reason phrase.
 pub fn error_response(error: Error) -> Response {
-    let status = match &error {
-        // A mirror refuses a publish with a plain 403 that names the primary: twine aborts on
-        // a redirect instead of following it.
-        Error::ReadOnlyMirror { .. } => StatusCode::FORBIDDEN,
-        other => other.status(),
-    };
-    let message = if status.is_server_error() && matches!(error, Error::Internal(_)) {
-        tracing::error!(%error, "pypi request failed");
-        "internal error; the server log has the details".to_string()
-    } else {
-        error.to_string()
-    };
-    text_response(status, message)
-}
-
-/// A `text/plain` answer whose reason phrase is the message (on one line, bounded).
-fn text_response(status: StatusCode, message: String) -> Response {
-    let reason: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{message}\n"),
-    )
-        .into_response();
-    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
-        response.extensions_mut().insert(phrase);
-    }
-    response
+    let (status, message) = status_and_message("pypi", error);
+    text_response(status, &message)
 }
 
 /// An error of a PyPI route, answered in the format's body.
@@ -121,7 +91,7 @@ pub async fn upload(
     } else {
         format!("{} was already stored with these bytes", uploaded.filename)
     };
-    let mut response = text_response(StatusCode::OK, message);
+    let mut response = text_response(StatusCode::OK, &message);
     response
         .extensions_mut()
         .insert(crate::http_common::AuditAction("pypi.upload"));
@@ -195,7 +165,7 @@ fn form_of(headers: &HeaderMap, query: &PageQuery) -> Option<Form> {
 fn not_acceptable() -> Response {
     text_response(
         StatusCode::NOT_ACCEPTABLE,
-        format!(
+        &format!(
             "this index serves {}, {} and {}",
             simple::JSON,
             simple::HTML_V1,
