@@ -4,7 +4,7 @@
 //! `helm repo update`, `helm search repo`, `helm pull` (the archive byte for byte) and `helm
 //! show chart`; and the same chart as an OCI artifact in an `oci` repository: `helm registry
 //! login`, `helm push oci://…`, `helm pull oci://… --version '^0.1'` resolving the version from
-//! the tag list. A mirror region serves the classic repository read-only.
+//! the tag list, and a version with build metadata tagged with `_` for `+`. A mirror region serves the classic repository read-only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -271,6 +271,62 @@ fn helm_reads_a_classic_repository_and_pushes_and_pulls_charts_over_oci() {
         ),
     );
     assert!(shown.contains("version: 0.2.0"), "{shown}");
+
+    // A version with build metadata: helm tags it with `_` for `+` (tags cannot hold `+`) and
+    // maps it back when it lists the tags.
+    let built = user.package(work, "web", "0.3.0+build.1");
+    must_ok(
+        "helm push (build metadata)",
+        user.helm(
+            work,
+            &[
+                "push",
+                &built.to_string_lossy(),
+                &format!("oci://{host}/oci/charts"),
+                "--plain-http",
+            ],
+            None,
+        ),
+    );
+    let tags: serde_json::Value = block_on(async {
+        reqwest::Client::new()
+            .get(format!("{base}/v2/oci/charts/web/tags/list"))
+            .basic_auth("ci", Some(&token))
+            .send()
+            .await
+            .expect("tags")
+            .json()
+            .await
+            .expect("json")
+    });
+    assert!(
+        tags["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "0.3.0_build.1")),
+        "{tags}"
+    );
+    let built_dir = work.join("from-oci-built");
+    std::fs::create_dir_all(&built_dir).expect("dir");
+    must_ok(
+        "helm pull oci (build metadata)",
+        user.helm(
+            work,
+            &[
+                "pull",
+                &format!("oci://{host}/oci/charts/web"),
+                "--version",
+                "0.3.0+build.1",
+                "--plain-http",
+                "-d",
+                &built_dir.to_string_lossy(),
+            ],
+            None,
+        ),
+    );
+    assert_eq!(
+        std::fs::read(built_dir.join("web-0.3.0+build.1.tgz")).expect("pulled"),
+        std::fs::read(&built).expect("archive")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

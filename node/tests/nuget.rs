@@ -14,21 +14,35 @@ use support::{basic, client_with, TestNode};
 
 /// A `.nupkg` whose root holds `{name}` with `nuspec`, and a content file.
 fn nupkg(name: &str, nuspec: &str) -> Vec<u8> {
+    nupkg_with(name, nuspec, &[])
+}
+
+/// [`nupkg`] with more entries (`.signature.p7s` makes it a signed package's shape).
+fn nupkg_with(name: &str, nuspec: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default();
     zip.start_file(name, options).expect("zip");
     zip.write_all(nuspec.as_bytes()).expect("zip");
     zip.start_file("content/hello.txt", options).expect("zip");
     zip.write_all(b"hello").expect("zip");
+    for (path, data) in extra {
+        zip.start_file(*path, options).expect("zip");
+        zip.write_all(data).expect("zip");
+    }
     zip.finish().expect("zip").into_inner()
 }
 
 fn package(id: &str, version: &str) -> Vec<u8> {
-    nupkg(
+    nupkg_with(
         &format!("{id}.nuspec"),
         &format!(
             r#"<?xml version="1.0"?><package><metadata><id>{id}</id><version>{version}</version><authors>acme</authors><description>the {id} package</description><dependencies><group targetFramework="net6.0"><dependency id="Other" version="[1.0, )" /></group></dependencies></metadata></package>"#
         ),
+        // A signed package carries its PKCS#7 signature as this entry: stored and served as is.
+        &[(
+            ".signature.p7s",
+            b"0\x82\x01\x00 a stand-in for a PKCS#7 signature",
+        )],
     )
 }
 
