@@ -14,8 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
-use crate::workload::transport_outcome;
+use crate::packages::{fetch_listed, read_index, PackageFormat, Resolved, Spec};
 
 /// The `cargo` repository.
 pub const CARGO_REPO: &str = "rs";
@@ -138,17 +137,10 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
         return (Outcome::Failed, None, None, "not a cargo key".into());
     };
     let absent = (Outcome::Ok, Some(404), None, String::new());
-    let index = match http.get(format!("{url}{}", index_path(name))).send().await {
-        Ok(response) if response.status() == 404 => return absent,
-        Ok(response) if response.status() == 200 => match response.text().await {
-            Ok(text) => text,
-            Err(error) => return (Outcome::Failed, Some(200), None, error.to_string()),
-        },
-        Ok(response) => {
-            let status = response.status().as_u16();
-            return (Outcome::Failed, Some(status), None, detail(response).await);
-        }
-        Err(error) => return (transport_outcome(&error), None, None, error.to_string()),
+    let index = match read_index(http.get(format!("{url}{}", index_path(name)))).await {
+        Ok(Some(index)) => index,
+        Ok(None) => return absent,
+        Err(failed) => return failed,
     };
     let listed = index
         .lines()

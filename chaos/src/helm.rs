@@ -13,8 +13,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
-use crate::workload::transport_outcome;
+use crate::packages::{fetch_listed, read_json, PackageFormat, Resolved, Spec};
 
 /// The `helm` repository.
 pub const HELM_REPO: &str = "hm";
@@ -113,18 +112,11 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
         return (Outcome::Failed, None, None, "not a helm key".into());
     };
     let repository = format!("{url}/helm/{HELM_REPO}");
-    let index = match http.get(format!("{repository}/index.yaml")).send().await {
-        Ok(response) if response.status() == 200 => {
-            match response.json::<serde_json::Value>().await {
-                Ok(index) => index,
-                Err(error) => return (Outcome::Failed, Some(200), None, error.to_string()),
-            }
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            return (Outcome::Failed, Some(status), None, detail(response).await);
-        }
-        Err(error) => return (transport_outcome(&error), None, None, error.to_string()),
+    let index = match read_json(http.get(format!("{repository}/index.yaml"))).await {
+        Ok(Some(index)) => index,
+        // A repository always has an index (an empty one before its first upload).
+        Ok(None) => return (Outcome::Failed, Some(404), None, "no index.yaml".into()),
+        Err(failed) => return failed,
     };
     let entry = index["entries"][chart]
         .as_array()

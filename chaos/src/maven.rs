@@ -14,8 +14,7 @@ use sha1::Digest as _;
 
 use crate::content::content;
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
-use crate::workload::transport_outcome;
+use crate::packages::{fetch_listed, read_index, PackageFormat, Resolved, Spec};
 
 /// The `maven` repository.
 pub const MAVEN_REPO: &str = "mv";
@@ -111,22 +110,6 @@ impl PackageFormat for Maven {
     }
 }
 
-/// Reads a small text document: `Ok(None)` for a 404, the failure as a [`Resolved`] otherwise.
-async fn text(http: &reqwest::Client, url: String) -> Result<Option<String>, Resolved> {
-    match http.get(url).send().await {
-        Ok(response) if response.status() == 404 => Ok(None),
-        Ok(response) if response.status() == 200 => match response.text().await {
-            Ok(text) => Ok(Some(text)),
-            Err(error) => Err((Outcome::Failed, Some(200), None, error.to_string())),
-        },
-        Ok(response) => {
-            let status = response.status().as_u16();
-            Err((Outcome::Failed, Some(status), None, detail(response).await))
-        }
-        Err(error) => Err((transport_outcome(&error), None, None, error.to_string())),
-    }
-}
-
 /// Resolves `key` as Maven does: the artifact's `maven-metadata.xml` (a version it does not
 /// list reads as absent), then the jar, checked against the `.sha1` the node serves for it.
 async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
@@ -135,7 +118,7 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     };
     let absent = (Outcome::Ok, Some(404), None, String::new());
     let metadata = format!("{url}{}/maven-metadata.xml", artifact_path(artifact));
-    match text(http, metadata).await {
+    match read_index(http.get(metadata)).await {
         Ok(Some(document)) if document.contains(&format!("<version>{version}</version>")) => {}
         Ok(_) => return absent,
         Err(failed) => return failed,
@@ -143,7 +126,7 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     let jar = format!("{url}{}", file_path(key).unwrap_or_default());
     // Listed but without a checksum is a failed read, as a listed file that does not download
     // is for the other formats (a node replacing its state after a failover can answer so).
-    let listed = match text(http, format!("{jar}.sha1")).await {
+    let listed = match read_index(http.get(format!("{jar}.sha1"))).await {
         Ok(Some(sha1)) => sha1.trim().to_string(),
         Ok(None) => {
             let detail = "the metadata lists the version but its .sha1 is 404".to_string();

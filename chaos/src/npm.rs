@@ -14,8 +14,7 @@ use sha1::Digest as _;
 
 use crate::content::{content, tar_gz};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
-use crate::workload::transport_outcome;
+use crate::packages::{fetch_listed, read_json, PackageFormat, Resolved, Spec};
 
 /// The `npm` repository.
 pub const NPM_REPO: &str = "np";
@@ -138,26 +137,13 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     let Some((name, version)) = parse_key(key) else {
         return (Outcome::Failed, None, None, "not an npm key".into());
     };
-    let packument = http
+    let request = http
         .get(format!("{url}/npm/{NPM_REPO}/{name}"))
-        .header(reqwest::header::ACCEPT, CORGI)
-        .send()
-        .await;
-    let packument = match packument {
-        Ok(response) if response.status() == 404 => {
-            return (Outcome::Ok, Some(404), None, String::new())
-        }
-        Ok(response) if response.status() == 200 => {
-            match response.json::<serde_json::Value>().await {
-                Ok(packument) => packument,
-                Err(error) => return (Outcome::Failed, Some(200), None, error.to_string()),
-            }
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            return (Outcome::Failed, Some(status), None, detail(response).await);
-        }
-        Err(error) => return (transport_outcome(&error), None, None, error.to_string()),
+        .header(reqwest::header::ACCEPT, CORGI);
+    let packument = match read_json(request).await {
+        Ok(Some(packument)) => packument,
+        Ok(None) => return (Outcome::Ok, Some(404), None, String::new()),
+        Err(failed) => return failed,
     };
     let dist = &packument["versions"][version]["dist"];
     let (Some(listed), Some(tarball_url)) = (dist["integrity"].as_str(), dist["tarball"].as_str())

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex};
 use crate::history::Outcome;
-use crate::packages::{detail, PackageFormat, Resolved, Spec};
+use crate::packages::{detail, read_json, PackageFormat, Resolved, Spec};
 use crate::workload::transport_outcome;
 
 /// The `nuget` repository.
@@ -127,21 +127,12 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     };
     let absent = (Outcome::Ok, Some(404), None, String::new());
     let versions = format!("{url}/nuget/{NUGET_REPO}/v3/package/{id}/index.json");
-    let listed = match http.get(versions).send().await {
-        Ok(response) if response.status() == 404 => return absent,
-        Ok(response) if response.status() == 200 => {
-            match response.json::<serde_json::Value>().await {
-                Ok(index) => index["versions"]
-                    .as_array()
-                    .is_some_and(|all| all.iter().any(|v| v == version)),
-                Err(error) => return (Outcome::Failed, Some(200), None, error.to_string()),
-            }
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            return (Outcome::Failed, Some(status), None, detail(response).await);
-        }
-        Err(error) => return (transport_outcome(&error), None, None, error.to_string()),
+    let listed = match read_json(http.get(versions)).await {
+        Ok(Some(index)) => index["versions"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|v| v == version)),
+        Ok(None) => return absent,
+        Err(failed) => return failed,
     };
     if !listed {
         return absent;

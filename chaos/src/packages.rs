@@ -132,6 +132,40 @@ pub async fn detail(response: reqwest::Response) -> String {
     }
 }
 
+/// Reads an index document (a packument, a project page, an index file): `Ok(None)` for a
+/// `404` (nothing is listed), the failure as a [`Resolved`] otherwise.
+pub async fn read_index(request: reqwest::RequestBuilder) -> Result<Option<String>, Resolved> {
+    match request.send().await {
+        Ok(response) if response.status() == 404 => Ok(None),
+        Ok(response) if response.status() == 200 => match response.text().await {
+            Ok(text) => Ok(Some(text)),
+            Err(error) => Err((Outcome::Failed, Some(200), None, error.to_string())),
+        },
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Err((Outcome::Failed, Some(status), None, detail(response).await))
+        }
+        Err(error) => Err((
+            crate::workload::transport_outcome(&error),
+            None,
+            None,
+            error.to_string(),
+        )),
+    }
+}
+
+/// [`read_index`] of a JSON document; a body that is not JSON is a failed read.
+pub async fn read_json(
+    request: reqwest::RequestBuilder,
+) -> Result<Option<serde_json::Value>, Resolved> {
+    match read_index(request).await? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| (Outcome::Failed, Some(200), None, error.to_string())),
+        None => Ok(None),
+    }
+}
+
 /// Downloads the file an index listed and compares its `digest` (computed by `digest_of`) with
 /// the listed one.
 pub async fn fetch_listed(

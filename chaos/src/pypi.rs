@@ -14,8 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::content::{content, sha256_hex};
 use crate::history::Outcome;
-use crate::packages::{detail, fetch_listed, PackageFormat, Resolved, Spec};
-use crate::workload::transport_outcome;
+use crate::packages::{fetch_listed, read_json, PackageFormat, Resolved, Spec};
 
 /// The `pypi` repository.
 pub const PYPI_REPO: &str = "py";
@@ -177,29 +176,16 @@ async fn resolve(http: &reqwest::Client, url: &str, key: &str) -> Resolved {
     let Some((project, _, filename)) = parse_key(key) else {
         return (Outcome::Failed, None, None, "not a pypi key".into());
     };
-    let page = http
+    let request = http
         .get(format!("{url}/pypi/{PYPI_REPO}/simple/{project}/"))
         .header(
             reqwest::header::ACCEPT,
             "application/vnd.pypi.simple.v1+json",
-        )
-        .send()
-        .await;
-    let page = match page {
-        Ok(response) if response.status() == 404 => {
-            return (Outcome::Ok, Some(404), None, String::new())
-        }
-        Ok(response) if response.status() == 200 => {
-            match response.json::<serde_json::Value>().await {
-                Ok(page) => page,
-                Err(error) => return (Outcome::Failed, Some(200), None, error.to_string()),
-            }
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            return (Outcome::Failed, Some(status), None, detail(response).await);
-        }
-        Err(error) => return (transport_outcome(&error), None, None, error.to_string()),
+        );
+    let page = match read_json(request).await {
+        Ok(Some(page)) => page,
+        Ok(None) => return (Outcome::Ok, Some(404), None, String::new()),
+        Err(failed) => return failed,
     };
     let Some(file) = page["files"]
         .as_array()

@@ -204,7 +204,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// `index.yaml`: its `ETag` is the repository's generation (a `304` reads one record), and the
 /// cached document is sent gzip-encoded to clients that take it (helm does).
 fn index(registry: &Registry, repo: &RepoName, headers: &HeaderMap) -> Result<Response> {
-    let (seq, modified_ms) = registry.generation(repo)?;
+    let generation = registry.generation(repo)?;
+    let (seq, modified_ms) = generation.map_or((0, 0), |g| (g.seq, g.at_ms));
     let gzip = accepts_gzip(headers);
     let etag = if gzip {
         format!("\"g{seq}-gzip\"")
@@ -225,7 +226,7 @@ fn index(registry: &Registry, repo: &RepoName, headers: &HeaderMap) -> Result<Re
             empty,
         ));
     }
-    let assembled = registry.index(repo, seq)?;
+    let assembled = registry.index(repo, generation)?;
     let body = if gzip {
         out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         assembled.gzip

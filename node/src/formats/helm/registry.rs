@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use super::chart::{archive_name, check_name, prov_digest, read_chart};
 use super::index::{assemble, entry, Assembled, IndexCache};
 use super::keys::MAX_CHARTS;
-use super::model::{HelmCommand, HelmOutcome, StoredFile, VersionRecord};
+use super::model::{Generation, HelmCommand, HelmOutcome, StoredFile, VersionRecord};
 use super::NAME;
 use crate::error::{Error, Result};
 use crate::metadata::model::{now_ms, Repository};
@@ -73,20 +73,16 @@ impl Registry {
         Ok(repo)
     }
 
-    /// The repository's generation: `(seq, at_ms)`, `(0, 0)` before its first upload.
-    pub fn generation(&self, repo: &RepoName) -> Result<(u64, i64)> {
-        Ok(self
-            .service
-            .catalog
-            .helm_generation(repo)?
-            .map_or((0, 0), |g| (g.seq, g.at_ms)))
+    /// The repository's generation (none before its first upload).
+    pub fn generation(&self, repo: &RepoName) -> Result<Option<Generation>> {
+        self.service.catalog.helm_generation(repo)
     }
 
-    /// `index.yaml` at generation `seq`: the cached document while the generation stays.
-    pub fn index(&self, repo: &RepoName, seq: u64) -> Result<Assembled> {
+    /// `index.yaml` at `generation`: the cached document while the generation stays.
+    pub fn index(&self, repo: &RepoName, generation: Option<Generation>) -> Result<Assembled> {
         let catalog = &self.service.catalog;
+        let seq = generation.map_or(0, |g| g.seq);
         self.index.get_or_build(repo, seq, || {
-            let generation = catalog.helm_generation(repo)?;
             let (charts, _) = catalog.helm_charts(repo, None, MAX_CHARTS)?;
             Ok(assemble(&charts, generation))
         })
