@@ -3,6 +3,7 @@
 mod accounts;
 mod audit;
 mod auth;
+mod cache;
 mod certs;
 mod client;
 mod cluster;
@@ -67,6 +68,9 @@ enum Command {
     /// Manage repositories.
     #[command(subcommand)]
     Repo(repos::RepoCommand),
+    /// The caches of remote (pull-through) repositories.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Inspect and change the region's membership; replication between regions.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Role(command) => accounts::role(&client, command, output).await,
                 Command::Audit(command) => audit::audit(&client, command, output).await,
                 Command::Repo(command) => repos::run(&client, command, output).await,
+                Command::Cache(command) => cache::run(&client, command, output).await,
                 Command::Push { file, target } => {
                     files::push(&client, &file, &target, output).await
                 }

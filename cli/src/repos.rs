@@ -27,6 +27,24 @@ pub enum RepoCommand {
         /// Let anyone pull without a credential (repositories are private by default).
         #[arg(long)]
         anonymous_read: bool,
+        /// Make it a remote (pull-through) repository of this upstream URL: a miss is fetched
+        /// from the upstream, stored, and served from the cache from then on (formats:
+        /// generic, where the URL is a directory; oci, where it is a registry's base URL).
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        /// The user name Arca signs in to the upstream with.
+        #[arg(long, requires = "remote")]
+        upstream_username: Option<String>,
+        /// A file holding the upstream password or token (never passed on the command line).
+        #[arg(long, requires = "upstream_username")]
+        upstream_password_file: Option<std::path::PathBuf>,
+        /// How long cached metadata (OCI tags; generic files of a mutable repository) is served
+        /// before it is revalidated with the upstream, in seconds.
+        #[arg(long, requires = "remote")]
+        metadata_ttl: Option<u64>,
+        /// How long "the upstream does not have it" is remembered, in seconds.
+        #[arg(long, requires = "remote")]
+        negative_ttl: Option<u64>,
     },
     /// Open or close anonymous pulls of a repository.
     Access {
@@ -52,12 +70,34 @@ pub async fn run(
             immutable,
             sync_replication,
             anonymous_read,
+            remote,
+            upstream_username,
+            upstream_password_file,
+            metadata_ttl,
+            negative_ttl,
         } => {
             let replication = if sync_replication { "sync" } else { "async" };
+            let mut body = json!({ "name": name, "format": format, "immutable": immutable, "replication": replication, "anonymous_read": anonymous_read });
+            if let Some(url) = &remote {
+                body["remote"] = json!(url);
+                body["upstream_username"] = json!(upstream_username);
+                if let Some(file) = &upstream_password_file {
+                    let password = std::fs::read_to_string(file).map_err(|e| {
+                        anyhow::anyhow!("read the upstream password from {}: {e}", file.display())
+                    })?;
+                    body["upstream_password"] = json!(password.trim_end_matches(['\r', '\n']));
+                }
+                if let Some(ttl) = metadata_ttl {
+                    body["metadata_ttl_secs"] = json!(ttl);
+                }
+                if let Some(ttl) = negative_ttl {
+                    body["negative_ttl_secs"] = json!(ttl);
+                }
+            }
             let response = client
                 .http
                 .post(client.url("/api/v1/repos"))
-                .json(&json!({ "name": name, "format": format, "immutable": immutable, "replication": replication, "anonymous_read": anonymous_read }))
+                .json(&body)
                 .send()
                 .await?;
             let repo: Value = Client::check(response).await?.json().await?;
@@ -65,8 +105,12 @@ pub async fn run(
                 OutputFormat::Json => print_json(&repo),
                 OutputFormat::Table => {
                     println!(
-                        "created repository {name} ({format}{})",
-                        if immutable { ", immutable" } else { "" }
+                        "created repository {name} ({format}{}{})",
+                        if immutable { ", immutable" } else { "" },
+                        remote
+                            .as_deref()
+                            .map(|url| format!(", remote of {url}"))
+                            .unwrap_or_default()
                     );
                     Ok(())
                 }
@@ -109,6 +153,7 @@ pub async fn run(
                             &[
                                 "NAME",
                                 "FORMAT",
+                                "KIND",
                                 "IMMUTABLE",
                                 "ARTIFACTS",
                                 "LOGICAL",
@@ -133,6 +178,7 @@ pub async fn run(
                             &[
                                 "NAME",
                                 "FORMAT",
+                                "KIND",
                                 "IMMUTABLE",
                                 "ARTIFACTS",
                                 "LOGICAL",
@@ -153,6 +199,10 @@ fn repo_row(repo: &Value) -> Vec<String> {
     vec![
         repo["name"].as_str().unwrap_or_default().to_string(),
         repo["format"].as_str().unwrap_or_default().to_string(),
+        match repo["remote"]["url"].as_str() {
+            Some(url) => format!("remote of {url}"),
+            None => repo["kind"].as_str().unwrap_or("local").to_string(),
+        },
         repo["immutable"].as_bool().unwrap_or_default().to_string(),
         repo["artifacts"].as_u64().unwrap_or_default().to_string(),
         human_bytes(repo["logical_bytes"].as_u64().unwrap_or_default()),

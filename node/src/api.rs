@@ -174,6 +174,7 @@ pub fn router(state: AppState, format_routes: Vec<Router>) -> Router {
         .route("/api/v1/repos", post(repos::create).get(repos::list))
         .route("/api/v1/repos/{repo}", get(repos::show))
         .route("/api/v1/repos/{repo}/access", put(auth::set_repo_access))
+        .route("/api/v1/repos/{repo}/cache", delete(repos::purge_cache))
         .route("/api/v1/repos/{repo}/packages", get(repos::packages))
         .route(
             "/api/v1/repos/{repo}/packages/{*package}",
@@ -332,7 +333,7 @@ pub fn core_access(method: &Method, path: &str) -> Access {
         let below = parts.next();
         if !repo.is_empty() {
             return match below {
-                Some("access") => Access::repo(repo, Action::Admin),
+                Some("access") | Some("cache") => Access::repo(repo, Action::Admin),
                 _ if read => Access::repo(repo, Action::Read),
                 _ => Access::ClusterAdmin,
             };

@@ -91,6 +91,12 @@ pub enum Error {
     TooManyUploads { scope: &'static str, limit: usize },
     #[error("the node's disk has {free} bytes free, under the reserve of {reserve}: uploads are refused until space is freed")]
     InsufficientStorage { free: u64, reserve: u64 },
+    #[error("not in the cache, and the upstream does not have it: {reason}")]
+    RemoteNotFound { reason: String },
+    #[error("not in the cache, and the upstream could not supply it: {reason}")]
+    UpstreamFailed { reason: String },
+    #[error("repository {repo} is a remote (pull-through) repository: it takes no uploads or deletes (purge its cache with `arca cache purge`)")]
+    RemoteReadOnly { repo: String },
     #[error("not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -136,6 +142,9 @@ impl Error {
             Error::MixedVersions { .. } | Error::FormatNotEverywhere { .. } => "MIXED_VERSIONS",
             Error::TooManyUploads { .. } => "TOO_MANY_UPLOADS",
             Error::InsufficientStorage { .. } => "INSUFFICIENT_STORAGE",
+            Error::RemoteNotFound { .. } => "UPSTREAM_NOT_FOUND",
+            Error::UpstreamFailed { .. } => "UPSTREAM_UNAVAILABLE",
+            Error::RemoteReadOnly { .. } => "REMOTE_READ_ONLY",
             Error::RouteNotFound => "NOT_FOUND",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Error::AlreadyExists { .. } => "ALREADY_EXISTS",
@@ -163,7 +172,11 @@ impl Error {
             Error::RepoExists { .. } | Error::Immutable { .. } => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed | Error::RemoteReadOnly { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            Error::RemoteNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::AlreadyExists { .. } => StatusCode::CONFLICT,
             Error::NoSuch { .. } => StatusCode::NOT_FOUND,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,

@@ -41,6 +41,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod names;
 pub mod region;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -396,6 +396,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         collector,
         region,
         geo,
+        remotes: Arc::new(crate::remote::Remotes::open(
+            config.data_dir.join("remote-spool"),
+        )?),
         config,
         formats,
     });

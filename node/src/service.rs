@@ -46,6 +46,8 @@ pub struct ArtifactService {
     pub config: Arc<NodeConfig>,
     /// The formats this node serves.
     pub formats: FormatSet,
+    /// Upstreams, fills and freshness of the remote repositories.
+    pub remotes: Arc<crate::remote::Remotes>,
 }
 
 impl ArtifactService {
@@ -100,12 +102,51 @@ impl ArtifactService {
         blob_stream::open(source, &blob.chunks, range).await
     }
 
+    /// Ingests a finished cache-fill spool file into the chunk store, as an upload of its
+    /// bytes would be.
+    pub async fn ingest_spool(
+        &self,
+        spool: &std::path::Path,
+    ) -> std::result::Result<IngestedBlob, crate::remote::FillFailure> {
+        use crate::remote::{FillFailure, FillFailureKind};
+        let file = tokio::fs::File::open(spool)
+            .await
+            .map_err(FillFailure::internal)?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        crate::storage::ingest::ingest(
+            self.chunks.clone(),
+            self.config.chunking,
+            body,
+            self.config.limits.ingest_limits(),
+            self.collector.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::TooLarge { limit } => FillFailure::new(
+                FillFailureKind::TooLarge,
+                format!("the upstream's content is larger than the limit of {limit} bytes"),
+            ),
+            other => FillFailure::internal(other),
+        })
+    }
+
+    /// Whether cache fills are stored here: a mirror region serves misses of its remote
+    /// repositories straight from the upstream without storing them (it takes no writes); the
+    /// primary's fills reach it by replication.
+    pub fn stores_fills(&self) -> bool {
+        !matches!(
+            self.geo.role(),
+            crate::metadata::model::RegionRole::Mirror { .. }
+        )
+    }
+
     pub async fn create_repo(
         &self,
         name: RepoName,
         format: &str,
         immutable: bool,
         sync_replication: bool,
+        remote: Option<crate::metadata::remote_spec::RemoteSpec>,
     ) -> Result<Repository> {
         let implementation = self
             .formats
@@ -117,6 +158,17 @@ impl ArtifactService {
                 supported: self.formats.repository_formats(),
             })?;
         implementation.check_repo_name(&name)?;
+        if let Some(spec) = &remote {
+            if !implementation.proxies() {
+                return Err(Error::InvalidRequest {
+                    message: format!(
+                        "remote repositories of format {format} are not supported yet (remote formats: {})",
+                        self.formats.remote_formats()
+                    ),
+                });
+            }
+            spec.validate()?;
+        }
         let format = implementation.name();
         let repo = Repository {
             name: name.clone(),
@@ -124,6 +176,7 @@ impl ArtifactService {
             immutable,
             created_at_ms: now_ms(),
             sync_replication,
+            remote,
         };
         match self
             .propose(&Command::CreateRepo { repo: repo.clone() })

@@ -82,6 +82,7 @@ fn forged_create(name: &str) -> ProposeRequest {
                 immutable: false,
                 created_at_ms: 1,
                 sync_replication: false,
+                remote: None,
             },
         })
         .expect("encode"),

@@ -49,6 +49,7 @@ fn repo_record(name: &str) -> Vec<u8> {
         immutable: false,
         created_at_ms: 1,
         sync_replication: false,
+        remote: None,
     })
     .expect("encode")
 }
@@ -341,6 +342,7 @@ fn replicated(epoch: u64, seq: u64, repo: &str) -> Command {
                     immutable: false,
                     created_at_ms: 1,
                     sync_replication: false,
+                    remote: None,
                 },
             },
         }],

@@ -159,6 +159,7 @@ fn encoded(op: &Op, at_ms: i64, legacy: bool) -> Command {
                 immutable,
                 created_at_ms: at_ms,
                 sync_replication: false,
+                remote: None,
             },
         },
         Op::Put {
@@ -183,6 +184,7 @@ fn encoded(op: &Op, at_ms: i64, legacy: bool) -> Command {
                 immutable: false,
                 created_at_ms: at_ms,
                 sync_replication: false,
+                remote: None,
             },
         },
         Op::Link { image: i, blob: b } => oci(OciCommand::LinkBlob {

@@ -14,6 +14,7 @@ use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::http_common::RepoParam;
 use crate::metadata::model::{format_ms, now_ms, RepoStats, Repository};
+use crate::metadata::remote_spec::{RemoteSpec, Secret};
 use crate::names::RepoName;
 
 #[derive(Deserialize)]
@@ -30,6 +31,81 @@ pub struct CreateRepoRequest {
     /// Pulls without a credential (repositories are private by default).
     #[serde(default)]
     anonymous_read: bool,
+    /// A remote (pull-through) repository of this upstream URL.
+    #[serde(default)]
+    remote: Option<String>,
+    #[serde(default)]
+    upstream_username: Option<String>,
+    #[serde(default)]
+    upstream_password: Option<String>,
+    /// How long cached metadata (tags, index documents) is served before it is revalidated.
+    #[serde(default)]
+    metadata_ttl_secs: Option<u64>,
+    /// How long "the upstream does not have it" is remembered.
+    #[serde(default)]
+    negative_ttl_secs: Option<u64>,
+    /// Requests in flight to the upstream at once, per node.
+    #[serde(default)]
+    upstream_concurrency: Option<u32>,
+    /// Deadline for the upstream's answer, and for each piece of its body.
+    #[serde(default)]
+    upstream_timeout_secs: Option<u64>,
+}
+
+impl CreateRepoRequest {
+    /// The remote spec the request describes (`None` for a local repository).
+    fn remote(&self) -> Result<Option<RemoteSpec>> {
+        let Some(url) = &self.remote else {
+            if self.upstream_username.is_some() || self.upstream_password.is_some() {
+                return Err(Error::InvalidRequest {
+                    message: "upstream credentials need a remote URL".into(),
+                });
+            }
+            return Ok(None);
+        };
+        let mut spec = RemoteSpec::new(url.clone());
+        spec.username = self.upstream_username.clone();
+        spec.password = self.upstream_password.clone().map(Secret::new);
+        if let Some(ttl) = self.metadata_ttl_secs {
+            spec.metadata_ttl_secs = ttl;
+        }
+        if let Some(ttl) = self.negative_ttl_secs {
+            spec.negative_ttl_secs = ttl;
+        }
+        if let Some(n) = self.upstream_concurrency {
+            spec.max_concurrency = n;
+        }
+        if let Some(t) = self.upstream_timeout_secs {
+            spec.timeout_secs = t;
+        }
+        Ok(Some(spec))
+    }
+}
+
+/// A remote repository's upstream, as the API shows it (never the password).
+#[derive(Serialize)]
+pub struct RemoteView {
+    url: String,
+    username: Option<String>,
+    password_set: bool,
+    metadata_ttl_secs: u64,
+    negative_ttl_secs: u64,
+    upstream_concurrency: u32,
+    upstream_timeout_secs: u64,
+}
+
+impl RemoteView {
+    fn new(spec: &RemoteSpec) -> Self {
+        Self {
+            url: spec.url.clone(),
+            username: spec.username.clone(),
+            password_set: spec.password.is_some(),
+            metadata_ttl_secs: spec.metadata_ttl_secs,
+            negative_ttl_secs: spec.negative_ttl_secs,
+            upstream_concurrency: spec.max_concurrency,
+            upstream_timeout_secs: spec.timeout_secs,
+        }
+    }
 }
 
 fn default_format() -> String {
@@ -47,6 +123,10 @@ pub struct RepoView {
     logical_bytes: u64,
     physical_bytes: u64,
     anonymous_read: bool,
+    /// `local` or `remote`.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteView>,
 }
 
 impl RepoView {
@@ -65,6 +145,12 @@ impl RepoView {
             logical_bytes: stats.logical_bytes,
             physical_bytes: stats.physical_bytes,
             anonymous_read,
+            kind: if repo.remote.is_some() {
+                "remote"
+            } else {
+                "local"
+            },
+            remote: repo.remote.as_ref().map(RemoteView::new),
         }
     }
 }
@@ -73,10 +159,11 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let request: CreateRepoRequest =
         serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest {
             message: format!(
-                "expected {{\"name\", \"format\", \"immutable\", \"replication\"}}: {e}"
+                "expected {{\"name\", \"format\", \"immutable\", \"replication\", \"remote\", …}}: {e}"
             ),
         })?;
     let name = RepoName::parse(&request.name)?;
+    let remote = request.remote()?;
     let format = request.format.as_str();
     let sync_replication = match request.replication.as_deref() {
         None | Some("async") => false,
@@ -89,7 +176,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     };
     let repo = state
         .service
-        .create_repo(name, format, request.immutable, sync_replication)
+        .create_repo(name, format, request.immutable, sync_replication, remote)
         .await?;
     if request.anonymous_read {
         let command = AuthCommand {
@@ -155,6 +242,64 @@ pub async fn show(
     let stats = catalog.repo_stats(&name)?;
     let public = state.auth.state()?.policy.anonymous_read(name.as_str());
     Ok(Json(RepoView::new(&repo, &stats, public)))
+}
+
+#[derive(Deserialize)]
+pub struct PurgeQuery {
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Serialize)]
+pub struct PurgeAnswer {
+    repo: String,
+    path: String,
+    removed: u64,
+    /// True when the limit per call was reached: purge again for the rest.
+    more: bool,
+}
+
+/// `DELETE /api/v1/repos/{repo}/cache?path=PREFIX`: removes what a remote repository cached
+/// under the prefix (everything without one); the next request fetches it again.
+pub async fn purge_cache(
+    State(state): State<AppState>,
+    RepoParam(name): RepoParam,
+    query: std::result::Result<
+        axum::extract::Query<PurgeQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response> {
+    let axum::extract::Query(query) = query.map_err(|e| Error::InvalidRequest {
+        message: e.body_text(),
+    })?;
+    if query.path.len() > 1024 || query.path.contains("..") {
+        return Err(Error::InvalidPath {
+            reason: "a purge prefix is at most 1024 characters, without \"..\"".into(),
+        });
+    }
+    let repo = state.service.repo_for_write(&name).await?;
+    if repo.remote.is_none() {
+        return Err(Error::InvalidRequest {
+            message: format!("repository {name} is not a remote repository: it keeps no cache"),
+        });
+    }
+    let format = state
+        .formats
+        .iter()
+        .find(|format| format.name() == repo.format)
+        .ok_or_else(|| Error::Internal(format!("no format {} on this node", repo.format)))?;
+    let removed = format.purge(&state.service, &repo, &query.path).await?;
+    let mut response = Json(PurgeAnswer {
+        repo: name.to_string(),
+        path: query.path,
+        removed,
+        more: removed as usize >= crate::remote::MAX_PURGE,
+    })
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::api::AuditAction("cache.purge"));
+    Ok(response)
 }
 
 #[derive(Deserialize)]

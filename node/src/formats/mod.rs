@@ -145,6 +145,22 @@ pub trait Format: FormatApply {
     fn packages(&self) -> Option<&'static dyn listing::Packages> {
         None
     }
+
+    /// Removes what a remote repository cached under `prefix` (at most
+    /// [`crate::remote::MAX_PURGE`] items per call): the next request fetches it again.
+    /// Returns how many items went.
+    fn purge<'a>(
+        &'a self,
+        _service: &'a Arc<ArtifactService>,
+        repo: &'a crate::metadata::model::Repository,
+        _prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<u64>> {
+        Box::pin(async move {
+            Err(Error::InvalidRequest {
+                message: format!("repositories of format {} keep no cache", repo.format),
+            })
+        })
+    }
 }
 
 /// The format whose routes `path` belongs to, if any.

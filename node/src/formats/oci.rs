@@ -8,7 +8,8 @@
 //! by [`apply`]: blob links (which blobs an image may serve), manifests (their bytes stored as
 //! blobs, plus what they reference), tags, and the referrers index. Upload sessions are
 //! node-local files ([`uploads`]). [`registry`] holds the operations, [`api`] the HTTP
-//! handlers, [`error`] the spec's error codes and bodies.
+//! handlers, [`error`] the spec's error codes and bodies, [`remote`] the read path of remote
+//! (pull-through) repositories.
 
 pub mod api;
 pub mod apply;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod registry;
+pub mod remote;
 pub mod uploads;
 
 pub use error::OciError;
@@ -85,6 +87,10 @@ impl FormatApply for Oci {
 
     fn at_ms(&self, _version: u32, payload: &[u8]) -> anyhow::Result<i64> {
         Ok(decode_payload::<OciCommand>(payload)?.at_ms())
+    }
+
+    fn proxies(&self) -> bool {
+        true
     }
 
     fn describe(&self, _version: u32, payload: &[u8]) -> String {
@@ -153,5 +159,14 @@ impl Format for Oci {
 
     fn describe_metrics(&self) {
         metrics::describe_metrics();
+    }
+
+    fn purge<'a>(
+        &'a self,
+        service: &'a Arc<ArtifactService>,
+        repo: &'a crate::metadata::model::Repository,
+        prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<u64>> {
+        Box::pin(remote::purge(service, repo, prefix))
     }
 }

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod codec;
 pub mod keys;
 pub mod model;
+pub mod remote_spec;
 pub mod state_machine;
 
 /// The format seam's metadata side (it lives with the state machine it is applied by).

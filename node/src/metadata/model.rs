@@ -54,9 +54,23 @@ pub struct Repository {
     /// A push is acknowledged only once a mirror region has applied it.
     #[serde(default)]
     pub sync_replication: bool,
+    /// Set for a remote (pull-through) repository: the upstream it caches. Its content is
+    /// written only by cache fills, never by clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::metadata::remote_spec::RemoteSpec>,
 }
 
 impl Repository {
+    /// `REMOTE_READ_ONLY` for a remote repository: clients read it, only fills write it.
+    pub fn require_local(&self) -> crate::error::Result<()> {
+        if self.remote.is_some() {
+            return Err(crate::error::Error::RemoteReadOnly {
+                repo: self.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// `WRONG_FORMAT` unless the repository is of `format` (a format's routes serve only its
     /// own repositories).
     pub fn require_format(&self, format: FormatName) -> crate::error::Result<()> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod oci;
+pub mod upstream_proxy;
 
 use std::time::{Duration, Instant};
 

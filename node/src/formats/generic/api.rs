@@ -126,6 +126,20 @@ pub async fn get(
         files.service.read_barrier().await?;
         found = files.file(&repo_name, &path);
     }
+    let mut cache = None;
+    let remote_repo = files
+        .service
+        .catalog
+        .repo(&repo_name)?
+        .filter(|r| r.remote.is_some() && r.format == super::NAME);
+    if let Some(repo) = remote_repo {
+        let cached = found.as_ref().ok().map(|(_, artifact, _)| artifact);
+        match super::remote::decide(&files, &repo, &path, &method, cached).await? {
+            Some(super::remote::Decision::Answer(response)) => return Ok(response),
+            Some(super::remote::Decision::Local(result)) => cache = Some(result),
+            None => {}
+        }
+    }
     let (immutable, artifact, blob, read_through) = match found {
         Ok((repo, artifact, blob)) => (repo.immutable, artifact, blob.descriptor, false),
         Err(error @ (Error::ArtifactNotFound { .. } | Error::RepoNotFound { .. })) => {
@@ -146,6 +160,9 @@ pub async fn get(
     set(CHECKSUM_BLAKE3, &artifact.blob.to_hex());
     if read_through {
         set(READ_THROUGH, "primary");
+    }
+    if let Some(result) = cache {
+        result.mark(&mut headers);
     }
     let file = FileResponse {
         blob: &blob,

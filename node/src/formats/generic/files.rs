@@ -57,10 +57,9 @@ impl Files {
         E: std::fmt::Display,
     {
         let service = &self.service;
-        service
-            .repo_for_write(repo_name)
-            .await?
-            .require_format(NAME)?;
+        let repo = service.repo_for_write(repo_name).await?;
+        repo.require_format(NAME)?;
+        repo.require_local()?;
         let ingested = ingest::ingest(
             service.chunks.clone(),
             service.config.chunking,
@@ -81,7 +80,7 @@ impl Files {
         self.commit_file(repo_name, path, ingested).await
     }
 
-    async fn commit_file(
+    pub(super) async fn commit_file(
         &self,
         repo: &RepoName,
         path: &ArtifactPath,
@@ -119,7 +118,9 @@ impl Files {
 
     pub async fn delete_file(&self, repo: &RepoName, path: &ArtifactPath) -> Result<()> {
         let service = &self.service;
-        service.repo_for_write(repo).await?.require_format(NAME)?;
+        let record = service.repo_for_write(repo).await?;
+        record.require_format(NAME)?;
+        record.require_local()?;
         let command = GenericCommand::DeleteArtifact {
             repo: repo.clone(),
             path: path.clone(),

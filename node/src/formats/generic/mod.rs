@@ -1,12 +1,14 @@
 //! The generic format: arbitrary files at paths of a repository, under `/files/`.
 //!
 //! [`model`] holds its commands and outcomes, [`apply`] applies them (one blob reference
-//! per file), [`files`] the operations on top of the shared write kit, [`api`] the routes.
+//! per file), [`files`] the operations on top of the shared write kit, [`api`] the routes,
+//! [`remote`] the read path of remote (pull-through) repositories.
 
 pub mod api;
 pub mod apply;
 pub mod files;
 pub mod model;
+pub mod remote;
 
 use std::sync::Arc;
 
@@ -63,6 +65,10 @@ impl FormatApply for Generic {
 
     fn at_ms(&self, _version: u32, payload: &[u8]) -> anyhow::Result<i64> {
         Ok(decode_payload::<GenericCommand>(payload)?.at_ms())
+    }
+
+    fn proxies(&self) -> bool {
+        true
     }
 
     fn describe(&self, _version: u32, payload: &[u8]) -> String {
@@ -122,6 +128,15 @@ impl Format for Generic {
             _ => Action::Write,
         };
         Access::repo(repo, action)
+    }
+
+    fn purge<'a>(
+        &'a self,
+        service: &'a Arc<ArtifactService>,
+        repo: &'a crate::metadata::model::Repository,
+        prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<u64>> {
+        Box::pin(remote::purge(service, repo, prefix))
     }
 
     /// A file of an immutable repository this node knows never changes.

@@ -27,7 +27,7 @@ use futures::{Stream, StreamExt};
 use crate::digest::Sha256;
 use crate::formats::oci::error::{OciError, OciResult};
 use crate::formats::oci::metrics;
-use crate::formats::oci::names::{parse_digest, DigestProblem};
+use crate::formats::oci::names::{parse_digest, DigestProblem, OciName};
 use crate::formats::oci::Registry;
 use std::sync::Arc;
 
@@ -94,6 +94,19 @@ enum Route {
 }
 
 impl Route {
+    /// The image the route names, raw.
+    fn name(&self) -> Option<&str> {
+        match self {
+            Route::Base | Route::Catalog | Route::Unknown => None,
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+
     fn parse(path: &str) -> Self {
         let rest = path
             .strip_prefix("/v2")
@@ -263,6 +276,11 @@ fn query_map(uri: &Uri) -> OciResult<HashMap<String, String>> {
 
 async fn handle(registry: &Registry, route: Route, request: Request) -> OciResult<Response> {
     let method = request.method.clone();
+    if !matches!(method, Method::GET | Method::HEAD) {
+        if let Some(name) = route.name() {
+            refuse_remote_writes(registry, name).await?;
+        }
+    }
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(discovery::base()),
         (Route::Catalog, Method::GET) => discovery::catalog(registry, &request.query),
@@ -298,6 +316,20 @@ async fn handle(registry: &Registry, route: Route, request: Request) -> OciResul
         (Route::Upload { name, id }, Method::DELETE) => uploads::cancel(registry, &name, &id).await,
         (Route::Unknown, _) => Err(OciError::RouteNotFound),
         _ => Err(OciError::MethodNotAllowed),
+    }
+}
+
+/// Uploads, manifest pushes and deletes in a remote repository are refused: only its cache
+/// fills write it.
+async fn refuse_remote_writes(registry: &Registry, name: &str) -> OciResult<()> {
+    let Ok(name) = OciName::parse(name) else {
+        // The handler answers the precise NAME_INVALID.
+        return Ok(());
+    };
+    match registry.repo(&name).await {
+        Ok(repo) => Ok(repo.require_local()?),
+        // The handler answers the precise error.
+        Err(_) => Ok(()),
     }
 }
 

@@ -202,10 +202,12 @@ fn put_manifest(
             record
         }
         None => {
-            let references = match resolve_references(txn, repo_name, image, info)? {
-                Ok(references) => references,
-                Err(missing) => return Ok(OciOutcome::ManifestBlobUnknown { digests: missing }),
-            };
+            let (references, missing) = resolve_references(txn, repo_name, image, info)?;
+            // A remote repository caches a manifest before the layers it names: each is
+            // fetched (and linked, holding its own reference) when a client asks for it.
+            if !missing.is_empty() && repo.remote.is_none() {
+                return Ok(OciOutcome::ManifestBlobUnknown { digests: missing });
+            }
             create_manifest(txn, repo_name, image, info, references, at_ms)?
         }
     };
@@ -292,14 +294,15 @@ fn manifest_tags(
     Ok(tags)
 }
 
-/// The blobs a new manifest will hold references on, or the digests it names that the image
-/// lacks (blobs must be linked, child manifests stored; the subject need not exist).
+/// The blobs a new manifest will hold references on (those linked in the image), and the
+/// digests it names that the image lacks (blobs must be linked, child manifests stored; the
+/// subject need not exist).
 fn resolve_references(
     txn: &Txn<'_, '_, '_>,
     repo: &RepoName,
     image: &ImageName,
     info: &ManifestInfo,
-) -> anyhow::Result<Result<Vec<Blake3>, Vec<Sha256>>> {
+) -> anyhow::Result<(Vec<Blake3>, Vec<Sha256>)> {
     let mut missing = Vec::new();
     let mut references = Vec::new();
     let mut seen = BTreeSet::new();
@@ -321,11 +324,7 @@ fn resolve_references(
             missing.push(*digest);
         }
     }
-    Ok(if missing.is_empty() {
-        Ok(references)
-    } else {
-        Err(missing)
-    })
+    Ok((references, missing))
 }
 
 fn create_manifest(

@@ -168,6 +168,13 @@ impl OciError {
                     StatusCode::RANGE_NOT_SATISFIABLE,
                 ),
                 Error::RouteNotFound => (Spec(ErrorCode::Unsupported), StatusCode::NOT_FOUND),
+                Error::RemoteNotFound { .. } => {
+                    (Spec(ErrorCode::ManifestUnknown), StatusCode::NOT_FOUND)
+                }
+                Error::UpstreamFailed { .. } => (Server("UNAVAILABLE"), StatusCode::BAD_GATEWAY),
+                Error::RemoteReadOnly { .. } => {
+                    (Spec(ErrorCode::Denied), StatusCode::METHOD_NOT_ALLOWED)
+                }
                 Error::MethodNotAllowed => {
                     (Spec(ErrorCode::Unsupported), StatusCode::METHOD_NOT_ALLOWED)
                 }

@@ -162,7 +162,7 @@ impl Registry {
     /// Proposes a command that references `ingested`, releasing its chunks unless it stored
     /// something new. On a proposal error the command may still commit later, so the chunks
     /// stay (the orphan sweep removes them if it never does).
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         command: &OciCommand,
         ingested: IngestedBlob,
@@ -299,6 +299,27 @@ impl Registry {
             self.service.read_barrier().await?;
             self.check_references(name, &parsed)?;
         }
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag.clone()),
+            Reference::Digest(_) => None,
+        };
+        let subject = parsed.subject;
+        self.store_manifest(name, tag, digest, parsed, bytes)
+            .await?;
+        Ok(StoredManifest { digest, subject })
+    }
+
+    /// Stores a parsed manifest's bytes and proposes it (with `tag`, if any). The caller
+    /// checked its references (a push) or need not have (a remote repository's cache fill:
+    /// layers are fetched when asked for).
+    pub(super) async fn store_manifest(
+        &self,
+        name: &OciName,
+        tag: Option<Tag>,
+        digest: Sha256,
+        parsed: ParsedManifest,
+        bytes: Bytes,
+    ) -> OciResult<()> {
         let size = bytes.len();
         let ingested = self
             .ingest(Box::pin(futures::stream::once(async move {
@@ -306,10 +327,6 @@ impl Registry {
             })))
             .await?;
         debug_assert_eq!(ingested.descriptor.size, size as u64);
-        let tag = match reference {
-            Reference::Tag(tag) => Some(tag.clone()),
-            Reference::Digest(_) => None,
-        };
         let info = ManifestInfo {
             digest,
             media_type: parsed.media_type,
@@ -328,11 +345,7 @@ impl Registry {
             at_ms: now_ms(),
         };
         // A sync-replicated repository acknowledges the push once the mirrors hold it.
-        self.commit(&command, ingested, name).await?;
-        Ok(StoredManifest {
-            digest,
-            subject: parsed.subject,
-        })
+        self.commit(&command, ingested, name).await
     }
 
     /// Refuses a manifest whose blobs or child manifests the image lacks, or whose descriptor

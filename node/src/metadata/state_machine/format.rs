@@ -94,6 +94,12 @@ pub trait FormatApply: Send + Sync + 'static {
         true
     }
 
+    /// Whether its repositories can be remote (pull-through caches of an upstream): the
+    /// format's read paths fill from the upstream on a miss.
+    fn proxies(&self) -> bool {
+        false
+    }
+
     /// Whether its commands change accounts, credentials or roles: the node's in-memory
     /// copy of them reloads after such a command is applied.
     fn holds_credentials(&self) -> bool {
@@ -142,6 +148,16 @@ impl FormatSet {
         self.formats
             .iter()
             .filter(|f| f.hosts_repositories())
+            .map(|f| f.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The formats whose repositories can be remote, for messages.
+    pub fn remote_formats(&self) -> String {
+        self.formats
+            .iter()
+            .filter(|f| f.proxies())
             .map(|f| f.name().to_string())
             .collect::<Vec<_>>()
             .join(", ")

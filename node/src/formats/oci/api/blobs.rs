@@ -30,7 +30,20 @@ pub async fn get(
 ) -> OciResult<Response> {
     let name = OciName::parse(name)?;
     let digest = blob_digest(&name, digest)?;
-    let (_, blob) = registry.blob(&name, &digest).await?;
+    let blob = match registry.blob(&name, &digest).await {
+        Ok((_, blob)) => blob,
+        Err(unknown @ OciError::BlobUnknown { .. }) => {
+            return crate::formats::oci::remote::blob(
+                registry,
+                &name,
+                &digest,
+                request.is_head(),
+                unknown,
+            )
+            .await
+        }
+        Err(e) => return Err(e),
+    };
     let size = blob.descriptor.size;
     let digest_text = digest_string(&digest);
     let mut headers = HeaderMap::new();

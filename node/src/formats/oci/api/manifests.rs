@@ -12,6 +12,8 @@ use crate::formats::oci::error::{OciError, OciResult};
 use crate::formats::oci::manifest;
 use crate::formats::oci::names::{digest_string, OciName, Reference};
 use crate::formats::oci::registry::Registry;
+use crate::formats::oci::remote::{self, ManifestSource};
+use crate::remote::CacheResult;
 
 /// Serves a manifest. By tag, the stored media type must be one the `Accept` header allows
 /// (`MANIFEST_UNKNOWN` otherwise, as distribution answers); by digest the client named the
@@ -29,27 +31,29 @@ pub async fn get(
         name: name.to_string(),
         reference: reference.chars().take(128).collect(),
     })?;
-    let (digest, record, blob) = registry.manifest(&name, &reference).await?;
-    if let Reference::Tag(_) = reference {
-        let accept = request
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|value| value.to_str().ok());
-        if !manifest::accepts(accept, &record.media_type) {
-            return Err(OciError::ManifestNotAcceptable {
-                name: name.to_string(),
-                reference: reference.to_string(),
-                media_type: record.media_type,
-            });
+    let cache = match remote::manifest(registry, &name, &reference).await? {
+        None => None,
+        Some(ManifestSource::Local(result)) => Some(result),
+        Some(ManifestSource::Fetched(fetched)) => {
+            check_accept(&name, &reference, &request, &fetched.media_type)?;
+            let mut headers = manifest_headers(
+                &fetched.media_type,
+                &fetched.digest,
+                fetched.bytes.len() as u64,
+            );
+            CacheResult::Miss.mark(&mut headers);
+            if request.is_head() {
+                return Ok((StatusCode::OK, headers).into_response());
+            }
+            return Ok((StatusCode::OK, headers, Body::from(fetched.bytes)).into_response());
         }
+    };
+    let (digest, record, blob) = registry.manifest(&name, &reference).await?;
+    check_accept(&name, &reference, &request, &record.media_type)?;
+    let mut headers = manifest_headers(&record.media_type, &digest, record.size);
+    if let Some(result) = cache {
+        result.mark(&mut headers);
     }
-    let digest_text = digest_string(&digest);
-    let mut headers = HeaderMap::new();
-    set(&mut headers, header::CONTENT_TYPE, &record.media_type);
-    set(&mut headers, CONTENT_DIGEST, &digest_text);
-    set(&mut headers, header::ETAG, &format!("\"{digest_text}\""));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
     if request.is_head() {
         return Ok((StatusCode::OK, headers).into_response());
     }
@@ -58,6 +62,40 @@ pub async fn get(
         .open_blob(&blob.descriptor, 0..blob.descriptor.size)
         .await?;
     Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
+}
+
+/// By tag, the manifest's media type must be one the `Accept` header allows.
+fn check_accept(
+    name: &OciName,
+    reference: &Reference,
+    request: &Request,
+    media_type: &str,
+) -> OciResult<()> {
+    if let Reference::Tag(_) = reference {
+        let accept = request
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        if !manifest::accepts(accept, media_type) {
+            return Err(OciError::ManifestNotAcceptable {
+                name: name.to_string(),
+                reference: reference.to_string(),
+                media_type: media_type.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn manifest_headers(media_type: &str, digest: &crate::digest::Sha256, size: u64) -> HeaderMap {
+    let digest_text = digest_string(digest);
+    let mut headers = HeaderMap::new();
+    set(&mut headers, header::CONTENT_TYPE, media_type);
+    set(&mut headers, CONTENT_DIGEST, &digest_text);
+    set(&mut headers, header::ETAG, &format!("\"{digest_text}\""));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers
 }
 
 /// Reads a manifest body whole, refusing it past `limit` bytes (`413`).
